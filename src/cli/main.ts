@@ -1,0 +1,31 @@
+// The portcullis command line. Each command lives in its own file and registers itself here.
+// Exit codes: 0 success, 1 a failed check, 2 bad usage; errors are one clear line on stderr.
+import { Command, CommanderError } from 'commander';
+import { formatProblem, PortcullisError } from '../errors.js';
+
+const program = new Command('portcullis')
+  .description('Policy-as-code gateway for the Model Context Protocol')
+  .showHelpAfterError(false)
+  .exitOverride();
+
+// Commands: one import and one register call each.
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  process.exitCode = exitCodeFor(e);
+}
+
+function exitCodeFor(e: unknown): number {
+  if (e instanceof CommanderError) {
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0) return 0;
+    return 2; // commander has already printed its one-line message
+  }
+  if (e instanceof PortcullisError) {
+    process.stderr.write(`portcullis: ${e.message}\n`);
+    for (const p of e.problems) process.stderr.write(`  ${formatProblem(p)}\n`);
+    return e.code === 'PCL_USAGE' ? 2 : 1;
+  }
+  process.stderr.write(`portcullis: ${(e as Error)?.message ?? String(e)}\n`);
+  return 1;
+}

@@ -1,0 +1,142 @@
+// The schema of portcullis.yaml (SPEC section 2). Every object is strict: an unknown key is an
+// error, since a misspelt security setting silently ignored is worse than a refusal to start.
+import { z } from 'zod';
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses "250ms", "30s", "5m", "1h", "7d" (or a bare number of milliseconds) into milliseconds. */
+export function parseDuration(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(value.trim());
+  if (!m) return undefined;
+  return Math.round(Number(m[1]) * DURATION_UNITS[m[2]]);
+}
+
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (use e.g. 500ms, 30s, 5m, 1h)` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const positiveInt = z.number().int().positive();
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the key, as 64 lowercase hex digits');
+/** Server names appear in URLs (/mcp/<name>) and in policy: keep them to a safe alphabet. */
+export const SERVER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+const listen = z.strictObject({
+  host: z.string().default('127.0.0.1'),
+  port: z.number().int().min(0).max(65535).default(8080),
+  allowedOrigins: z.array(z.string()).default([]),
+  allowedHosts: z.array(z.string()).default([]),
+});
+
+const limits = z.strictObject({
+  maxBodyBytes: positiveInt.default(4 * 1024 * 1024),
+  maxHeaderBytes: positiveInt.default(16 * 1024),
+  maxDepth: positiveInt.default(128),
+  maxResultBytes: positiveInt.default(16 * 1024 * 1024),
+  requestTimeout: duration.default(30_000),
+  upstreamTimeout: duration.default(60_000),
+  sessionIdleTimeout: duration.default(30 * 60_000),
+  maxSessions: positiveInt.default(1000),
+});
+
+const stdioServer = z.strictObject({
+  transport: z.literal('stdio'),
+  command: z.string().min(1),
+  args: z.array(z.string()).default([]),
+  env: z.record(z.string(), z.string()).default({}),
+  cwd: z.string().optional(),
+});
+
+const httpServer = z.strictObject({
+  transport: z.enum(['http', 'sse']),
+  url: z.url({ protocol: /^https?$/ }),
+  headers: z.record(z.string(), z.string()).default({}),
+});
+
+export const serverSchema = z.discriminatedUnion('transport', [stdioServer, httpServer]);
+
+const apiKey = z.strictObject({
+  id: z.string().min(1),
+  sha256: sha256Hex,
+  sub: z.string().min(1).optional(),
+  groups: z.array(z.string()).default([]),
+});
+
+const auth = z.strictObject({
+  oidc: z
+    .strictObject({
+      issuer: z.url(),
+      audience: z.union([z.string(), z.array(z.string())]),
+      groupsClaim: z.string().default('groups'),
+      clockSkew: duration.default(30_000),
+      jwksUri: z.url().optional(),
+      algorithms: z.array(z.string()).optional(),
+    })
+    .optional(),
+  apiKeys: z.array(apiKey).default([]),
+  anonymous: z.boolean().default(false),
+  /** The public URL of this gateway, for protected-resource metadata behind a proxy. */
+  resourceUrl: z.url().optional(),
+});
+
+const policy = z.union([
+  z.strictObject({ path: z.string().min(1), watch: z.boolean().default(true) }),
+  z.strictObject({ source: z.literal('store') }),
+]);
+
+const store = z.strictObject({
+  url: z.string().regex(/^(sqlite:|postgres:\/\/|postgresql:\/\/)/, 'must start with sqlite: or postgres://').default('sqlite:./data/portcullis.db'),
+});
+
+const admin = z.strictObject({
+  tokens: z.array(z.strictObject({ id: z.string().min(1), sha256: sha256Hex })).default([]),
+  groups: z.array(z.string()).default([]),
+});
+
+const approvals = z.strictObject({
+  timeout: duration.default(5 * 60_000),
+  webhooks: z.array(z.strictObject({ url: z.url(), headers: z.record(z.string(), z.string()).default({}) })).default([]),
+});
+
+const audit = z.strictObject({
+  signingKey: z.string().optional(),
+  checkpointEvery: positiveInt.default(1000),
+  recordings: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      retention: duration.default(30 * 86_400_000),
+      maxMessageBytes: positiveInt.default(256 * 1024),
+    })
+    .prefault({}),
+});
+
+const logging = z.strictObject({
+  level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export const configSchema = z.strictObject({
+  listen: listen.prefault({}),
+  limits: limits.prefault({}),
+  servers: z.record(z.string().regex(SERVER_NAME, 'server names use letters, digits, "_", "." and "-"'), serverSchema).refine(
+    (s) => Object.keys(s).length > 0,
+    'at least one server is required',
+  ),
+  auth: auth.prefault({}),
+  policy: policy.optional(),
+  store: store.prefault({}),
+  admin: admin.prefault({}),
+  approvals: approvals.prefault({}),
+  audit: audit.prefault({}),
+  logging: logging.prefault({}),
+});
+
+export type Config = z.output<typeof configSchema>;
+export type ServerConfig = z.output<typeof serverSchema>;
+export type Limits = Config['limits'];
+export type AuthConfig = Config['auth'];
+export type AuditConfig = Config['audit'];
