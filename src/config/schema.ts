@@ -76,6 +76,8 @@ const auth = z.strictObject({
       clockSkew: duration.default(30_000),
       jwksUri: z.url().optional(),
       algorithms: z.array(z.string()).optional(),
+      /** Scopes advertised as scopes_supported in the protected-resource metadata. */
+      scopes: z.array(z.string().min(1)).optional(),
     })
     .optional(),
   apiKeys: z.array(apiKey).default([]),

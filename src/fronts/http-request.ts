@@ -1,0 +1,81 @@
+// What every HTTP request to /mcp must pass before the MCP transport sees it: Host and Origin
+// (DNS rebinding, browsers), media type, size and nesting limits. Each refusal is a clear
+// status with a JSON-RPC error body; nothing refused here reaches a session.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import type { Config } from '../config/schema.js';
+import { depthExceeds, INVALID_REQUEST, PARSE_ERROR } from '../gateway/classify.js';
+
+export class HttpRefusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly rpcCode: number,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+export function sendRefusal(res: ServerResponse, r: HttpRefusal, id: unknown = null): void {
+  if (res.headersSent) return void res.end();
+  res.writeHead(r.status, { 'content-type': 'application/json', ...r.headers });
+  res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code: r.rpcCode, message: r.message } }));
+}
+
+const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+
+function hostName(hostHeader: string): string {
+  if (hostHeader.startsWith('[')) return hostHeader.slice(0, hostHeader.indexOf(']') + 1).toLowerCase();
+  const colon = hostHeader.lastIndexOf(':');
+  return (colon === -1 ? hostHeader : hostHeader.slice(0, colon)).toLowerCase();
+}
+
+function isLoopbackHost(name: string): boolean {
+  return LOOPBACK_NAMES.has(name) || name.endsWith('.localhost') || (isIP(name) === 4 && name.startsWith('127.'));
+}
+
+/** SPEC 10: bound to loopback, only loopback Host names (or allowedHosts); elsewhere, allowedHosts when set. */
+export function checkHostAndOrigin(req: IncomingMessage, listen: Config['listen'], boundToLoopback: boolean): void {
+  const host = req.headers.host;
+  if (boundToLoopback || listen.allowedHosts.length > 0) {
+    const name = host ? hostName(host) : '';
+    const allowed = (boundToLoopback && isLoopbackHost(name)) || listen.allowedHosts.some((h) => h.toLowerCase() === name || h.toLowerCase() === host?.toLowerCase());
+    if (!allowed) throw new HttpRefusal(403, INVALID_REQUEST, `Host "${host ?? ''}" is not allowed (listen.allowedHosts)`);
+  }
+  const origin = req.headers.origin;
+  if (origin !== undefined && !listen.allowedOrigins.includes(origin)) {
+    throw new HttpRefusal(403, INVALID_REQUEST, `Origin "${origin}" is not allowed (listen.allowedOrigins)`);
+  }
+}
+
+/** Reads and parses a POST body under the configured limits; the only JSON.parse on the path. */
+export async function readJsonBody(req: IncomingMessage, limits: Config['limits']): Promise<unknown> {
+  const type = req.headers['content-type'];
+  const essence = type?.split(';')[0].trim().toLowerCase();
+  if (essence !== 'application/json') throw new HttpRefusal(415, INVALID_REQUEST, 'Content-Type must be application/json');
+  if (req.headers['content-encoding'] !== undefined && req.headers['content-encoding'] !== 'identity') {
+    throw new HttpRefusal(415, INVALID_REQUEST, 'Content-Encoding is not accepted: send the body uncompressed');
+  }
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limits.maxBodyBytes) throw tooLarge(limits.maxBodyBytes);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limits.maxBodyBytes) throw tooLarge(limits.maxBodyBytes);
+    chunks.push(chunk);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.concat(chunks, size).toString('utf8'));
+  } catch (e) {
+    throw new HttpRefusal(400, PARSE_ERROR, `Parse error: ${(e as Error).message}`);
+  }
+  if (depthExceeds(parsed, limits.maxDepth)) throw new HttpRefusal(400, INVALID_REQUEST, `message nesting is deeper than ${limits.maxDepth} (limits.maxDepth)`);
+  return parsed;
+}
+
+function tooLarge(max: number): HttpRefusal {
+  return new HttpRefusal(413, INVALID_REQUEST, `request body is over ${max} bytes (limits.maxBodyBytes)`, { connection: 'close' });
+}

@@ -1,0 +1,89 @@
+// The Streamable HTTP front: POST|GET|DELETE /mcp/<server>. Requests pass the HTTP checks,
+// authentication and the session lookup here; the SDK's server transport then handles the
+// protocol (SSE streams, Mcp-Session-Id, MCP-Protocol-Version, resumption) and hands each
+// message to the session's pipeline.
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Identity } from '../auth/identity.js';
+import { classify, INVALID_REQUEST, ShapeError, UPSTREAM_ERROR } from '../gateway/classify.js';
+import type { Gateway } from '../gateway/gateway.js';
+import { BoundedEventStore } from './event-store.js';
+import { checkHostAndOrigin, HttpRefusal, readJsonBody, sendRefusal } from './http-request.js';
+
+const SESSION_HEADER = 'mcp-session-id';
+
+export function mcpHandler(gw: Gateway, boundToLoopback: () => boolean) {
+  return async (req: IncomingMessage, res: ServerResponse, serverName: string): Promise<void> => {
+    let id: unknown = null;
+    try {
+      checkHostAndOrigin(req, gw.config.listen, boundToLoopback());
+      if (!Object.hasOwn(gw.config.servers, serverName)) throw new HttpRefusal(404, INVALID_REQUEST, `no server named "${serverName}" on this gateway`);
+      const identity = await gw.authenticate(req, res);
+      if (!identity) return; // the authenticator answered (401 with how to log in)
+      const method = req.method ?? 'GET';
+      if (method !== 'POST' && method !== 'GET' && method !== 'DELETE') throw new HttpRefusal(405, INVALID_REQUEST, `${method} is not supported on /mcp`, { allow: 'GET, POST, DELETE' });
+      const body = method === 'POST' ? await readJsonBody(req, gw.config.limits) : undefined;
+      if (method === 'POST') id = earlyCheck(body);
+      const sessionId = req.headers[SESSION_HEADER];
+      if (typeof sessionId === 'string') {
+        const session = gw.findSession(sessionId, serverName, identity);
+        if (!session) throw new HttpRefusal(404, -32001, 'Session not found: start a new session with initialize');
+        return await (session.channel as HttpChannel).transport.handleRequest(req, res, body);
+      }
+      if (method !== 'POST' || !isInitialize(body)) throw new HttpRefusal(400, INVALID_REQUEST, 'Mcp-Session-Id header is required (send initialize first)');
+      await openSession(gw, req, res, serverName, identity, body);
+    } catch (e) {
+      if (e instanceof HttpRefusal) return sendRefusal(res, e, id);
+      gw.log.error({ err: (e as Error).message, stack: (e as Error).stack }, 'HTTP front error');
+      sendRefusal(res, new HttpRefusal(500, -32603, 'internal gateway error'), id);
+    }
+  };
+}
+
+/** Refuses, with a proper HTTP error, what cannot be answered inside a stream: batches, bad envelopes. */
+function earlyCheck(body: unknown): unknown {
+  try {
+    const c = classify(body, true);
+    return c.type === 'notification' ? null : c.id;
+  } catch (e) {
+    if (e instanceof ShapeError) throw new HttpRefusal(400, e.code, e.message);
+    throw e;
+  }
+}
+
+function isInitialize(body: unknown): boolean {
+  return (body as { method?: unknown }).method === 'initialize' && 'id' in (body as object);
+}
+
+export class HttpChannel {
+  readonly transport: StreamableHTTPServerTransport;
+  constructor(sessionId: string) {
+    this.transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => sessionId,
+      eventStore: new BoundedEventStore(),
+    });
+  }
+  send(message: JSONRPCMessage, relatedRequestId?: RequestId): Promise<void> {
+    return this.transport.send(message, { relatedRequestId });
+  }
+  close(): Promise<void> {
+    return this.transport.close();
+  }
+}
+
+async function openSession(gw: Gateway, req: IncomingMessage, res: ServerResponse, server: string, identity: Identity, body: unknown): Promise<void> {
+  const id = randomUUID();
+  const channel = new HttpChannel(id);
+  let session;
+  try {
+    session = await gw.openSession(id, server, identity, channel);
+  } catch (e) {
+    const status = (e as { status?: number }).status ?? 502;
+    throw new HttpRefusal(status, UPSTREAM_ERROR, (e as Error).message, status === 503 ? { 'retry-after': '5' } : {});
+  }
+  channel.transport.onmessage = (message) => void session.fromClient(message);
+  channel.transport.onclose = () => session.end('client closed the session');
+  await channel.transport.handleRequest(req, res, body);
+}

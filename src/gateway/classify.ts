@@ -1,0 +1,167 @@
+// Classifies one parsed JSON-RPC message: its kind, and for client requests what policy must
+// decide on (tool, arguments, resource, prompt). A message whose shape does not fit its method
+// is refused here, so later stages only ever see well-formed messages, and what they decide on
+// is the very object that is forwarded (nothing is normalised or copied in between).
+import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
+
+export const INVALID_REQUEST = -32600;
+export const METHOD_NOT_FOUND = -32601;
+export const INVALID_PARAMS = -32602;
+export const INTERNAL_ERROR = -32603;
+export const PARSE_ERROR = -32700;
+export const FORBIDDEN_BY_POLICY = -32003;
+/** Upstream failures: exited, unreachable, timed out, oversized answer. */
+export const UPSTREAM_ERROR = -32010;
+
+type Obj = Record<string, unknown>;
+
+/** What policy governs about a request; `housekeeping` is protocol plumbing that is always allowed. */
+export type Action =
+  | { kind: 'housekeeping' }
+  | { kind: 'list'; list: 'tools' | 'resources' | 'resourceTemplates' | 'prompts' }
+  | { kind: 'tool'; tool: string; args: Obj }
+  | { kind: 'resource'; resource: string }
+  | { kind: 'prompt'; prompt: string; args: Obj }
+  | { kind: 'completion'; prompt?: string; resource?: string; args: Obj }
+  | { kind: 'other' };
+
+export type Classified =
+  | { type: 'request'; id: RequestId; method: string; params: Obj | undefined; action: Action; message: JSONRPCMessage }
+  | { type: 'notification'; method: string; params: Obj | undefined; message: JSONRPCMessage }
+  | { type: 'response'; id: RequestId; message: JSONRPCMessage };
+
+export class ShapeError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly id: RequestId | null,
+  ) {
+    super(message);
+  }
+}
+
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+const LISTS: Record<string, Extract<Action, { kind: 'list' }>['list']> = {
+  'tools/list': 'tools',
+  'resources/list': 'resources',
+  'resources/templates/list': 'resourceTemplates',
+  'prompts/list': 'prompts',
+};
+
+/** Requests a client may send that carry nothing for policy to decide on. */
+const CLIENT_HOUSEKEEPING = new Set(['initialize', 'ping', 'logging/setLevel', 'tasks/get', 'tasks/list', 'tasks/result', 'tasks/cancel']);
+
+/** Requests a server may send to a client (they travel downstream, never upstream). */
+export const SERVER_REQUESTS = new Set(['ping', 'sampling/createMessage', 'elicitation/create', 'roots/list', 'tasks/get', 'tasks/list', 'tasks/result', 'tasks/cancel']);
+
+/** Validates the JSON-RPC envelope. `fromClient` selects which request methods are expected. */
+export function classify(raw: unknown, fromClient: boolean): Classified {
+  if (Array.isArray(raw)) throw new ShapeError(INVALID_REQUEST, 'JSON-RPC batches are not accepted: send one message per request', null);
+  if (!isObj(raw)) throw new ShapeError(INVALID_REQUEST, 'a JSON-RPC message must be an object', null);
+  const message = raw as JSONRPCMessage;
+  const hasId = 'id' in raw;
+  const id = raw.id;
+  if (hasId && !(typeof id === 'string' || (typeof id === 'number' && Number.isInteger(id)))) {
+    throw new ShapeError(INVALID_REQUEST, 'id must be a string or an integer', null);
+  }
+  if (raw.jsonrpc !== '2.0') throw new ShapeError(INVALID_REQUEST, 'jsonrpc must be "2.0"', hasId ? (id as RequestId) : null);
+
+  if (!('method' in raw)) {
+    if (!hasId) throw new ShapeError(INVALID_REQUEST, 'a message needs a method or an id', null);
+    const hasResult = 'result' in raw;
+    const hasError = 'error' in raw;
+    if (hasResult === hasError) throw new ShapeError(INVALID_REQUEST, 'a response carries exactly one of result and error', id as RequestId);
+    if (hasResult && !isObj(raw.result)) throw new ShapeError(INVALID_REQUEST, 'result must be an object', id as RequestId);
+    if (hasError && !(isObj(raw.error) && Number.isInteger(raw.error.code) && typeof raw.error.message === 'string')) {
+      throw new ShapeError(INVALID_REQUEST, 'error must be an object with an integer code and a string message', id as RequestId);
+    }
+    return { type: 'response', id: id as RequestId, message };
+  }
+
+  const method = raw.method;
+  if (typeof method !== 'string') throw new ShapeError(INVALID_REQUEST, 'method must be a string', hasId ? (id as RequestId) : null);
+  const params = raw.params;
+  if (params !== undefined && !isObj(params)) throw new ShapeError(INVALID_PARAMS, 'params must be an object', hasId ? (id as RequestId) : null);
+  if ('result' in raw || 'error' in raw) throw new ShapeError(INVALID_REQUEST, 'a request carries no result or error', hasId ? (id as RequestId) : null);
+
+  const isNotificationMethod = method.startsWith('notifications/');
+  if (!hasId) {
+    if (!isNotificationMethod) throw new ShapeError(INVALID_REQUEST, `${method} is a request: it needs an id`, null);
+    return { type: 'notification', method, params, message };
+  }
+  if (isNotificationMethod) throw new ShapeError(INVALID_REQUEST, `${method} is a notification: it must not carry an id`, id as RequestId);
+  const action = fromClient ? clientAction(method, params, id as RequestId) : ({ kind: 'housekeeping' } as const);
+  return { type: 'request', id: id as RequestId, method, params, action, message };
+}
+
+function clientAction(method: string, params: Obj | undefined, id: RequestId): Action {
+  const bad = (what: string): never => {
+    throw new ShapeError(INVALID_PARAMS, `${method}: ${what}`, id);
+  };
+  const p = params ?? {};
+  const objectArgs = (v: unknown, what: string): Obj => {
+    if (v === undefined) return {};
+    if (!isObj(v)) return bad(`${what} must be an object`);
+    return v;
+  };
+  switch (method) {
+    case 'tools/call':
+      if (typeof p.name !== 'string') bad('params.name must be a string');
+      return { kind: 'tool', tool: p.name as string, args: objectArgs(p.arguments, 'params.arguments') };
+    case 'resources/read':
+    case 'resources/subscribe':
+    case 'resources/unsubscribe':
+      if (typeof p.uri !== 'string') bad('params.uri must be a string');
+      return { kind: 'resource', resource: p.uri as string };
+    case 'prompts/get': {
+      if (typeof p.name !== 'string') bad('params.name must be a string');
+      const args = objectArgs(p.arguments, 'params.arguments');
+      for (const v of Object.values(args)) if (typeof v !== 'string') bad('prompt arguments must be strings');
+      return { kind: 'prompt', prompt: p.name as string, args };
+    }
+    case 'completion/complete': {
+      const ref = p.ref;
+      const arg = p.argument;
+      if (!isObj(ref)) return bad('params.ref must be an object');
+      if (!isObj(arg) || typeof arg.name !== 'string' || typeof arg.value !== 'string') bad('params.argument needs a string name and value');
+      const args = { [(arg as Obj).name as string]: (arg as Obj).value };
+      if (ref.type === 'ref/prompt' && typeof ref.name === 'string') return { kind: 'completion', prompt: ref.name, args };
+      if (ref.type === 'ref/resource' && typeof ref.uri === 'string') return { kind: 'completion', resource: ref.uri, args };
+      return bad('params.ref must be {type: "ref/prompt", name} or {type: "ref/resource", uri}');
+    }
+    case 'initialize':
+      if (typeof p.protocolVersion !== 'string' || !isObj(p.capabilities) || !isObj(p.clientInfo)) {
+        bad('needs protocolVersion (string), capabilities and clientInfo (objects)');
+      }
+      return { kind: 'housekeeping' };
+    case 'logging/setLevel':
+      if (typeof p.level !== 'string') bad('params.level must be a string');
+      return { kind: 'housekeeping' };
+  }
+  const list = LISTS[method];
+  if (list) {
+    if (p.cursor !== undefined && typeof p.cursor !== 'string') bad('params.cursor must be a string');
+    return { kind: 'list', list };
+  }
+  if (CLIENT_HOUSEKEEPING.has(method)) return { kind: 'housekeeping' };
+  return { kind: 'other' };
+}
+
+/** The depth of nested objects and arrays, without recursion (a hostile body must not blow the stack). */
+export function depthExceeds(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length) {
+    const [v, d] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (d > max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, d + 1]);
+    }
+  }
+  return false;
+}
+
+export function errorResponse(id: RequestId | null, code: number, message: string, data?: unknown): JSONRPCMessage {
+  return { jsonrpc: '2.0', id, error: data === undefined ? { code, message } : { code, message, data } } as unknown as JSONRPCMessage;
+}

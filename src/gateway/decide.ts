@@ -1,0 +1,113 @@
+// The decide stage: the only place an Authorized message is made, and only after the decision's
+// audit record is durable. Upstream connectors accept nothing else, so "no message reaches an
+// upstream without a decision and its audit record" is a property of the types.
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { randomUUID } from 'node:crypto';
+import type { Decision, DecisionInput } from '../policy/decision.js';
+import { errorResponse, FORBIDDEN_BY_POLICY, type Classified } from './classify.js';
+import type { Exchange, Reply, Stage } from './pipeline.js';
+
+let mint: (message: JSONRPCMessage, decision: Decision) => Authorized;
+
+export class Authorized {
+  static {
+    mint = (message, decision) => new Authorized(message, decision);
+  }
+  private constructor(
+    readonly message: JSONRPCMessage,
+    readonly decision: Decision,
+  ) {}
+}
+
+/** What the decide stage asks of the policy engine. */
+export interface PolicyPoint {
+  decide(input: DecisionInput): Decision;
+  version(): string;
+}
+
+/** What the decide stage needs of the audit log: append resolves once the record is durable. */
+export interface AuditSink {
+  append(type: string, actor: string, data: Record<string, unknown>): Promise<unknown>;
+}
+
+/** Built-in decisions for what policy does not govern: protocol plumbing and replies. */
+function builtIn(rule: string, version: string): Decision {
+  return { effect: 'allow', rule, bundleVersion: version };
+}
+
+export function decideStage(policy: PolicyPoint, audit: AuditSink, argsDigest: (args: unknown) => string): Stage {
+  return async (x, next) => {
+    const m = x.msg!;
+    const session = x.session;
+    if (m.type === 'response') {
+      // A client's answer to a server's request (sampling, elicitation, roots): only ids the
+      // upstream actually asked for go up, so a client cannot inject answers.
+      if (!session.takeServerRequest(m.id)) return undefined;
+      x.authorized = mint(m.message, builtIn('protocol/response', policy.version()));
+      return next();
+    }
+    if (m.type === 'notification') {
+      x.authorized = mint(m.message, builtIn('protocol/notification', policy.version()));
+      return next();
+    }
+    const input = decisionInput(x, m);
+    const decision: Decision = input ? policy.decide(input) : builtIn(`protocol/${m.action.kind}`, policy.version());
+    const decisionId = randomUUID();
+    x.decision = decision;
+    x.decisionId = decisionId;
+    await audit.append('decision', session.identity.sub, {
+      decisionId,
+      session: session.id,
+      effect: decision.effect,
+      rule: decision.rule,
+      bundleVersion: decision.bundleVersion,
+      identity: { sub: session.identity.sub, groups: session.identity.groups, via: session.identity.via },
+      server: session.server,
+      method: m.method,
+      ...(input?.tool !== undefined && { tool: input.tool }),
+      ...(input?.resource !== undefined && { resource: input.resource }),
+      ...(input?.prompt !== undefined && { prompt: input.prompt }),
+      ...(input?.args !== undefined && { argsDigest: argsDigest(input.args) }),
+      ...(decision.message !== undefined && { message: decision.message }),
+    });
+    if (decision.effect === 'allow') {
+      x.authorized = mint(m.message, decision);
+      return next();
+    }
+    if (decision.effect === 'approve') {
+      // Approvals (holding a call for a human) are not part of this version: fail closed.
+      return denial(m, { ...decision, message: `this call needs approval (${decision.rule}), and approvals are not enabled on this gateway` }, decisionId);
+    }
+    return denial(m, decision, decisionId);
+  };
+}
+
+/** What policy decides on, or undefined for plumbing it does not govern. */
+function decisionInput(x: Exchange, m: Extract<Classified, { type: 'request' }>): DecisionInput | undefined {
+  const base = { identity: x.session.identity, server: x.session.server, method: m.method, time: new Date() };
+  const a = m.action;
+  switch (a.kind) {
+    case 'housekeeping':
+    case 'list':
+      return undefined;
+    case 'tool':
+      return { ...base, tool: a.tool, args: a.args };
+    case 'resource':
+      return { ...base, resource: a.resource };
+    case 'prompt':
+      return { ...base, prompt: a.prompt, args: a.args };
+    case 'completion':
+      return { ...base, prompt: a.prompt, resource: a.resource, args: a.args };
+    case 'other':
+      return base;
+  }
+}
+
+/** SPEC 3: a denied tools/call is a tool error the agent can read; anything else is -32003. */
+export function denial(m: Extract<Classified, { type: 'request' }>, decision: Decision, decisionId: string): Reply {
+  const why = `Denied by policy rule ${decision.rule}${decision.message ? `: ${decision.message}` : ''}`;
+  if (m.method === 'tools/call') {
+    return { jsonrpc: '2.0', id: m.id, result: { content: [{ type: 'text', text: why }], isError: true } } as JSONRPCMessage;
+  }
+  return errorResponse(m.id, FORBIDDEN_BY_POLICY, 'Forbidden by policy', { rule: decision.rule, decisionId, ...(decision.message && { message: decision.message }) });
+}

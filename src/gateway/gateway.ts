@@ -1,0 +1,174 @@
+// The gateway: configuration, the session registry, the pipelines, and the HTTP listener with
+// its routes. Fronts and upstream connectors meet here and nowhere else.
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { ANONYMOUS, type Identity } from '../auth/identity.js';
+import type { Config } from '../config/schema.js';
+import { mcpHandler } from '../fronts/streamable-http.js';
+import { HttpRefusal, sendRefusal } from '../fronts/http-request.js';
+import { createLogger } from '../observability/log.js';
+import { createMetrics, type Metrics } from '../observability/metrics.js';
+import { connectUpstream } from '../upstreams/upstream.js';
+import type { AuditSink, PolicyPoint } from './decide.js';
+import type { Exchange, Reply } from './pipeline.js';
+import { Session, type ClientChannel, type SessionHost } from './session.js';
+import { buildPipelines } from './stages.js';
+
+export interface GatewayOptions {
+  baseDir?: string;
+  log?: Logger;
+  policy: PolicyPoint;
+  audit: AuditSink;
+}
+
+export class Gateway implements SessionHost {
+  readonly log: Logger;
+  readonly metrics: Metrics = createMetrics();
+  readonly sessions = new Map<string, Session & { channel: ClientChannel }>();
+  readonly toUpstream: (x: Exchange) => Promise<Reply>;
+  readonly toClient: (x: Exchange) => Promise<Reply>;
+  private readonly channels = new WeakMap<Session, ClientChannel>();
+  private closing = false;
+
+  constructor(
+    readonly config: Config,
+    private readonly opts: GatewayOptions,
+  ) {
+    this.log = opts.log ?? createLogger(config.logging.level);
+    const pipelines = buildPipelines({ policy: opts.policy, audit: opts.audit, argsDigest, log: this.log });
+    this.toUpstream = pipelines.toUpstream;
+    this.toClient = pipelines.toClient;
+  }
+
+  get upstreamTimeoutMs(): number {
+    return this.config.limits.upstreamTimeout;
+  }
+  get maxResultBytes(): number {
+    return this.config.limits.maxResultBytes;
+  }
+
+  /** The identity behind a request, or undefined after answering it with 401. */
+  async authenticate(req: IncomingMessage, res: ServerResponse): Promise<Identity | undefined> {
+    if (req.headers.authorization === undefined && this.config.auth.anonymous) return ANONYMOUS;
+    res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer' });
+    res.end(JSON.stringify({ error: 'invalid_token', error_description: 'this gateway accepts no credentials yet' }));
+    return undefined;
+  }
+
+  /** Opens a session: starts its upstream first, so a client never holds a session without one. */
+  async openSession(id: string, server: string, identity: Identity, channel: ClientChannel): Promise<Session> {
+    if (this.closing) throw Object.assign(new Error('the gateway is shutting down'), { status: 503 });
+    if (this.sessions.size >= this.config.limits.maxSessions) {
+      throw Object.assign(new Error(`the gateway has ${this.sessions.size} sessions open, its limit (limits.maxSessions)`), { status: 503 });
+    }
+    const session = Object.assign(new Session(id, server, identity, channel, this), { channel });
+    let upstream;
+    try {
+      upstream = await connectUpstream(server, this.config.servers[server], session.log);
+    } catch (e) {
+      this.metrics.upstreamFailures.inc({ server });
+      session.log.error({ err: (e as Error).message }, 'upstream could not be started');
+      throw e;
+    }
+    session.attach(upstream);
+    this.sessions.set(id, session);
+    this.metrics.sessions.inc({ server });
+    await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { sub: identity.sub, groups: identity.groups, via: identity.via } });
+    session.log.info('session started');
+    return session;
+  }
+
+  /** A session id is valid only on the path that created it and with the identity that created it. */
+  findSession(id: string, server: string, identity: Identity): (Session & { channel: ClientChannel }) | undefined {
+    const s = this.sessions.get(id);
+    if (!s || s.server !== server || s.identity.sub !== identity.sub || s.identity.via !== identity.via) return undefined;
+    return s;
+  }
+
+  ended(session: Session, reason: string): void {
+    if (!this.sessions.delete(session.id)) return;
+    this.metrics.sessions.dec({ server: session.server });
+    session.log.info({ reason }, 'session ended');
+    this.opts.audit.append('session.end', session.identity.sub, { session: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const s of [...this.sessions.values()]) s.end('the gateway is shutting down');
+  }
+}
+
+export function argsDigest(args: unknown): string {
+  return createHash('sha256').update(JSON.stringify(args) ?? 'null').digest('hex');
+}
+
+export interface RunningGateway {
+  gateway: Gateway;
+  server: Server;
+  url(server: string): string;
+  close(): Promise<void>;
+}
+
+/** Starts the HTTP listener; resolves once it listens. */
+export async function startGateway(config: Config, opts: GatewayOptions): Promise<RunningGateway> {
+  const gw = new Gateway(config, opts);
+  const limits = config.limits;
+  const server = createServer({ maxHeaderSize: limits.maxHeaderBytes, requestTimeout: limits.requestTimeout, headersTimeout: Math.min(limits.requestTimeout, 60_000), keepAliveTimeout: 5_000 });
+  const isLoopback = () => {
+    const a = server.address() as AddressInfo | null;
+    return !!a && (a.address.startsWith('127.') || a.address === '::1');
+  };
+  const mcp = mcpHandler(gw, isLoopback);
+  server.on('request', (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path.startsWith('/mcp/')) return void mcp(req, res, decodeURIComponent(path.slice(5)));
+    route(gw, req, res, path).catch((e) => {
+      gw.log.error({ err: (e as Error).message }, 'route failed');
+      sendRefusal(res, new HttpRefusal(500, -32603, 'internal gateway error'));
+    });
+  });
+  server.on('clientError', (err, socket) => {
+    const code = (err as NodeJS.ErrnoException).code;
+    gw.metrics.refusals.inc({ status: code === 'HPE_HEADER_OVERFLOW' ? '431' : '400' });
+    if (!socket.writable) return socket.destroy();
+    socket.end(code === 'HPE_HEADER_OVERFLOW' ? 'HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n\r\n' : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.listen.port, config.listen.host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  gw.log.info({ address: `http://${host}:${address.port}`, servers: Object.keys(config.servers) }, 'gateway listening');
+  return {
+    gateway: gw,
+    server,
+    url: (name) => `http://${host}:${address.port}/mcp/${encodeURIComponent(name)}`,
+    close: async () => {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      await gw.close();
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), 5_000);
+      await closed;
+      clearTimeout(timer);
+    },
+  };
+}
+
+async function route(gw: Gateway, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+  if (path === '/healthz') return json(res, 200, { status: 'ok' });
+  if (path === '/readyz') return json(res, 200, { status: 'ready', sessions: gw.sessions.size });
+  if (path === '/metrics') {
+    res.writeHead(200, { 'content-type': gw.metrics.registry.contentType });
+    return void res.end(await gw.metrics.registry.metrics());
+  }
+  void req;
+  json(res, 404, { error: 'not_found', message: `no route ${path}; MCP servers are at /mcp/<server>` });
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}

@@ -1,0 +1,43 @@
+// The data path is one onion of stages with one signature. A stage acts on the way in, calls
+// next() to pass the message inward, and acts on the reply on the way out; a stage that returns
+// without calling next() stops the message there (a deny, a malformed message). The ordered
+// lists live in stages.ts, so a reader finds the whole path in one place.
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import type { Decision } from '../policy/decision.js';
+import type { Classified } from './classify.js';
+import type { Authorized } from './decide.js';
+import type { Session } from './session.js';
+
+export interface Exchange {
+  readonly session: Session;
+  /** toUpstream: a message from the client; toClient: a message the upstream sent on its own. */
+  readonly direction: 'toUpstream' | 'toClient';
+  /** The parsed message, exactly as it arrived. */
+  readonly raw: unknown;
+  readonly startedAt: number;
+  /** Set by classify. */
+  msg?: Classified;
+  /** Set by decide (toUpstream only): the decision this message is governed by. */
+  decision?: Decision;
+  decisionId?: string;
+  /** Set by decide once the decision's audit record is durable; the only thing forward accepts. */
+  authorized?: Authorized;
+  /** Releases this message's place in the session's upstream order (see Session.order). */
+  releaseTurn: () => void;
+  turnReady: Promise<void>;
+}
+
+/** The reply to a request (its response), or undefined for notifications and responses. */
+export type Reply = JSONRPCMessage | undefined;
+export type Stage = (x: Exchange, next: () => Promise<Reply>) => Promise<Reply>;
+
+export function compose(stages: readonly Stage[]): (x: Exchange) => Promise<Reply> {
+  return (x) => {
+    const dispatch = (i: number): Promise<Reply> => {
+      const stage = stages[i];
+      if (!stage) return Promise.resolve(undefined);
+      return stage(x, () => dispatch(i + 1));
+    };
+    return dispatch(0);
+  };
+}

@@ -1,0 +1,179 @@
+// One downstream session paired with exactly one upstream session. JSON-RPC ids pass through
+// unchanged in both directions; the session tracks what is in flight so replies find their
+// request, server-to-client messages find the request stream they belong to, and an upstream
+// that dies ends the session with a clear error instead of leaving requests hanging.
+import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { Logger } from 'pino';
+import type { Identity } from '../auth/identity.js';
+import type { Upstream } from '../upstreams/upstream.js';
+import { classify, errorResponse, UPSTREAM_ERROR } from './classify.js';
+import type { Exchange, Reply } from './pipeline.js';
+
+/** The downstream side, as the front offers it. */
+export interface ClientChannel {
+  /** relatedRequestId ties a server-to-client message to the client request it belongs to. */
+  send(message: JSONRPCMessage, relatedRequestId?: RequestId): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface SessionHost {
+  toUpstream(x: Exchange): Promise<Reply>;
+  toClient(x: Exchange): Promise<Reply>;
+  ended(session: Session, reason: string): void;
+  log: Logger;
+  upstreamTimeoutMs: number;
+  maxResultBytes: number;
+}
+
+interface InFlight {
+  settle(reply: Reply): void;
+  progressToken?: unknown;
+}
+
+/** A queue of turns: messages reach the upstream in the order the client sent them. */
+class Turns {
+  private tail: Promise<void> = Promise.resolve();
+  take(): { ready: Promise<void>; release: () => void } {
+    let release!: () => void;
+    const done = new Promise<void>((r) => (release = r));
+    const ready = this.tail;
+    this.tail = done;
+    return { ready, release };
+  }
+}
+
+export class Session {
+  upstream?: Upstream;
+  private readonly inFlight = new Map<RequestId, InFlight>();
+  private readonly serverRequests = new Set<RequestId>();
+  private readonly turns = new Turns();
+  private endedWith?: string;
+  readonly log: Logger;
+
+  constructor(
+    readonly id: string,
+    readonly server: string,
+    readonly identity: Identity,
+    private readonly client: ClientChannel,
+    private readonly host: SessionHost,
+  ) {
+    this.log = host.log.child({ session: id, server, sub: identity.sub });
+  }
+
+  get isEnded(): boolean {
+    return this.endedWith !== undefined;
+  }
+
+  attach(upstream: Upstream): void {
+    this.upstream = upstream;
+    upstream.onmessage = (m) => this.fromUpstream(m);
+    upstream.onclose = (reason) => this.end(reason);
+  }
+
+  /** A message from the client: through the pipeline, and its reply back to the client. */
+  async fromClient(raw: unknown): Promise<void> {
+    const turn = this.turns.take();
+    let released = false;
+    const x: Exchange = {
+      session: this,
+      direction: 'toUpstream',
+      raw,
+      startedAt: performance.now(),
+      turnReady: turn.ready,
+      releaseTurn: () => {
+        if (!released) (released = true), turn.release();
+      },
+    };
+    let reply: Reply;
+    try {
+      reply = await this.host.toUpstream(x);
+    } finally {
+      x.releaseTurn();
+    }
+    if (reply && !this.isEnded) await this.client.send(reply, x.msg?.type === 'request' ? x.msg.id : undefined).catch((e) => this.log.debug({ err: e.message }, 'client went away before its reply'));
+  }
+
+  private fromUpstream(message: JSONRPCMessage): void {
+    const m = message as { id?: RequestId; method?: unknown };
+    if (m.method === undefined && m.id !== undefined) {
+      const waiting = this.inFlight.get(m.id);
+      if (!waiting) return this.log.debug({ id: m.id }, 'dropped a reply nobody waits for (timed out or cancelled)');
+      const size = Buffer.byteLength(JSON.stringify(message));
+      if (size > this.host.maxResultBytes) {
+        return waiting.settle(errorResponse(m.id, UPSTREAM_ERROR, `the upstream's answer is ${size} bytes, over the gateway's limit of ${this.host.maxResultBytes} (limits.maxResultBytes)`));
+      }
+      return waiting.settle(message);
+    }
+    const x: Exchange = { session: this, direction: 'toClient', raw: message, startedAt: performance.now(), turnReady: Promise.resolve(), releaseTurn: () => {} };
+    this.host.toClient(x).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not deliver a server message'));
+  }
+
+  /** Registers a client request as in flight; its reply arrives through fromUpstream. */
+  expect(id: RequestId, progressToken: unknown): Promise<Reply> {
+    if (this.inFlight.has(id)) return Promise.resolve(errorResponse(id, -32600, `request id ${JSON.stringify(id)} is already in flight in this session`));
+    return new Promise<Reply>((resolve) => {
+      const timer = setTimeout(() => settle(errorResponse(id, UPSTREAM_ERROR, `the upstream did not answer within ${this.host.upstreamTimeoutMs} ms (limits.upstreamTimeout)`)), this.host.upstreamTimeoutMs);
+      const settle = (reply: Reply) => {
+        if (this.inFlight.get(id) !== entry) return;
+        clearTimeout(timer);
+        this.inFlight.delete(id);
+        resolve(reply);
+      };
+      const entry: InFlight = { settle, progressToken };
+      this.inFlight.set(id, entry);
+    });
+  }
+
+  /** The client cancelled a request: it gets no reply (MCP cancellation semantics). */
+  cancelled(id: RequestId): void {
+    this.inFlight.get(id)?.settle(undefined);
+  }
+
+  /** Settles an in-flight request with an error (the upstream could not be sent to). */
+  failed(id: RequestId, message: string): void {
+    this.inFlight.get(id)?.settle(errorResponse(id, UPSTREAM_ERROR, message));
+  }
+
+  /** The client request a server-to-client message belongs to: by progress token, else the latest in flight. */
+  relatedRequest(message: JSONRPCMessage): RequestId | undefined {
+    const token = (message as { params?: { progressToken?: unknown } }).params?.progressToken;
+    let latest: RequestId | undefined;
+    for (const [id, f] of this.inFlight) {
+      if (token !== undefined && f.progressToken === token) return id;
+      latest = id;
+    }
+    return latest;
+  }
+
+  rememberServerRequest(id: RequestId): void {
+    this.serverRequests.add(id);
+  }
+
+  takeServerRequest(id: RequestId): boolean {
+    return this.serverRequests.delete(id);
+  }
+
+  sendToClient(message: JSONRPCMessage, relatedRequestId?: RequestId): Promise<void> {
+    return this.client.send(message, relatedRequestId);
+  }
+
+  /** Ends the session: in-flight requests fail with the reason, both sides are closed. Idempotent. */
+  end(reason: string): void {
+    if (this.endedWith !== undefined) return;
+    this.endedWith = reason;
+    for (const [id, f] of this.inFlight) f.settle(errorResponse(id, UPSTREAM_ERROR, `session ended: ${reason}`));
+    this.host.ended(this, reason);
+    void this.upstream?.close().catch(() => undefined);
+    void this.client.close().catch(() => undefined);
+  }
+
+  /** Whether raw is an initialize request (the session's first message). */
+  static isInitialize(raw: unknown): boolean {
+    try {
+      const c = classify(raw, true);
+      return c.type === 'request' && c.method === 'initialize';
+    } catch {
+      return false;
+    }
+  }
+}

@@ -1,0 +1,114 @@
+// The data path, in order. Messages from the client run through `toUpstream`, outermost first;
+// the reply comes back through the same stages in reverse. Messages the upstream sends on its
+// own (notifications, sampling/elicitation/roots requests) run through `toClient`.
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import type { Logger } from 'pino';
+import { classify, errorResponse, INTERNAL_ERROR, ShapeError } from './classify.js';
+import { decideStage, type AuditSink, type PolicyPoint } from './decide.js';
+import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
+
+export interface PipelineDeps {
+  policy: PolicyPoint;
+  audit: AuditSink;
+  argsDigest: (args: unknown) => string;
+  log: Logger;
+}
+
+export function buildPipelines(deps: PipelineDeps): { toUpstream: (x: Exchange) => Promise<Reply>; toClient: (x: Exchange) => Promise<Reply> } {
+  return {
+    toUpstream: compose([failClosed, logged(deps.log), classifyStage(true), decideStage(deps.policy, deps.audit, deps.argsDigest), forward]),
+    toClient: compose([failClosed, logged(deps.log), classifyStage(false), deliver]),
+  };
+}
+
+/** An error inside any stage is a refusal, never a pass: the client gets an error, nothing is forwarded by it. */
+const failClosed: Stage = async (x, next) => {
+  try {
+    return await next();
+  } catch (e) {
+    x.session.log.error({ err: (e as Error).message, stack: (e as Error).stack }, 'stage failed; message refused');
+    const id = x.msg?.type === 'request' ? x.msg.id : undefined;
+    return id === undefined || x.direction === 'toClient' ? undefined : errorResponse(id, INTERNAL_ERROR, `gateway error: ${(e as Error).message}`);
+  }
+};
+
+/** One structured log line per request: who, what, the decision and how long it took. */
+function logged(log: Logger): Stage {
+  return async (x, next) => {
+    const reply = await next();
+    const m = x.msg;
+    if (m?.type === 'request' && log.isLevelEnabled('info')) {
+      const a = m.action;
+      x.session.log.info(
+        {
+          dir: x.direction,
+          method: m.method,
+          id: m.id,
+          ...(a.kind === 'tool' && { tool: a.tool }),
+          ...(a.kind === 'resource' && { resource: a.resource }),
+          ...(a.kind === 'prompt' && { prompt: a.prompt }),
+          ...(x.decision && { effect: x.decision.effect, rule: x.decision.rule, decisionId: x.decisionId }),
+          ...(reply && 'error' in reply && { error: reply.error.code }),
+          ms: Math.round((performance.now() - x.startedAt) * 1000) / 1000,
+        },
+        'request',
+      );
+    }
+    return reply;
+  };
+}
+
+function classifyStage(fromClient: boolean): Stage {
+  return async (x, next) => {
+    try {
+      x.msg = classify(x.raw, fromClient);
+    } catch (e) {
+      if (!(e instanceof ShapeError)) throw e;
+      x.session.log.warn({ err: e.message }, 'malformed message refused');
+      return e.id === null || !fromClient ? undefined : errorResponse(e.id, e.code, e.message);
+    }
+    return next();
+  };
+}
+
+/** Innermost stage toward the upstream: sends the Authorized message and waits for its reply. */
+const forward: Stage = async (x) => {
+  const m = x.msg!;
+  const s = x.session;
+  const authorized = x.authorized;
+  const upstream = s.upstream;
+  if (!authorized) throw new Error('forward reached without a decision');
+  if (!upstream) throw new Error('session has no upstream');
+  await x.turnReady;
+  if (m.type !== 'request') {
+    try {
+      await upstream.send(authorized);
+    } finally {
+      x.releaseTurn();
+    }
+    if (m.type === 'notification' && m.method === 'notifications/cancelled') {
+      const requestId = m.params?.requestId;
+      if (typeof requestId === 'string' || typeof requestId === 'number') s.cancelled(requestId);
+    }
+    return undefined;
+  }
+  const meta = m.params?._meta as { progressToken?: unknown } | undefined;
+  const reply = s.expect(m.id, meta?.progressToken);
+  upstream.send(authorized).catch((e: Error) => s.failed(m.id, `could not send to the upstream: ${e.message}`));
+  x.releaseTurn();
+  const answer = await reply;
+  if (m.method === 'initialize' && answer && 'result' in answer) {
+    const version = (answer.result as { protocolVersion?: unknown }).protocolVersion;
+    if (typeof version === 'string') upstream.setProtocolVersion(version);
+  }
+  return answer;
+};
+
+/** Innermost stage toward the client: delivers a server-initiated message on the right stream. */
+const deliver: Stage = async (x) => {
+  const m = x.msg!;
+  const s = x.session;
+  if (m.type === 'request') s.rememberServerRequest(m.id);
+  await s.sendToClient(m.message as JSONRPCMessage, s.relatedRequest(m.message));
+  return undefined;
+};

@@ -1,0 +1,106 @@
+// Upstream connectors: the SDK's client transports (stdio child, Streamable HTTP, legacy SSE)
+// behind one interface. send() accepts only an Authorized message, which only the decide stage
+// can make: a message without a decision cannot reach an upstream, by construction.
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
+import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import type { Logger } from 'pino';
+import { createInterface } from 'node:readline';
+import type { ServerConfig } from '../config/schema.js';
+import type { Authorized } from '../gateway/decide.js';
+
+export interface Upstream {
+  send(message: Authorized): Promise<void>;
+  /** After initialize: HTTP upstreams must send the negotiated MCP-Protocol-Version. */
+  setProtocolVersion(version: string): void;
+  close(): Promise<void>;
+  onmessage?: (message: JSONRPCMessage) => void;
+  /** Called once when the upstream is gone (child exited, stream closed), with why. */
+  onclose?: (reason: string) => void;
+}
+
+class TransportUpstream implements Upstream {
+  onmessage?: (message: JSONRPCMessage) => void;
+  onclose?: (reason: string) => void;
+  private closed = false;
+  private lastError?: string;
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly describe: string,
+    log: Logger,
+  ) {
+    transport.onmessage = (m) => this.onmessage?.(m);
+    transport.onerror = (e) => {
+      this.lastError = e.message;
+      log.warn({ err: e.message }, 'upstream transport error');
+    };
+    transport.onclose = () => this.gone(this.lastError ? `${describe} closed: ${this.lastError}` : `${describe} closed`);
+  }
+
+  gone(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onclose?.(reason);
+  }
+
+  async start(): Promise<void> {
+    await this.transport.start();
+  }
+
+  send(a: Authorized): Promise<void> {
+    if (this.closed) return Promise.reject(new Error(`${this.describe} is closed`));
+    return this.transport.send(a.message);
+  }
+
+  setProtocolVersion(version: string): void {
+    this.transport.setProtocolVersion?.(version);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const t = this.transport as Transport & { terminateSession?: () => Promise<void> };
+    await t.terminateSession?.().catch(() => undefined);
+    await this.transport.close();
+  }
+}
+
+/** Connects to a configured upstream; rejects with a clear message when it cannot be started. */
+export async function connectUpstream(name: string, server: ServerConfig, log: Logger): Promise<Upstream> {
+  const slog = log.child({ upstream: name });
+  if (server.transport === 'stdio') {
+    const transport = new StdioClientTransport({
+      command: server.command,
+      args: server.args,
+      env: { ...getDefaultEnvironment(), ...server.env },
+      cwd: server.cwd,
+      stderr: 'pipe',
+    });
+    const upstream = new TransportUpstream(transport, `upstream "${name}" (${server.command})`, slog);
+    // The child's stderr is its log: keep it, line by line, attributed to the server.
+    createInterface({ input: transport.stderr as unknown as NodeJS.ReadableStream }).on('line', (line) => slog.info({ stderr: line }, 'upstream stderr'));
+    try {
+      await upstream.start();
+    } catch (e) {
+      throw new Error(`cannot start upstream "${name}": ${(e as Error).message}`);
+    }
+    const child = (transport as unknown as { _process?: import('node:child_process').ChildProcess })._process;
+    child?.on('exit', (code, signal) => upstream.gone(`upstream "${name}" exited (${signal ?? `code ${code}`})`));
+    return upstream;
+  }
+  const headers = server.headers;
+  const url = new URL(server.url);
+  const transport =
+    server.transport === 'http'
+      ? new StreamableHTTPClientTransport(url, { requestInit: { headers } })
+      : new SSEClientTransport(url, { requestInit: { headers } }); // the SDK applies these headers to the event stream too
+  const upstream = new TransportUpstream(transport, `upstream "${name}" (${server.url})`, slog);
+  try {
+    await upstream.start();
+  } catch (e) {
+    throw new Error(`cannot reach upstream "${name}" at ${server.url}: ${(e as Error).message}`);
+  }
+  return upstream;
+}
