@@ -6,6 +6,8 @@ export interface Identity {
   claims: Record<string, unknown>;
   /** How the identity was established. */
   via: 'oidc' | 'api-key' | 'anonymous' | 'local';
+  /** When the credential stops being valid (ms since epoch): a token's exp. Absent for API keys. */
+  expiresAt?: number;
 }
 
 export const ANONYMOUS: Identity = Object.freeze({ sub: 'anonymous', groups: [], claims: {}, via: 'anonymous' as const });

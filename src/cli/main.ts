@@ -2,6 +2,8 @@
 // Exit codes: 0 success, 1 a failed check, 2 bad usage; errors are one clear line on stderr.
 import { Command, CommanderError } from 'commander';
 import { formatProblem, PortcullisError } from '../errors.js';
+import { register as serve } from './serve.js';
+import { register as wrap } from './wrap.js';
 
 const program = new Command('portcullis')
   .description('Policy-as-code gateway for the Model Context Protocol')
@@ -9,6 +11,8 @@ const program = new Command('portcullis')
   .exitOverride();
 
 // Commands: one import and one register call each.
+serve(program);
+wrap(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -6,7 +6,7 @@ import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.
 import type { Logger } from 'pino';
 import type { Identity } from '../auth/identity.js';
 import type { Upstream } from '../upstreams/upstream.js';
-import { classify, errorResponse, UPSTREAM_ERROR } from './classify.js';
+import { errorResponse, UPSTREAM_ERROR } from './classify.js';
 import type { Exchange, Reply } from './pipeline.js';
 
 /** The downstream side, as the front offers it. */
@@ -48,6 +48,9 @@ export class Session {
   private readonly serverRequests = new Set<RequestId>();
   private readonly turns = new Turns();
   private endedWith?: string;
+  private resolveEnded!: (reason: string) => void;
+  /** Resolves with the reason once the session has ended, from either side. */
+  readonly whenEnded = new Promise<string>((r) => (this.resolveEnded = r));
   readonly log: Logger;
 
   constructor(
@@ -161,19 +164,10 @@ export class Session {
   end(reason: string): void {
     if (this.endedWith !== undefined) return;
     this.endedWith = reason;
+    this.resolveEnded(reason);
     for (const [id, f] of this.inFlight) f.settle(errorResponse(id, UPSTREAM_ERROR, `session ended: ${reason}`));
     this.host.ended(this, reason);
     void this.upstream?.close().catch(() => undefined);
     void this.client.close().catch(() => undefined);
-  }
-
-  /** Whether raw is an initialize request (the session's first message). */
-  static isInitialize(raw: unknown): boolean {
-    try {
-      const c = classify(raw, true);
-      return c.type === 'request' && c.method === 'initialize';
-    } catch {
-      return false;
-    }
   }
 }

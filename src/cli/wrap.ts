@@ -1,0 +1,30 @@
+import type { Command } from 'commander';
+import { ANONYMOUS, type Identity } from '../auth/identity.js';
+import { loadConfig } from '../config/load.js';
+import { PortcullisError } from '../errors.js';
+import { gatewayFromConfig } from '../gateway/start.js';
+import { serveStdio } from '../fronts/stdio.js';
+
+export function register(program: Command): void {
+  program
+    .command('wrap')
+    .description('stdio front: serve one MCP session on stdin/stdout, governed by policy, to a configured server')
+    .option('-c, --config <file>', 'configuration file', 'portcullis.yaml')
+    .requiredOption('--server <name>', 'the configured server to reach')
+    .option('--identity <sub>', 'the identity this session acts as')
+    .option('--groups <a,b>', 'that identity\'s groups (comma-separated)', '')
+    .action(async (opts: { config: string; server: string; identity?: string; groups: string }) => {
+      const loaded = loadConfig(opts.config);
+      if (!Object.hasOwn(loaded.config.servers, opts.server)) {
+        throw new PortcullisError('PCL_USAGE', `no server named "${opts.server}" in ${opts.config} (have: ${Object.keys(loaded.config.servers).join(', ')})`);
+      }
+      let identity: Identity;
+      if (opts.identity) identity = { sub: opts.identity, groups: opts.groups.split(',').filter(Boolean), claims: {}, via: 'local' };
+      else if (loaded.config.auth.anonymous) identity = ANONYMOUS;
+      else throw new PortcullisError('PCL_USAGE', 'say who this session acts as: --identity <sub> [--groups a,b] (or set auth.anonymous: true)');
+      const { gateway, wiring } = await gatewayFromConfig(loaded);
+      const reason = await serveStdio(gateway, opts.server, identity);
+      wiring.log.info({ reason }, 'wrap session ended');
+      await wiring.close();
+    });
+}

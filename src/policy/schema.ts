@@ -1,0 +1,136 @@
+// The schema of a policy document and of a policy test file (SPEC section 3). Every object is
+// strict: a misspelt key in a security policy must be a load error, never a silently ignored
+// rule. The JSON Schema in schema/policy.schema.json is generated from here (see
+// policyJsonSchema and the test that checks the committed file is up to date).
+import { z } from 'zod';
+
+/** Document and rule names appear in decisions as "<document>/<rule>": no "/" inside. */
+const name = z
+  .string()
+  .min(1, 'must not be empty')
+  .refine((s) => !s.includes('/'), 'must not contain "/" (decisions name rules as "<document>/<rule>")');
+
+const nonEmptyList = <T extends z.ZodType>(item: T) => z.array(item).min(1, 'list at least one entry, or leave the field out');
+const oneOrMany = z.union([z.string().min(1), nonEmptyList(z.string().min(1))]);
+const claimValue = z.union([z.string(), z.number(), z.boolean()]);
+
+export const who = z
+  .strictObject({
+    sub: oneOrMany.optional().describe('the caller\'s subject must be one of these (exact)'),
+    groups: oneOrMany.optional().describe('the caller must be in at least one of these groups (exact)'),
+    claims: z
+      .record(z.string(), z.union([claimValue, nonEmptyList(claimValue)]))
+      .optional()
+      .describe('every listed claim must equal the value (or one of the values); array claims need one element in common'),
+  })
+  .describe('who the rule is for; absent means everyone. All given fields must hold.');
+
+const globList = (what: string) => nonEmptyList(z.string().min(1)).describe(what);
+
+export const BUILTIN_DETECTORS = [
+  'email', 'phone', 'credit_card', 'iban', 'us_ssn', 'ipv4', 'ipv6', 'jwt',
+  'private_key', 'aws_access_key', 'github_token', 'slack_token', 'secrets',
+] as const;
+
+export const rule = z.strictObject({
+  name,
+  description: z.string().optional(),
+  effect: z.enum(['allow', 'deny', 'approve']),
+  who: who.optional(),
+  tools: globList('tool name globs ("*" matches any run of characters); the rule governs tools/call').optional(),
+  resources: globList('resource URI globs ("*" within one path segment, "**" across segments); governs resources/read, subscribe, unsubscribe').optional(),
+  prompts: globList('prompt name globs; governs prompts/get').optional(),
+  methods: globList('JSON-RPC method globs, for methods other than tools/call, resources/* and prompts/get').optional(),
+  when: z.string().min(1).optional().describe('CEL expression that must evaluate to true'),
+  message: z.string().optional().describe('shown to the caller when this rule denies'),
+  approvers: z
+    .strictObject({ sub: oneOrMany.optional(), groups: oneOrMany.optional() })
+    .optional()
+    .describe('for effect approve: who may approve'),
+});
+
+export const mask = z.strictObject({
+  name,
+  description: z.string().optional(),
+  tools: globList('tool name globs whose results are masked').optional(),
+  resources: globList('resource URI globs whose contents are masked').optional(),
+  prompts: globList('prompt name globs whose messages are masked').optional(),
+  detectors: nonEmptyList(z.enum(BUILTIN_DETECTORS)).optional(),
+  custom: nonEmptyList(
+    z.strictObject({
+      name: z.string().regex(/^[a-z][a-z0-9_]*$/, 'use lowercase letters, digits and "_" (it appears as [REDACTED:<name>])'),
+      pattern: z.string().min(1).describe('JavaScript regular expression (compiled with the "gu" flags)'),
+    }),
+  ).optional(),
+  fields: nonEmptyList(z.string().regex(/^\$/, 'a JSONPath starts with "$"')).optional(),
+  strategy: z.enum(['redact', 'hash', 'partial']).default('redact'),
+});
+
+export const policyDocument = z.strictObject({
+  apiVersion: z.literal('portcullis/v1'),
+  kind: z.literal('Policy'),
+  metadata: z.strictObject({
+    name,
+    description: z.string().optional(),
+    labels: z.record(z.string(), z.string()).optional(),
+  }),
+  server: z.string().min(1).describe('a server name, a glob ("*" matches any run of characters) or "*"'),
+  default: z.enum(['allow', 'deny']).default('deny'),
+  rules: z.array(rule).default([]),
+  masks: z.array(mask).default([]),
+});
+
+export type PolicyDocument = z.output<typeof policyDocument>;
+export type RuleSpec = z.output<typeof rule>;
+export type MaskSpec = z.output<typeof mask>;
+export type WhoSpec = z.output<typeof who>;
+
+const testCase = z
+  .strictObject({
+    name: z.string().min(1),
+    identity: z
+      .strictObject({
+        sub: z.string().default('test-user'),
+        groups: z.array(z.string()).default([]),
+        claims: z.record(z.string(), z.unknown()).default({}),
+      })
+      .prefault({}),
+    server: z.string().min(1),
+    method: z.string().min(1).optional(),
+    tool: z.string().optional(),
+    resource: z.string().optional(),
+    prompt: z.string().optional(),
+    args: z.record(z.string(), z.unknown()).optional(),
+    time: z.iso.datetime({ offset: true }).optional().describe('the request time (ISO 8601); now when absent'),
+    expect: z.enum(['allow', 'deny', 'approve']).optional(),
+    rule: z.string().min(1).optional().describe('the rule expected to decide: "<document>/<rule>" or just "<rule>"'),
+    result: z.unknown().optional(),
+    expectResult: z.unknown().optional(),
+  })
+  .superRefine((t, ctx) => {
+    const targets = [t.tool, t.resource, t.prompt].filter((x) => x !== undefined).length;
+    if (targets > 1) ctx.addIssue({ code: 'custom', message: 'give at most one of tool, resource and prompt' });
+    if (targets === 0 && t.method === undefined) ctx.addIssue({ code: 'custom', message: 'give a tool, a resource, a prompt or a method' });
+    if (t.expect === undefined && t.expectResult === undefined) ctx.addIssue({ code: 'custom', path: ['expect'], message: 'expect (allow | deny | approve) is required' });
+  });
+
+export const policyTestFile = z.strictObject({ tests: z.array(testCase).min(1, 'a test file needs at least one test') });
+export type PolicyTestCase = z.output<typeof testCase>;
+
+/** The JSON Schema (draft 2020-12) of a policy document, for editors. */
+export function policyJsonSchema(): Record<string, unknown> {
+  return {
+    $id: 'https://portcullis.dev/schema/policy.schema.json',
+    title: 'Portcullis policy document',
+    ...z.toJSONSchema(policyDocument, { io: 'input' }),
+  };
+}
+
+/** The JSON Schema of a policy test file (*.test.yaml). */
+export function policyTestJsonSchema(): Record<string, unknown> {
+  return {
+    $id: 'https://portcullis.dev/schema/policy-test.schema.json',
+    title: 'Portcullis policy tests',
+    ...z.toJSONSchema(policyTestFile, { io: 'input', unrepresentable: 'any' }),
+  };
+}
