@@ -1,0 +1,266 @@
+// The tamper-evident audit log: one hash chain per store, appended with group commit.
+//
+// Record:  {seq, ts, type, actor, data, prev, hash}
+//          hash = SHA-256 hex of the RFC 8785 canonical JSON of the record without `hash`
+//          prev = the previous record's hash; GENESIS_PREV (64 zeros) for seq 1
+// Every `checkpointEvery` records (seq % N === 0), and at close(), a checkpoint (seq, hash) is
+// stored in the same transaction, signed with the Ed25519 key when one is configured.
+//
+// Group commit: append() queues the record and schedules one flush with setImmediate, which
+// runs after the event loop's I/O phase, so every append caused by the I/O of this loop turn
+// (many requests at once) goes into the same transaction and shares one fsync. A microtask
+// would flush too early (one request's worth); a timer would add latency. append() resolves
+// only after that transaction committed (synchronous=FULL: on disk).
+//
+// Failure: the store reads the chain head inside the write transaction, so a failed batch
+// leaves nothing behind and the next batch continues from what is really stored: no gap, no
+// fork. Every append of the failed batch rejects with PCL_AUDIT_WRITE_FAILED (the gateway then
+// denies the request: fail closed), healthy() turns false until a write succeeds.
+import { createHash } from 'node:crypto';
+import type { Decision, DecisionInput } from '../policy/decision.js';
+import { PortcullisError } from '../errors.js';
+import { GENESIS_PREV, type AuditRecord, type ChainHead, type Checkpoint, type Store } from '../store/store.js';
+import { canonicalize } from './canonical.js';
+import type { CheckpointSigner } from './keys.js';
+
+export type AuditType =
+  | 'session.start'
+  | 'session.end'
+  | 'decision'
+  | `approval.${string}`
+  | 'policy.change'
+  | `admin.${string}`;
+
+/**
+ * The data of a `decision` record (what the gateway should pass). argsDigest, not the
+ * arguments: the log proves what was decided without copying payloads (and secrets) into it.
+ */
+export interface DecisionAuditData {
+  [key: string]: unknown;
+  decisionId?: string;
+  sessionId?: string;
+  /** The JSON-RPC id of the request. */
+  requestId?: string | number;
+  effect: Decision['effect'];
+  rule: string;
+  message?: string;
+  bundleVersion: string;
+  identity: { sub: string; groups: string[] };
+  server: string;
+  method: string;
+  tool?: string;
+  resource?: string;
+  prompt?: string;
+  /** SHA-256 hex of the canonical JSON of the arguments (see digestArgs). */
+  argsDigest?: string;
+}
+
+/** Builds a decision record's data from what the policy was asked and answered. */
+export function decisionAuditData(
+  input: DecisionInput,
+  decision: Decision,
+  extra: { decisionId?: string; sessionId?: string; requestId?: string | number } = {},
+): DecisionAuditData {
+  const data: DecisionAuditData = {
+    ...extra,
+    effect: decision.effect,
+    rule: decision.rule,
+    message: decision.message,
+    bundleVersion: decision.bundleVersion,
+    identity: { sub: input.identity.sub, groups: [...input.identity.groups] },
+    server: input.server,
+    method: input.method,
+    tool: input.tool,
+    resource: input.resource,
+    prompt: input.prompt,
+    argsDigest: input.args === undefined ? undefined : digestArgs(input.args),
+  };
+  return data; // undefined members are dropped by canonicalisation
+}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+/** SHA-256 hex of the canonical JSON of a request's arguments. */
+export function digestArgs(args: unknown): string {
+  return sha256Hex(canonicalize(args ?? null));
+}
+
+/** The hash of a record: SHA-256 of the canonical JSON of every field but `hash`. */
+export function hashRecord(r: Omit<AuditRecord, 'hash'>): string {
+  return sha256Hex(canonicalize({ seq: r.seq, ts: r.ts, type: r.type, actor: r.actor, data: r.data, prev: r.prev }));
+}
+
+export interface AuditLogOptions {
+  /** Signs checkpoints; without it checkpoints are stored unsigned. */
+  signer?: CheckpointSigner;
+  /** A checkpoint every N records (default 1000). */
+  checkpointEvery?: number;
+  /** Largest number of records in one transaction (default 10000). */
+  maxBatch?: number;
+  clock?: () => Date;
+}
+
+export interface AuditStats {
+  /** Records durably appended by this process. */
+  appended: number;
+  /** Appends rejected because their write failed. */
+  failed: number;
+  /** Transactions committed. */
+  batches: number;
+  /** The last seq this process wrote or found at open. */
+  lastSeq: number;
+}
+
+interface Pending {
+  type: string;
+  actor: string;
+  data: Record<string, unknown>;
+  resolve: (r: AuditRecord) => void;
+  reject: (e: Error) => void;
+}
+
+export class AuditLog {
+  private queue: Pending[] = [];
+  private scheduled = false;
+  private flushing = false;
+  private closed = false;
+  private idleWaiters: (() => void)[] = [];
+  private error: Error | undefined;
+  private readonly counters: AuditStats = { appended: 0, failed: 0, batches: 0, lastSeq: 0 };
+  private readonly checkpointEvery: number;
+  private readonly maxBatch: number;
+  private readonly clock: () => Date;
+
+  private constructor(
+    private readonly store: Store,
+    private readonly options: AuditLogOptions,
+  ) {
+    this.checkpointEvery = Math.max(1, Math.floor(options.checkpointEvery ?? 1000));
+    this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? 10_000));
+    this.clock = options.clock ?? (() => new Date());
+  }
+
+  /** Opens the log on a store; the chain continues from the last stored record. */
+  static async open(store: Store, options: AuditLogOptions = {}): Promise<AuditLog> {
+    const log = new AuditLog(store, options);
+    log.counters.lastSeq = (await store.auditHead())?.seq ?? 0;
+    return log;
+  }
+
+  /**
+   * Appends a record; resolves with it once it is durable. Rejects with PCL_AUDIT_WRITE_FAILED
+   * when it could not be written (data that is not JSON, a closed log, a failed transaction).
+   */
+  append(type: AuditType, actor: string, data: Record<string, unknown>): Promise<AuditRecord> {
+    if (this.closed) return Promise.reject(new PortcullisError('PCL_AUDIT_WRITE_FAILED', 'the audit log is closed'));
+    let normalized: Record<string, unknown>;
+    try {
+      if (typeof type !== 'string' || type === '') throw new TypeError('type must be a non-empty string');
+      if (typeof actor !== 'string') throw new TypeError('actor must be a string');
+      if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new TypeError('data must be a JSON object');
+      // Store exactly what is hashed: a value JSON cannot carry must not vanish between the two.
+      normalized = JSON.parse(canonicalize(data)) as Record<string, unknown>;
+      canonicalize([type, actor]); // refuses lone surrogates here, not inside a shared batch
+    } catch (e) {
+      return Promise.reject(new PortcullisError('PCL_AUDIT_WRITE_FAILED', `audit record not written: ${(e as Error).message}`));
+    }
+    return new Promise<AuditRecord>((resolve, reject) => {
+      this.queue.push({ type, actor, data: normalized, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Resolves when everything appended so far has been written or has failed. */
+  flush(): Promise<void> {
+    if (!this.flushing && !this.scheduled && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Writes a checkpoint of the current head (signed when a key is configured); undefined when the log is empty. */
+  async checkpoint(): Promise<Checkpoint | undefined> {
+    await this.flush();
+    const head = await this.store.auditHead();
+    if (!head) return undefined;
+    const cp = this.makeCheckpoint(head);
+    await this.store.putCheckpoint(cp);
+    return cp;
+  }
+
+  /** False after a failed write, until a write succeeds again (for /readyz). */
+  healthy(): boolean {
+    return this.error === undefined;
+  }
+
+  lastError(): Error | undefined {
+    return this.error;
+  }
+
+  stats(): AuditStats {
+    return { ...this.counters };
+  }
+
+  /** Writes what is queued, a final checkpoint, and refuses further appends. Does not close the store. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.flush();
+    try {
+      await this.checkpoint();
+    } catch (e) {
+      this.error = e as Error;
+      throw new PortcullisError('PCL_AUDIT_WRITE_FAILED', `the closing audit checkpoint could not be written: ${(e as Error).message}`);
+    }
+  }
+
+  private makeCheckpoint(head: ChainHead): Checkpoint {
+    const unsigned = { seq: head.seq, hash: head.hash, ts: this.clock().toISOString() };
+    return this.options.signer ? this.options.signer.sign(unsigned) : { ...unsigned, signature: null, keyId: null };
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.flushing) return;
+    this.scheduled = true;
+    setImmediate(() => void this.run());
+  }
+
+  private async run(): Promise<void> {
+    this.scheduled = false;
+    this.flushing = true;
+    const batch = this.queue.splice(0, this.maxBatch);
+    try {
+      const sealed = await this.store.appendAudit((head) => this.seal(head, batch));
+      this.error = undefined;
+      this.counters.batches++;
+      this.counters.appended += sealed.records.length;
+      this.counters.lastSeq = sealed.records[sealed.records.length - 1].seq;
+      for (let i = 0; i < batch.length; i++) batch[i].resolve(sealed.records[i]);
+    } catch (e) {
+      this.error = e as Error;
+      this.counters.failed += batch.length;
+      const failure = new PortcullisError('PCL_AUDIT_WRITE_FAILED', `audit write failed: ${(e as Error).message}`);
+      for (const p of batch) p.reject(failure);
+    } finally {
+      this.flushing = false;
+      if (this.queue.length) this.schedule();
+      else for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  private seal(head: ChainHead | undefined, batch: Pending[]) {
+    let seq = head?.seq ?? 0;
+    let prev = head?.hash ?? GENESIS_PREV;
+    const ts = this.clock().toISOString();
+    const records: AuditRecord[] = [];
+    const checkpoints: Checkpoint[] = [];
+    for (const p of batch) {
+      const body = { seq: ++seq, ts, type: p.type, actor: p.actor, data: p.data, prev };
+      const hash = hashRecord(body);
+      records.push({ ...body, hash });
+      if (seq % this.checkpointEvery === 0) checkpoints.push(this.makeCheckpoint({ seq, hash }));
+      prev = hash;
+    }
+    return { records, checkpoints };
+  }
+}
