@@ -66,7 +66,7 @@ export class Gateway implements SessionHost {
     const session = Object.assign(new Session(id, server, identity, channel, this), { channel });
     let upstream;
     try {
-      upstream = await connectUpstream(server, this.config.servers[server], session.log);
+      upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd());
     } catch (e) {
       this.metrics.upstreamFailures.inc({ server });
       session.log.error({ err: (e as Error).message }, 'upstream could not be started');

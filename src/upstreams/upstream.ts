@@ -7,6 +7,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
+import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ServerConfig } from '../config/schema.js';
 import type { Authorized } from '../gateway/decide.js';
@@ -68,14 +69,15 @@ class TransportUpstream implements Upstream {
 }
 
 /** Connects to a configured upstream; rejects with a clear message when it cannot be started. */
-export async function connectUpstream(name: string, server: ServerConfig, log: Logger): Promise<Upstream> {
+/** A stdio child runs in `cwd` resolved against baseDir (the config file's folder), so relative paths in a config mean the same wherever the gateway is started. */
+export async function connectUpstream(name: string, server: ServerConfig, log: Logger, baseDir: string): Promise<Upstream> {
   const slog = log.child({ upstream: name });
   if (server.transport === 'stdio') {
     const transport = new StdioClientTransport({
       command: server.command,
       args: server.args,
       env: { ...getDefaultEnvironment(), ...server.env },
-      cwd: server.cwd,
+      cwd: resolve(baseDir, server.cwd ?? '.'),
       stderr: 'pipe',
     });
     const upstream = new TransportUpstream(transport, `upstream "${name}" (${server.command})`, slog);
