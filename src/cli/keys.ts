@@ -23,7 +23,7 @@ export function configLine(entry: NewKey['entry']): string {
   return `- { ${parts.join(', ')} }`;
 }
 
-export function registerKeysCommand(program: Command): void {
+export function register(program: Command): void {
   const keys = program.command('keys').description('manage API keys for service accounts');
   keys
     .command('new')

@@ -2,6 +2,7 @@
 // Exit codes: 0 success, 1 a failed check, 2 bad usage; errors are one clear line on stderr.
 import { Command, CommanderError } from 'commander';
 import { formatProblem, PortcullisError } from '../errors.js';
+import { register as keys } from './keys.js';
 import { register as init } from './init.js';
 import { register as serve } from './serve.js';
 import { register as wrap } from './wrap.js';
@@ -12,6 +13,7 @@ const program = new Command('portcullis')
   .exitOverride();
 
 // Commands: one import and one register call each.
+keys(program);
 init(program);
 serve(program);
 wrap(program);
