@@ -36,7 +36,8 @@ class TransportUpstream implements Upstream {
     transport.onmessage = (m) => this.onmessage?.(m);
     transport.onerror = (e) => {
       this.lastError = e.message;
-      log.warn({ err: e.message }, 'upstream transport error');
+      // Closing a session tears its streams down on purpose: that is not worth a warning.
+      log[this.closed ? 'debug' : 'warn']({ err: e.message }, 'upstream transport error');
     };
     transport.onclose = () => this.gone(this.lastError ? `${describe} closed: ${this.lastError}` : `${describe} closed`);
   }
