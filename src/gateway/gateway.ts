@@ -10,10 +10,10 @@ import { mcpHandler } from '../fronts/streamable-http.js';
 import { HttpRefusal, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
-import { connectUpstream } from '../upstreams/upstream.js';
+import { connectUpstream, probeUpstream } from '../upstreams/upstream.js';
 import type { AuditSink, PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
-import { Session, type ClientChannel, type SessionHost } from './session.js';
+import { Session, type ClientChannel, type SessionHost, type SessionLimits } from './session.js';
 import { buildPipelines } from './stages.js';
 
 export interface GatewayOptions {
@@ -40,14 +40,11 @@ export class Gateway implements SessionHost {
     const pipelines = buildPipelines({ policy: opts.policy, audit: opts.audit, argsDigest, log: this.log });
     this.toUpstream = pipelines.toUpstream;
     this.toClient = pipelines.toClient;
+    const l = config.limits;
+    this.limits = { upstreamTimeoutMs: l.upstreamTimeout, maxResultBytes: l.maxResultBytes, idleTimeoutMs: l.sessionIdleTimeout };
   }
 
-  get upstreamTimeoutMs(): number {
-    return this.config.limits.upstreamTimeout;
-  }
-  get maxResultBytes(): number {
-    return this.config.limits.maxResultBytes;
-  }
+  readonly limits: SessionLimits;
 
   /** The identity behind a request, or undefined after answering it with 401. */
   async authenticate(req: IncomingMessage, res: ServerResponse): Promise<Identity | undefined> {
@@ -94,9 +91,20 @@ export class Gateway implements SessionHost {
     this.opts.audit.append('session.end', session.identity.sub, { session: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
   }
 
-  async close(): Promise<void> {
+  /** Graceful: no new sessions, in-flight requests get up to graceMs to finish, then every session ends. */
+  async close(graceMs = 10_000): Promise<void> {
     this.closing = true;
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && [...this.sessions.values()].some((s) => s.busy)) await new Promise((r) => setTimeout(r, 20));
     for (const s of [...this.sessions.values()]) s.end('the gateway is shutting down');
+  }
+
+  /** Ready when every upstream can be reached (HTTP answers; a stdio command exists). */
+  async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
+    const checks: Record<string, string> = {};
+    await Promise.all(Object.entries(this.config.servers).map(async ([name, server]) => (checks[`upstream:${name}`] = await probeUpstream(server, this.opts.baseDir ?? process.cwd()))));
+    if (this.closing) checks.gateway = 'shutting down';
+    return { ready: Object.values(checks).every((c) => c === 'ok'), checks };
   }
 }
 
@@ -159,7 +167,10 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
 
 async function route(gw: Gateway, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
   if (path === '/healthz') return json(res, 200, { status: 'ok' });
-  if (path === '/readyz') return json(res, 200, { status: 'ready', sessions: gw.sessions.size });
+  if (path === '/readyz') {
+    const r = await gw.readiness();
+    return json(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks, sessions: gw.sessions.size });
+  }
   if (path === '/metrics') {
     res.writeHead(200, { 'content-type': gw.metrics.registry.contentType });
     return void res.end(await gw.metrics.registry.metrics());

@@ -21,8 +21,13 @@ export interface SessionHost {
   toClient(x: Exchange): Promise<Reply>;
   ended(session: Session, reason: string): void;
   log: Logger;
+  limits: SessionLimits;
+}
+
+export interface SessionLimits {
   upstreamTimeoutMs: number;
   maxResultBytes: number;
+  idleTimeoutMs: number;
 }
 
 interface InFlight {
@@ -52,6 +57,7 @@ export class Session {
   /** Resolves with the reason once the session has ended, from either side. */
   readonly whenEnded = new Promise<string>((r) => (this.resolveEnded = r));
   readonly log: Logger;
+  private readonly idle: NodeJS.Timeout;
 
   constructor(
     readonly id: string,
@@ -61,6 +67,17 @@ export class Session {
     private readonly host: SessionHost,
   ) {
     this.log = host.log.child({ session: id, server, sub: identity.sub });
+    // Idle sessions end (and their upstream processes exit); a request in flight is not idleness.
+    this.idle = setTimeout(() => (this.busy ? this.touch() : this.end(`idle for ${host.limits.idleTimeoutMs} ms (limits.sessionIdleTimeout)`)), host.limits.idleTimeoutMs).unref();
+  }
+
+  private touch(): void {
+    this.idle.refresh();
+  }
+
+  /** Whether requests are in flight (graceful shutdown waits for them). */
+  get busy(): boolean {
+    return this.inFlight.size > 0;
   }
 
   get isEnded(): boolean {
@@ -75,6 +92,7 @@ export class Session {
 
   /** A message from the client: through the pipeline, and its reply back to the client. */
   async fromClient(raw: unknown): Promise<void> {
+    this.touch();
     const turn = this.turns.take();
     let released = false;
     const x: Exchange = {
@@ -97,13 +115,14 @@ export class Session {
   }
 
   private fromUpstream(message: JSONRPCMessage): void {
+    this.touch();
     const m = message as { id?: RequestId; method?: unknown };
     if (m.method === undefined && m.id !== undefined) {
       const waiting = this.inFlight.get(m.id);
       if (!waiting) return this.log.debug({ id: m.id }, 'dropped a reply nobody waits for (timed out or cancelled)');
       const size = Buffer.byteLength(JSON.stringify(message));
-      if (size > this.host.maxResultBytes) {
-        return waiting.settle(errorResponse(m.id, UPSTREAM_ERROR, `the upstream's answer is ${size} bytes, over the gateway's limit of ${this.host.maxResultBytes} (limits.maxResultBytes)`));
+      if (size > this.host.limits.maxResultBytes) {
+        return waiting.settle(errorResponse(m.id, UPSTREAM_ERROR, `the upstream's answer is ${size} bytes, over the gateway's limit of ${this.host.limits.maxResultBytes} (limits.maxResultBytes)`));
       }
       return waiting.settle(message);
     }
@@ -115,7 +134,7 @@ export class Session {
   expect(id: RequestId, progressToken: unknown): Promise<Reply> {
     if (this.inFlight.has(id)) return Promise.resolve(errorResponse(id, -32600, `request id ${JSON.stringify(id)} is already in flight in this session`));
     return new Promise<Reply>((resolve) => {
-      const timer = setTimeout(() => settle(errorResponse(id, UPSTREAM_ERROR, `the upstream did not answer within ${this.host.upstreamTimeoutMs} ms (limits.upstreamTimeout)`)), this.host.upstreamTimeoutMs);
+      const timer = setTimeout(() => settle(errorResponse(id, UPSTREAM_ERROR, `the upstream did not answer within ${this.host.limits.upstreamTimeoutMs} ms (limits.upstreamTimeout)`)), this.host.limits.upstreamTimeoutMs);
       const settle = (reply: Reply) => {
         if (this.inFlight.get(id) !== entry) return;
         clearTimeout(timer);
@@ -164,6 +183,7 @@ export class Session {
   end(reason: string): void {
     if (this.endedWith !== undefined) return;
     this.endedWith = reason;
+    clearTimeout(this.idle);
     this.resolveEnded(reason);
     for (const [id, f] of this.inFlight) f.settle(errorResponse(id, UPSTREAM_ERROR, `session ended: ${reason}`));
     this.host.ended(this, reason);

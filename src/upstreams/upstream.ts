@@ -7,7 +7,8 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { delimiter, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ServerConfig } from '../config/schema.js';
 import type { Authorized } from '../gateway/decide.js';
@@ -106,4 +107,21 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
     throw new Error(`cannot reach upstream "${name}" at ${server.url}: ${(e as Error).message}`);
   }
   return upstream;
+}
+
+/** "ok", or why the upstream cannot be reached now. Any HTTP answer counts: the endpoint is there. */
+export async function probeUpstream(server: ServerConfig, baseDir: string): Promise<string> {
+  if (server.transport === 'stdio') return commandExists(server.command, resolve(baseDir, server.cwd ?? '.')) ? 'ok' : `command not found: ${server.command}`;
+  try {
+    const res = await fetch(server.url, { method: 'GET', headers: { accept: 'text/event-stream' }, signal: AbortSignal.timeout(2_000) });
+    await res.body?.cancel();
+    return 'ok';
+  } catch (e) {
+    return `unreachable: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}`;
+  }
+}
+
+function commandExists(command: string, cwd: string): boolean {
+  if (command.includes('/')) return existsSync(resolve(cwd, command));
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => dir && existsSync(join(dir, command)));
 }
