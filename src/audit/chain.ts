@@ -157,7 +157,7 @@ export class AuditLog {
     if (this.closed) return Promise.reject(new PortcullisError('PCL_AUDIT_WRITE_FAILED', 'the audit log is closed'));
     let normalized: Record<string, unknown>;
     try {
-      if (typeof type !== 'string' || type === '') throw new TypeError('type must be a non-empty string');
+      if (typeof type !== 'string' || (type as string) === '') throw new TypeError('type must be a non-empty string');
       if (typeof actor !== 'string') throw new TypeError('actor must be a string');
       if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new TypeError('data must be a JSON object');
       // Store exactly what is hashed: a value JSON cannot carry must not vanish between the two.
