@@ -1,0 +1,418 @@
+// Compiles policy files into a bundle: validates every document (reporting every problem with
+// file, line and field), compiles globs and CEL once, and indexes rules so that a decision is a
+// few lookups. The same compiler serves the gateway, lint, test and explain.
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { LineCounter, parseAllDocuments, type Document } from 'yaml';
+import { lineOf, zodProblems } from '../config/load.js';
+import { PortcullisError, type Problem } from '../errors.js';
+import type { Identity } from '../auth/identity.js';
+import type { Effect } from './decision.js';
+import { compileCel, type CompiledCel } from './cel.js';
+import { compileNameGlob, compileUriGlob, hasWildcard, type Matcher } from './glob.js';
+import { policyDocument, type MaskSpec, type PolicyDocument, type RuleSpec, type WhoSpec } from './schema.js';
+
+/** What a policy problem is about; lint reports it as the finding's rule id. */
+export type ProblemCheck = 'yaml-syntax' | 'schema' | 'cel' | 'regex' | 'duplicate-name' | 'server-name' | 'no-policy';
+export interface PolicyProblem extends Problem {
+  check: ProblemCheck;
+}
+
+export type Kind = 'tool' | 'resource' | 'prompt';
+export const KINDS: readonly Kind[] = ['tool', 'resource', 'prompt'];
+/** The rule field that names each kind. */
+export const SELECTOR = { tool: 'tools', resource: 'resources', prompt: 'prompts' } as const;
+
+export interface Selector {
+  patterns: string[];
+  matchers: Matcher[];
+}
+
+export interface CompiledRule {
+  /** "<document>/<rule>", the name decisions carry. */
+  id: string;
+  name: string;
+  effect: Effect;
+  /** Position in the bundle (documents in file order, then rules in order): ties go to the first. */
+  order: number;
+  document: CompiledDocument;
+  spec: RuleSpec;
+  file: string;
+  line?: number;
+  whenLine?: number;
+  matchesWho: (identity: Identity) => boolean;
+  /** Per kind, the name globs; absent when the rule does not name that kind. */
+  selectors: Partial<Record<Kind | 'method', Selector>>;
+  /** A rule naming none of tools, resources, prompts, methods governs every tool, resource and prompt. */
+  anyKind: boolean;
+  when?: CompiledCel;
+  message?: string;
+  approvers?: { sub?: string[]; groups?: string[] };
+}
+
+export interface CompiledMask {
+  id: string;
+  spec: MaskSpec;
+  document: CompiledDocument;
+  file: string;
+  line?: number;
+  selectors: Partial<Record<Kind, Selector>>;
+  /** Custom detectors, compiled. */
+  custom: { name: string; pattern: RegExp }[];
+}
+
+export interface CompiledDocument {
+  name: string;
+  file: string;
+  line?: number;
+  server: string;
+  matchesServer: Matcher;
+  default: 'allow' | 'deny';
+  rules: CompiledRule[];
+  masks: CompiledMask[];
+  spec: PolicyDocument;
+}
+
+/** The rules that can apply to one name of one kind, deny first, then approve, then allow, each in bundle order. */
+interface KindIndex {
+  byName: Map<string, CompiledRule[]>;
+  /** Rules for names not in byName: glob rules (checked one by one) and any-kind rules. */
+  rest: CompiledRule[];
+}
+
+/** Everything needed to decide for one server: the covering documents merged into one index. */
+export interface ServerView {
+  documents: CompiledDocument[];
+  kinds: Record<Kind | 'method', KindIndex>;
+  /** The decision when no rule matches (tools, resources, prompts): deny wins over allow. */
+  fallback: { effect: 'allow' | 'deny'; rule: string };
+}
+
+export interface CompiledBundle {
+  /** SHA-256 (hex) of the canonical content: see bundleVersion. */
+  version: string;
+  /** The files it was compiled from, by name. */
+  files: Record<string, string>;
+  documents: CompiledDocument[];
+  /** Internal: resolves a server to its merged index (cached). */
+  view(server: string): ServerView;
+}
+
+export interface CompileOptions {
+  /** How a file name is shown in problems (e.g. the path on disk). */
+  displayName?: (name: string) => string;
+}
+
+const EFFECT_RANK: Record<Effect, number> = { deny: 0, approve: 1, allow: 2 };
+const SERVER_PATTERN = /^[A-Za-z0-9_.*-]{1,64}$/;
+const TEST_FILE = /\.test\.ya?ml$/;
+
+export const isTestFile = (name: string) => TEST_FILE.test(name);
+export const isPolicyFile = (name: string) => /\.(ya?ml|json)$/.test(name) && !isTestFile(name);
+
+/**
+ * The bundle version: SHA-256 (hex) of JSON.stringify of the [name, text] pairs of its policy
+ * files, sorted by name (code unit order), with CRLF line ends turned into LF. It does not depend
+ * on the order files were given in, nor on where the folder lives (names are relative).
+ */
+export function bundleVersion(files: Record<string, string>): string {
+  const entries = Object.keys(files)
+    .filter((n) => !isTestFile(n))
+    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+    .map((n) => [n, files[n].replace(/\r\n/g, '\n')]);
+  return createHash('sha256').update(JSON.stringify(entries)).digest('hex');
+}
+
+const list = (v: string | string[] | undefined): string[] | undefined => (v === undefined ? undefined : typeof v === 'string' ? [v] : v);
+
+function compileWho(who: WhoSpec | undefined): (identity: Identity) => boolean {
+  if (!who) return () => true;
+  const subs = list(who.sub);
+  const groups = list(who.groups);
+  const sub = subs ? new Set(subs) : undefined;
+  const group = groups ? new Set(groups) : undefined;
+  const claims = Object.entries(who.claims ?? {}).map(([k, v]) => [k, Array.isArray(v) ? v : [v]] as const);
+  return (identity) => {
+    if (sub && !sub.has(identity.sub)) return false;
+    if (group) {
+      const g = identity.groups;
+      if (!Array.isArray(g) || !g.some((x) => group.has(x))) return false;
+    }
+    for (const [key, wanted] of claims) {
+      const c = identity.claims;
+      if (!c || !Object.hasOwn(c, key)) return false;
+      const actual = c[key];
+      const ok = Array.isArray(actual) ? actual.some((a) => wanted.includes(a as never)) : wanted.includes(actual as never);
+      if (!ok) return false;
+    }
+    return true;
+  };
+}
+
+function selector(patterns: string[] | undefined, uri: boolean): Selector | undefined {
+  if (!patterns) return undefined;
+  return { patterns, matchers: patterns.map((p) => (uri ? compileUriGlob(p) : compileNameGlob(p))) };
+}
+
+interface ParsedFile {
+  name: string;
+  shown: string;
+  docs: { doc: Document; lines: LineCounter }[];
+}
+
+function parseFile(name: string, shown: string, text: string, problems: PolicyProblem[]): ParsedFile {
+  const lines = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const out: ParsedFile = { name, shown, docs: [] };
+  if (!Array.isArray(docs)) return out; // an empty stream: nothing in this file
+  for (const doc of docs) {
+    if (doc.errors.length) {
+      for (const e of doc.errors) problems.push({ check: 'yaml-syntax', file: shown, line: e.linePos?.[0].line, message: e.message.split('\n')[0] });
+      continue;
+    }
+    if (doc.contents === null) continue; // e.g. a trailing "---"
+    out.docs.push({ doc, lines });
+  }
+  return out;
+}
+
+/**
+ * Compiles policy files (name → YAML or JSON text; several YAML documents per file allowed;
+ * *.test.yaml names are skipped) into a bundle. Throws PortcullisError('PCL_POLICY_INVALID')
+ * listing every problem with file, line and field.
+ */
+export function compileBundle(files: Record<string, string>, options: CompileOptions = {}): CompiledBundle {
+  const { bundle, problems } = compileWithProblems(files, options);
+  if (!bundle) {
+    throw new PortcullisError('PCL_POLICY_INVALID', `the policy bundle has ${problems.length} error${problems.length === 1 ? '' : 's'}; nothing was loaded`, problems);
+  }
+  return bundle;
+}
+
+/** Like compileBundle, but returns the problems (lint uses it). */
+export function compileWithProblems(files: Record<string, string>, options: CompileOptions = {}): { bundle?: CompiledBundle; problems: PolicyProblem[] } {
+  const show = options.displayName ?? ((n: string) => n);
+  const problems: PolicyProblem[] = [];
+  const names = Object.keys(files)
+    .filter((n) => !isTestFile(n))
+    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const documents: CompiledDocument[] = [];
+  const docNames = new Map<string, string>();
+  let order = 0;
+
+  for (const name of names) {
+    const shown = show(name);
+    const parsed = parseFile(name, shown, files[name], problems);
+    for (const { doc, lines } of parsed.docs) {
+      const result = policyDocument.safeParse(doc.toJS());
+      if (!result.success) {
+        problems.push(...zodProblems(result.error, shown, doc, lines).map((p) => ({ ...p, check: 'schema' as const })));
+        continue;
+      }
+      const spec = result.data;
+      const at = (path: PropertyKey[]) => lineOf(doc, lines, path);
+      const problem = (check: ProblemCheck, path: PropertyKey[], message: string) =>
+        problems.push({ check, file: shown, line: at(path), field: path.map(String).join('.'), message });
+
+      const docName = spec.metadata.name;
+      const seen = docNames.get(docName);
+      if (seen) problem('duplicate-name', ['metadata', 'name'], `a policy named "${docName}" is already defined in ${seen}; rule names "<policy>/<rule>" must be unique`);
+      else docNames.set(docName, shown);
+      if (!SERVER_PATTERN.test(spec.server)) problem('server-name', ['server'], `"${spec.server}" is not a server name or glob (letters, digits, "_", ".", "-" and "*")`);
+
+      const document: CompiledDocument = {
+        name: docName,
+        file: shown,
+        line: at([]),
+        server: spec.server,
+        matchesServer: compileNameGlob(spec.server),
+        default: spec.default,
+        rules: [],
+        masks: [],
+        spec,
+      };
+      const ruleNames = new Set<string>();
+      spec.rules.forEach((r, i) => {
+        if (ruleNames.has(r.name)) problem('duplicate-name', ['rules', i, 'name'], `rule "${r.name}" is defined twice in policy "${docName}"`);
+        ruleNames.add(r.name);
+        let when: CompiledCel | undefined;
+        if (r.when !== undefined) {
+          const cel = compileCel(r.when);
+          for (const p of cel.problems) {
+            const regex = p.message.startsWith('invalid regular expression') || p.message.startsWith('unsupported inline flag');
+            problem(regex ? 'regex' : 'cel', ['rules', i, 'when'], `${regex ? '' : 'CEL: '}${p.message}${p.column ? ` (column ${p.column})` : ''}`);
+          }
+          when = cel.compiled;
+        }
+        const selectors: CompiledRule['selectors'] = {
+          tool: selector(r.tools, false),
+          resource: selector(r.resources, true),
+          prompt: selector(r.prompts, false),
+          method: selector(r.methods, false),
+        };
+        document.rules.push({
+          id: `${docName}/${r.name}`,
+          name: r.name,
+          effect: r.effect,
+          order: order++,
+          document,
+          spec: r,
+          file: shown,
+          line: at(['rules', i]),
+          whenLine: r.when !== undefined ? at(['rules', i, 'when']) : undefined,
+          matchesWho: compileWho(r.who),
+          selectors,
+          anyKind: !r.tools && !r.resources && !r.prompts && !r.methods,
+          when,
+          message: r.message,
+          approvers: r.approvers ? { sub: list(r.approvers.sub), groups: list(r.approvers.groups) } : undefined,
+        });
+      });
+      const maskNames = new Set<string>();
+      spec.masks.forEach((m, i) => {
+        if (maskNames.has(m.name)) problem('duplicate-name', ['masks', i, 'name'], `mask "${m.name}" is defined twice in policy "${docName}"`);
+        maskNames.add(m.name);
+        const custom: CompiledMask['custom'] = [];
+        (m.custom ?? []).forEach((c, j) => {
+          try {
+            const pattern = new RegExp(c.pattern, 'gu');
+            if (pattern.test('')) problem('regex', ['masks', i, 'custom', j, 'pattern'], `pattern matches the empty string, so it would mask nothing useful`);
+            pattern.lastIndex = 0;
+            custom.push({ name: c.name, pattern });
+          } catch (e) {
+            problem('regex', ['masks', i, 'custom', j, 'pattern'], (e as Error).message);
+          }
+        });
+        document.masks.push({
+          id: `${docName}/${m.name}`,
+          spec: m,
+          document,
+          file: shown,
+          line: at(['masks', i]),
+          selectors: { tool: selector(m.tools, false), resource: selector(m.resources, true), prompt: selector(m.prompts, false) },
+          custom,
+        });
+      });
+      documents.push(document);
+    }
+  }
+  if (!documents.length && !problems.length) problems.push({ check: 'no-policy', message: 'the bundle has no policy documents (kind: Policy)' });
+  if (problems.length) return { problems };
+  return { bundle: makeBundle(files, documents), problems };
+}
+
+function makeBundle(files: Record<string, string>, documents: CompiledDocument[]): CompiledBundle {
+  const views = new Map<string, ServerView>();
+  const bundle: CompiledBundle = {
+    version: bundleVersion(files),
+    files: { ...files },
+    documents,
+    view(server) {
+      let v = views.get(server);
+      if (v) return v;
+      v = buildView(documents.filter((d) => d.matchesServer(server)));
+      // Server names come from the gateway's config, so this stays small; the bound is a backstop.
+      if (views.size < 10_000) views.set(server, v);
+      return v;
+    },
+  };
+  return Object.freeze(bundle);
+}
+
+const byPrecedence = (a: CompiledRule, b: CompiledRule) => EFFECT_RANK[a.effect] - EFFECT_RANK[b.effect] || a.order - b.order;
+
+function buildKindIndex(rules: CompiledRule[], kind: Kind | 'method'): KindIndex {
+  const named = rules.filter((r) => r.selectors[kind]);
+  const general = kind === 'method' ? [] : rules.filter((r) => r.anyKind);
+  const globRules = named.filter((r) => r.selectors[kind]!.patterns.some(hasWildcard));
+  const names = new Set<string>();
+  for (const r of named) for (const p of r.selectors[kind]!.patterns) if (!hasWildcard(p)) names.add(p);
+  const byName = new Map<string, CompiledRule[]>();
+  for (const n of names) {
+    const applicable = named.filter((r) => r.selectors[kind]!.matchers.some((m) => m(n)));
+    byName.set(n, [...applicable, ...general].sort(byPrecedence));
+  }
+  return { byName, rest: [...globRules, ...general].sort(byPrecedence) };
+}
+
+function buildView(documents: CompiledDocument[]): ServerView {
+  const rules = documents.flatMap((d) => d.rules).sort((a, b) => a.order - b.order);
+  const denying = documents.find((d) => d.default === 'deny');
+  return {
+    documents,
+    kinds: {
+      tool: buildKindIndex(rules, 'tool'),
+      resource: buildKindIndex(rules, 'resource'),
+      prompt: buildKindIndex(rules, 'prompt'),
+      method: buildKindIndex(rules, 'method'),
+    },
+    fallback: denying
+      ? { effect: 'deny', rule: `${denying.name}/default` }
+      : { effect: 'allow', rule: `${documents[0]?.name}/default` },
+  };
+}
+
+/** The rules of a view that may apply to `name` of `kind` (selector checked), in precedence order. */
+export function candidates(view: ServerView, kind: Kind | 'method', name: string): CompiledRule[] {
+  const index = view.kinds[kind];
+  const hit = index.byName.get(name);
+  if (hit) return hit;
+  return index.rest.filter((r) => r.anyKind || r.selectors[kind]!.matchers.some((m) => m(name)));
+}
+
+/** Whether a rule's tools/resources/prompts/methods select this name (ignoring server, who, when). */
+export function selects(rule: CompiledRule, kind: Kind | 'method', name: string): boolean {
+  const s = rule.selectors[kind];
+  if (s) return s.matchers.some((m) => m(name));
+  return kind !== 'method' && rule.anyKind;
+}
+
+/** The masks that apply to a result (for the masking stage): every covering document's masks that select it. */
+export function masksFor(bundle: CompiledBundle, server: string, kind: Kind, name: string): CompiledMask[] {
+  return bundle
+    .view(server)
+    .documents.flatMap((d) => d.masks)
+    .filter((m) => {
+      const any = !m.selectors.tool && !m.selectors.resource && !m.selectors.prompt;
+      const s = m.selectors[kind];
+      return any || (s !== undefined && s.matchers.some((x) => x(name)));
+    });
+}
+
+const SKIP_DIRS = new Set(['node_modules']);
+
+/** Reads the policy files of a path: one file, or every *.yaml, *.yml and *.json under a folder (not *.test.yaml). Names are relative to the folder, with "/". */
+export function readPolicyFiles(path: string): { files: Record<string, string>; displayName: (name: string) => string } {
+  let stat;
+  try {
+    stat = statSync(path);
+  } catch (e) {
+    throw new PortcullisError('PCL_POLICY_INVALID', `cannot read policy path ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const files: Record<string, string> = {};
+  if (stat.isFile()) {
+    files[basename(path)] = readFileSync(path, 'utf8');
+    return { files, displayName: () => path };
+  }
+  const walk = (dir: string, prefix: string) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (entry.name.startsWith('.')) continue;
+      const rel = prefix ? `${prefix}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) {
+        if (!SKIP_DIRS.has(entry.name)) walk(join(dir, entry.name), rel);
+      } else if (entry.isFile() && isPolicyFile(entry.name)) files[rel] = readFileSync(join(dir, entry.name), 'utf8');
+    }
+  };
+  walk(path, '');
+  if (!Object.keys(files).length) throw new PortcullisError('PCL_POLICY_INVALID', `no policy files (*.yaml, *.yml, *.json) in ${path}`);
+  return { files, displayName: (name) => join(path, name) };
+}
+
+/** Loads and compiles a policy file or folder. Throws PortcullisError('PCL_POLICY_INVALID') with every problem. */
+export function loadBundle(path: string): CompiledBundle {
+  const { files, displayName } = readPolicyFiles(path);
+  return compileBundle(files, { displayName });
+}
+
+export type { RuleSpec, MaskSpec };
