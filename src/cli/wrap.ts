@@ -13,16 +13,23 @@ export function register(program: Command): void {
     .requiredOption('--server <name>', 'the configured server to reach')
     .option('--identity <sub>', 'the identity this session acts as')
     .option('--groups <a,b>', 'that identity\'s groups (comma-separated)', '')
-    .action(async (opts: { config: string; server: string; identity?: string; groups: string }) => {
+    .option('--token-env <NAME>', 'or: an environment variable holding a bearer token (OIDC JWT or API key), validated like on HTTP', 'PORTCULLIS_TOKEN')
+    .action(async (opts: { config: string; server: string; identity?: string; groups: string; tokenEnv: string }) => {
       const loaded = loadConfig(opts.config);
       if (!Object.hasOwn(loaded.config.servers, opts.server)) {
         throw new PortcullisError('PCL_USAGE', `no server named "${opts.server}" in ${opts.config} (have: ${Object.keys(loaded.config.servers).join(', ')})`);
       }
+      const { gateway, wiring } = await gatewayFromConfig(loaded);
+      const token = process.env[opts.tokenEnv];
       let identity: Identity;
       if (opts.identity) identity = { sub: opts.identity, groups: opts.groups.split(',').filter(Boolean), claims: {}, via: 'local' };
-      else if (loaded.config.auth.anonymous) identity = ANONYMOUS;
-      else throw new PortcullisError('PCL_USAGE', 'say who this session acts as: --identity <sub> [--groups a,b] (or set auth.anonymous: true)');
-      const { gateway, wiring } = await gatewayFromConfig(loaded);
+      else if (token) {
+        await gateway.auth.start();
+        const outcome = await gateway.auth.authenticate(`Bearer ${token}`, { server: opts.server });
+        if (!outcome.ok) throw new PortcullisError('PCL_AUTH_FAILED', `the token in ${opts.tokenEnv} was refused: ${outcome.description}`);
+        identity = outcome.identity;
+      } else if (loaded.config.auth.anonymous) identity = ANONYMOUS;
+      else throw new PortcullisError('PCL_USAGE', `say who this session acts as: --identity <sub> [--groups a,b], or a token in ${opts.tokenEnv} (or set auth.anonymous: true)`);
       const reason = await serveStdio(gateway, opts.server, identity);
       wiring.log.info({ reason }, 'wrap session ended');
       await wiring.close();

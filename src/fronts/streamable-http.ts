@@ -20,7 +20,7 @@ export function mcpHandler(gw: Gateway, boundToLoopback: () => boolean) {
     try {
       checkHostAndOrigin(req, gw.config.listen, boundToLoopback());
       if (!Object.hasOwn(gw.config.servers, serverName)) throw new HttpRefusal(404, INVALID_REQUEST, `no server named "${serverName}" on this gateway`);
-      const identity = await gw.authenticate(req, res);
+      const identity = await gw.authenticate(req, res, serverName);
       if (!identity) return; // the authenticator answered (401 with how to log in)
       const method = req.method ?? 'GET';
       if (method !== 'POST' && method !== 'GET' && method !== 'DELETE') throw new HttpRefusal(405, INVALID_REQUEST, `${method} is not supported on /mcp`, { allow: 'GET, POST, DELETE' });

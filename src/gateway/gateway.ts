@@ -4,7 +4,9 @@ import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { ANONYMOUS, type Identity } from '../auth/identity.js';
+import { createAuthenticator, identityKey, type Authenticator } from '../auth/authenticate.js';
+import type { Identity } from '../auth/identity.js';
+import { handleWellKnown, resourceMetadataUrl, wwwAuthenticate } from '../auth/protected-resource.js';
 import type { Config } from '../config/schema.js';
 import { mcpHandler } from '../fronts/streamable-http.js';
 import { HttpRefusal, sendRefusal } from '../fronts/http-request.js';
@@ -41,16 +43,21 @@ export class Gateway implements SessionHost {
     this.toUpstream = pipelines.toUpstream;
     this.toClient = pipelines.toClient;
     const l = config.limits;
+    this.auth = createAuthenticator(config.auth, { log: this.log });
     this.limits = { upstreamTimeoutMs: l.upstreamTimeout, maxResultBytes: l.maxResultBytes, idleTimeoutMs: l.sessionIdleTimeout };
   }
 
   readonly limits: SessionLimits;
+  readonly auth: Authenticator;
 
-  /** The identity behind a request, or undefined after answering it with 401. */
-  async authenticate(req: IncomingMessage, res: ServerResponse): Promise<Identity | undefined> {
-    if (req.headers.authorization === undefined && this.config.auth.anonymous) return ANONYMOUS;
-    res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer' });
-    res.end(JSON.stringify({ error: 'invalid_token', error_description: 'this gateway accepts no credentials yet' }));
+  /** The identity behind a request, or undefined after answering it (401 with where to log in, or 400). */
+  async authenticate(req: IncomingMessage, res: ServerResponse, server: string): Promise<Identity | undefined> {
+    const outcome = await this.auth.authenticate(req.headers.authorization, { server });
+    if (outcome.ok) return outcome.identity;
+    this.metrics.refusals.inc({ status: String(outcome.status) });
+    const metadata = this.config.auth.oidc ? resourceMetadataUrl(publicBaseUrl(this.config, req), server) : undefined;
+    res.writeHead(outcome.status, { 'content-type': 'application/json', 'www-authenticate': wwwAuthenticate(outcome, metadata) });
+    res.end(JSON.stringify({ error: outcome.error ?? 'unauthorized', error_description: outcome.description }));
     return undefined;
   }
 
@@ -80,7 +87,7 @@ export class Gateway implements SessionHost {
   /** A session id is valid only on the path that created it and with the identity that created it. */
   findSession(id: string, server: string, identity: Identity): (Session & { channel: ClientChannel }) | undefined {
     const s = this.sessions.get(id);
-    if (!s || s.server !== server || s.identity.sub !== identity.sub || s.identity.via !== identity.via) return undefined;
+    if (!s || s.server !== server || identityKey(s.identity) !== identityKey(identity)) return undefined;
     return s;
   }
 
@@ -97,12 +104,14 @@ export class Gateway implements SessionHost {
     const deadline = Date.now() + graceMs;
     while (Date.now() < deadline && [...this.sessions.values()].some((s) => s.busy)) await new Promise((r) => setTimeout(r, 20));
     for (const s of [...this.sessions.values()]) s.end('the gateway is shutting down');
+    this.auth.close();
   }
 
   /** Ready when every upstream can be reached (HTTP answers; a stdio command exists). */
   async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = {};
     await Promise.all(Object.entries(this.config.servers).map(async ([name, server]) => (checks[`upstream:${name}`] = await probeUpstream(server, this.opts.baseDir ?? process.cwd()))));
+    checks.auth = this.auth.ready() ? 'ok' : `not ready: ${this.auth.readinessProblem() ?? 'identity provider unavailable'}`;
     if (this.closing) checks.gateway = 'shutting down';
     return { ready: Object.values(checks).every((c) => c === 'ok'), checks };
   }
@@ -122,6 +131,7 @@ export interface RunningGateway {
 /** Starts the HTTP listener; resolves once it listens. */
 export async function startGateway(config: Config, opts: GatewayOptions): Promise<RunningGateway> {
   const gw = new Gateway(config, opts);
+  await gw.auth.start();
   const limits = config.limits;
   const server = createServer({ maxHeaderSize: limits.maxHeaderBytes, requestTimeout: limits.requestTimeout, headersTimeout: Math.min(limits.requestTimeout, 60_000), keepAliveTimeout: 5_000 });
   const isLoopback = () => {
@@ -165,7 +175,13 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
   };
 }
 
+/** The gateway's public URL: auth.resourceUrl when set (behind a proxy), else what the client called. */
+function publicBaseUrl(config: Config, req: IncomingMessage): string {
+  return config.auth.resourceUrl ?? `http://${req.headers.host ?? `${config.listen.host}:${config.listen.port}`}`;
+}
+
 async function route(gw: Gateway, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+  if (handleWellKnown(req, res, publicBaseUrl(gw.config, req), gw.config.auth, (name) => Object.hasOwn(gw.config.servers, name))) return;
   if (path === '/healthz') return json(res, 200, { status: 'ok' });
   if (path === '/readyz') {
     const r = await gw.readiness();
@@ -175,7 +191,6 @@ async function route(gw: Gateway, req: IncomingMessage, res: ServerResponse, pat
     res.writeHead(200, { 'content-type': gw.metrics.registry.contentType });
     return void res.end(await gw.metrics.registry.metrics());
   }
-  void req;
   json(res, 404, { error: 'not_found', message: `no route ${path}; MCP servers are at /mcp/<server>` });
 }
 
