@@ -42,6 +42,8 @@ export interface AuthenticatorOptions {
   /** Tuning, mostly for tests and benchmarks. */
   oidc?: Omit<OidcVerifierOptions, 'fetch' | 'log'>;
   retry?: { initialMs?: number; maxMs?: number };
+  /** Longest bearer token accepted (default MAX_TOKEN_BYTES). */
+  maxTokenBytes?: number;
 }
 
 /** Longest bearer token accepted. Real access tokens are 1-4 KiB; anything much larger is either
@@ -60,6 +62,7 @@ export function createAuthenticator(auth: AuthConfig, opts: AuthenticatorOptions
   const initialDelay = opts.retry?.initialMs ?? 1000;
   const maxDelay = opts.retry?.maxMs ?? 60_000;
   const refreshMs = opts.oidc?.jwksRefreshMs ?? 10 * 60_000;
+  const maxToken = opts.maxTokenBytes ?? MAX_TOKEN_BYTES;
   let retryTimer: NodeJS.Timeout | undefined;
   let refreshTimer: NodeJS.Timeout | undefined;
   let closed = false;
@@ -95,7 +98,8 @@ export function createAuthenticator(auth: AuthConfig, opts: AuthenticatorOptions
         if (auth.anonymous) return { ok: true, identity: ANONYMOUS };
         return refuse(401, undefined, 'authentication required: send Authorization: Bearer <token>');
       }
-      if (header.length > MAX_TOKEN_BYTES + 64) return refuse(400, 'invalid_request', `the Authorization header is over ${MAX_TOKEN_BYTES} bytes`);
+      // Checked before any parsing, so an oversized header costs nothing but this comparison.
+      if (header.length > maxToken + 64) return refuse(400, 'invalid_request', `the Authorization header is ${header.length} bytes; a bearer token may be at most ${maxToken}`);
       if (!PRINTABLE_ASCII.test(header)) return refuse(400, 'invalid_request', 'the Authorization header contains control or non-ASCII characters');
       const sp = header.indexOf(' ');
       const scheme = sp === -1 ? header : header.slice(0, sp);
@@ -105,7 +109,7 @@ export function createAuthenticator(auth: AuthConfig, opts: AuthenticatorOptions
       }
       const token = sp === -1 ? '' : header.slice(sp + 1).replace(/^ +/, '');
       if (token === '') return refuse(400, 'invalid_request', 'the Bearer authorization header has no token');
-      if (token.length > MAX_TOKEN_BYTES) return refuse(400, 'invalid_request', `the bearer token is ${token.length} bytes; the limit is ${MAX_TOKEN_BYTES}`);
+      if (token.length > maxToken) return refuse(400, 'invalid_request', `the bearer token is ${token.length} bytes; a bearer token may be at most ${maxToken}`);
       if (!B64TOKEN.test(token)) return refuse(400, 'invalid_request', 'the bearer token contains characters not allowed in a token (RFC 6750 b64token)');
 
       if (JWT_SHAPE.test(token)) {
