@@ -30,6 +30,8 @@ export interface AuditSink {
   append(type: string, actor: string, data: Record<string, unknown>): Promise<unknown>;
 }
 
+const CLIENT_NOTIFICATIONS = new Set(['notifications/initialized', 'notifications/cancelled', 'notifications/progress', 'notifications/roots/list_changed', 'notifications/tasks/status']);
+
 /** Built-in decisions for what policy does not govern: protocol plumbing and replies. */
 function builtIn(rule: string, version: string): Decision {
   return { effect: 'allow', rule, bundleVersion: version };
@@ -47,7 +49,16 @@ export function decideStage(policy: PolicyPoint, audit: AuditSink, argsDigest: (
       return next();
     }
     if (m.type === 'notification') {
-      x.authorized = mint(m.message, builtIn('protocol/notification', policy.version()));
+      // Protocol notifications pass; any other is decided like an unknown method (denied unless
+      // policy allows it), and a denied notification is dropped, since it gets no reply.
+      const decision = CLIENT_NOTIFICATIONS.has(m.method)
+        ? builtIn('protocol/notification', policy.version())
+        : policy.decide({ identity: session.identity, server: session.server, method: m.method, time: new Date() });
+      if (decision.effect !== 'allow') {
+        session.log.warn({ method: m.method, rule: decision.rule }, 'notification dropped by policy');
+        return undefined;
+      }
+      x.authorized = mint(m.message, decision);
       return next();
     }
     const input = decisionInput(x, m);
