@@ -6,6 +6,8 @@ import { register as keys } from './keys.js';
 import { register as init } from './init.js';
 import { register as serve } from './serve.js';
 import { register as wrap } from './wrap.js';
+import { register as audit } from './audit.js';
+import { register as replay } from './replay.js';
 
 const program = new Command('portcullis')
   .description('Policy-as-code gateway for the Model Context Protocol')
@@ -17,6 +19,8 @@ keys(program);
 init(program);
 serve(program);
 wrap(program);
+audit(program);
+replay(program);
 
 try {
   await program.parseAsync(process.argv);
