@@ -18,7 +18,8 @@ export type AuthFailure = { ok: false; status: 400 | 401; error?: AuthErrorCode;
 export type AuthOutcome = { ok: true; identity: Identity } | AuthFailure;
 
 export interface AuthenticateContext {
-  /** The /mcp/<server> endpoint being called. With auth.resourceUrl set, a token whose audience is
+  /** The /mcp/<server> endpoint being called. With a resource URL (auth.resourceUrl, or the
+   *  resourceUrl option), a token whose audience is
    *  that endpoint's resource URL (`<resourceUrl>/mcp/<server>`, as MCP clients request it through
    *  RFC 8707 resource indicators) is accepted besides auth.oidc.audience. */
   server?: string;
@@ -42,6 +43,10 @@ export interface AuthenticatorOptions {
   /** Tuning, mostly for tests and benchmarks. */
   oidc?: Omit<OidcVerifierOptions, 'fetch' | 'log'>;
   retry?: { initialMs?: number; maxMs?: number };
+  /** The gateway's canonical public URL when auth.resourceUrl is not set (e.g. the listen address
+   *  once bound). Must come from configuration, never from a request's Host header: it decides
+   *  which audiences are this gateway. */
+  resourceUrl?: string;
   /** Longest bearer token accepted (default MAX_TOKEN_BYTES). */
   maxTokenBytes?: number;
 }
@@ -58,7 +63,7 @@ export function createAuthenticator(auth: AuthConfig, opts: AuthenticatorOptions
   const log = opts.log;
   const apiKeys: ApiKeyVerifier = createApiKeyVerifier(auth.apiKeys);
   const oidc = auth.oidc ? new OidcVerifier(auth.oidc, { ...opts.oidc, fetch: opts.fetch, log }) : undefined;
-  const resourceBase = auth.resourceUrl?.replace(/\/+$/, '');
+  const resourceBase = (auth.resourceUrl ?? opts.resourceUrl)?.replace(/\/+$/, '');
   const initialDelay = opts.retry?.initialMs ?? 1000;
   const maxDelay = opts.retry?.maxMs ?? 60_000;
   const refreshMs = opts.oidc?.jwksRefreshMs ?? 10 * 60_000;
