@@ -135,6 +135,19 @@ function findMatchesCalls(ast: ASTNode, text: string): { nameAt: number[]; patte
  * bool) and literal regular expressions that would not compile.
  */
 export function compileCel(source: string): { compiled?: CompiledCel; problems: CelProblem[] } {
+  // Compiled expressions hold no state, so one per source text serves every bundle (and the
+  // schema's check and the compiler share the work).
+  const hit = compiledCache.get(source);
+  if (hit) return hit;
+  const result = compileUncached(source);
+  if (compiledCache.size > 10_000) compiledCache.clear();
+  compiledCache.set(source, result);
+  return result;
+}
+
+const compiledCache = new Map<string, { compiled?: CompiledCel; problems: CelProblem[] }>();
+
+function compileUncached(source: string): { compiled?: CompiledCel; problems: CelProblem[] } {
   let first: ParseResult;
   try {
     first = env.parse(source);

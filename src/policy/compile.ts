@@ -104,6 +104,10 @@ export interface CompileOptions {
   displayName?: (name: string) => string;
 }
 
+/** Schema refinements report CEL and regex problems; lint tells them apart by their prefix. */
+const checkOf = (message: string): ProblemCheck =>
+  message.startsWith('CEL: ') ? 'cel' : /^(invalid regular expression|unsupported inline flag|pattern )/.test(message) ? 'regex' : 'schema';
+
 const EFFECT_RANK: Record<Effect, number> = { deny: 0, approve: 1, allow: 2 };
 const SERVER_PATTERN = /^[A-Za-z0-9_.*-]{1,64}$/;
 const TEST_FILE = /\.test\.ya?ml$/;
@@ -168,7 +172,7 @@ function parseFile(name: string, shown: string, text: string, problems: PolicyPr
   if (!Array.isArray(docs)) return out; // an empty stream: nothing in this file
   for (const doc of docs) {
     if (doc.errors.length) {
-      for (const e of doc.errors) problems.push({ check: 'yaml-syntax', file: shown, line: e.linePos?.[0].line, message: e.message.split('\n')[0] });
+      for (const e of doc.errors) problems.push({ check: 'yaml-syntax', file: shown, line: e.linePos?.[0].line ?? lines.linePos(e.pos[0]).line, message: e.message.split('\n')[0] });
       continue;
     }
     if (doc.contents === null) continue; // e.g. a trailing "---"
@@ -207,7 +211,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
     for (const { doc, lines } of parsed.docs) {
       const result = policyDocument.safeParse(doc.toJS());
       if (!result.success) {
-        problems.push(...zodProblems(result.error, shown, doc, lines).map((p) => ({ ...p, check: 'schema' as const })));
+        problems.push(...zodProblems(result.error, shown, doc, lines).map((p) => ({ ...p, check: checkOf(p.message) })));
         continue;
       }
       const spec = result.data;
@@ -236,15 +240,8 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
       spec.rules.forEach((r, i) => {
         if (ruleNames.has(r.name)) problem('duplicate-name', ['rules', i, 'name'], `rule "${r.name}" is defined twice in policy "${docName}"`);
         ruleNames.add(r.name);
-        let when: CompiledCel | undefined;
-        if (r.when !== undefined) {
-          const cel = compileCel(r.when);
-          for (const p of cel.problems) {
-            const regex = p.message.startsWith('invalid regular expression') || p.message.startsWith('unsupported inline flag');
-            problem(regex ? 'regex' : 'cel', ['rules', i, 'when'], `${regex ? '' : 'CEL: '}${p.message}${p.column ? ` (column ${p.column})` : ''}`);
-          }
-          when = cel.compiled;
-        }
+        // The schema has already reported any problem of this expression (see schema.ts).
+        const when = r.when !== undefined ? compileCel(r.when).compiled : undefined;
         const selectors: CompiledRule['selectors'] = {
           tool: selector(r.tools, false),
           resource: selector(r.resources, true),
@@ -273,17 +270,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
       spec.masks.forEach((m, i) => {
         if (maskNames.has(m.name)) problem('duplicate-name', ['masks', i, 'name'], `mask "${m.name}" is defined twice in policy "${docName}"`);
         maskNames.add(m.name);
-        const custom: CompiledMask['custom'] = [];
-        (m.custom ?? []).forEach((c, j) => {
-          try {
-            const pattern = new RegExp(c.pattern, 'gu');
-            if (pattern.test('')) problem('regex', ['masks', i, 'custom', j, 'pattern'], `pattern matches the empty string, so it would mask nothing useful`);
-            pattern.lastIndex = 0;
-            custom.push({ name: c.name, pattern });
-          } catch (e) {
-            problem('regex', ['masks', i, 'custom', j, 'pattern'], (e as Error).message);
-          }
-        });
+        const custom = (m.custom ?? []).map((c) => ({ name: c.name, pattern: new RegExp(c.pattern, 'gu') })); // checked by the schema
         document.masks.push({
           id: `${docName}/${m.name}`,
           spec: m,

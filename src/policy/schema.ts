@@ -3,6 +3,7 @@
 // rule. The JSON Schema in schema/policy.schema.json is generated from here (see
 // policyJsonSchema and the test that checks the committed file is up to date).
 import { z } from 'zod';
+import { compileCel } from './cel.js';
 
 /** Document and rule names appear in decisions as "<document>/<rule>": no "/" inside. */
 const name = z
@@ -41,7 +42,18 @@ export const rule = z.strictObject({
   resources: globList('resource URI globs ("*" within one path segment, "**" across segments); governs resources/read, subscribe, unsubscribe').optional(),
   prompts: globList('prompt name globs; governs prompts/get').optional(),
   methods: globList('JSON-RPC method globs, for methods other than tools/call, resources/* and prompts/get').optional(),
-  when: z.string().min(1).optional().describe('CEL expression that must evaluate to true'),
+  when: z
+    .string()
+    .min(1)
+    .superRefine((source, ctx) => {
+      // Compiled here so that CEL errors are reported together with every other schema error.
+      for (const p of compileCel(source).problems) {
+        const regex = /^(invalid regular expression|unsupported inline flag)/.test(p.message);
+        ctx.addIssue({ code: 'custom', message: `${regex ? '' : 'CEL: '}${p.message}${p.column ? ` (column ${p.column})` : ''}` });
+      }
+    })
+    .optional()
+    .describe('CEL expression that must evaluate to true'),
   message: z.string().optional().describe('shown to the caller when this rule denies'),
   approvers: z
     .strictObject({ sub: oneOrMany.optional(), groups: oneOrMany.optional() })
@@ -59,7 +71,20 @@ export const mask = z.strictObject({
   custom: nonEmptyList(
     z.strictObject({
       name: z.string().regex(/^[a-z][a-z0-9_]*$/, 'use lowercase letters, digits and "_" (it appears as [REDACTED:<name>])'),
-      pattern: z.string().min(1).describe('JavaScript regular expression (compiled with the "gu" flags)'),
+      pattern: z
+        .string()
+        .min(1)
+        .superRefine((pattern, ctx) => {
+          let re: RegExp;
+          try {
+            re = new RegExp(pattern, 'u');
+          } catch (e) {
+            ctx.addIssue({ code: 'custom', message: `invalid regular expression: ${(e as Error).message}` });
+            return;
+          }
+          if (re.test('')) ctx.addIssue({ code: 'custom', message: 'pattern matches the empty string, so it would mask nothing useful' });
+        })
+        .describe('JavaScript regular expression (compiled with the "gu" flags)'),
     }),
   ).optional(),
   fields: nonEmptyList(z.string().regex(/^\$/, 'a JSONPath starts with "$"')).optional(),

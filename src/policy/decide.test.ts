@@ -1,0 +1,268 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Identity } from '../auth/identity.js';
+import { compileBundle } from './compile.js';
+import { decide, visible } from './decide.js';
+import type { DecisionInput } from './decision.js';
+
+const alice: Identity = { sub: 'alice', groups: ['analysts'], claims: { dept: 'finance', roles: ['reader', 'auditor'] }, via: 'oidc' };
+const bob: Identity = { sub: 'bob', groups: ['engineers'], claims: { dept: 'it' }, via: 'oidc' };
+const time = new Date('2026-03-02T10:00:00Z');
+
+function policy(server: string, rules: string, extra = ''): string {
+  return `apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: p-${server.replace(/\*/g, 'star')}${extra ? '-' + extra.length : ''} }\nserver: "${server}"\n${extra}rules:\n${rules}`;
+}
+const tool = (t: string, args: Record<string, unknown> = {}, identity = alice, server = 'db'): DecisionInput => ({
+  identity, server, method: 'tools/call', tool: t, args, time,
+});
+
+describe('decision table', () => {
+  const effects = ['allow', 'deny', 'approve'] as const;
+  // Every subset of {allow, deny, approve} matching rules, with either default.
+  for (const def of ['allow', 'deny'] as const) {
+    for (let mask = 0; mask < 8; mask++) {
+      const present = effects.filter((_, i) => mask & (1 << i));
+      const expected = present.includes('deny') ? 'deny' : present.includes('approve') ? 'approve' : present.includes('allow') ? 'allow' : def;
+      it(`rules {${present.join(', ') || 'none'}} with default ${def} → ${expected}`, () => {
+        const rules = present.map((e) => `  - { name: r-${e}, effect: ${e}, tools: [query]${e === 'approve' ? ', approvers: { groups: [dba] }' : ''} }\n`).join('') || '  []\n';
+        const bundle = compileBundle({ 'p.yaml': policy('db', rules, `default: ${def}\n`) });
+        const d = decide(bundle, tool('query'));
+        assert.equal(d.effect, expected);
+        assert.equal(d.rule, present.length ? `p-db-${`default: ${def}\n`.length}/r-${expected}` : `p-db-${`default: ${def}\n`.length}/default`);
+        assert.equal(d.bundleVersion, bundle.version);
+        if (expected === 'approve') assert.deepEqual(d.approvers, { groups: ['dba'], sub: undefined });
+      });
+    }
+  }
+
+  it('default is deny when absent', () => {
+    const b = compileBundle({ 'p.yaml': policy('db', '  - { name: a, effect: allow, tools: [query] }\n') });
+    assert.deepEqual([decide(b, tool('other')).effect, decide(b, tool('other')).rule], ['deny', 'p-db/default']);
+  });
+
+  it('a request no document covers is denied', () => {
+    const b = compileBundle({ 'p.yaml': policy('db', '  - { name: a, effect: allow }\n', 'default: allow\n') });
+    const d = decide(b, tool('query', {}, alice, 'crm'));
+    assert.equal(d.effect, 'deny');
+    assert.equal(d.rule, '(no policy covers this request)');
+  });
+
+  it('several documents covering a server pool their rules with the same precedence', () => {
+    const b = compileBundle({
+      'a.yaml': policy('db', '  - { name: analysts, effect: allow, tools: [query] }\n', 'default: allow\n'),
+      'b.yaml': policy('*', '  - { name: no-drop, effect: deny, tools: ["*"], when: \'args.sql.contains("drop")\' }\n  - { name: exec-approve, effect: approve, tools: [execute], approvers: { sub: [carol] } }\n'),
+    });
+    assert.equal(decide(b, tool('query', { sql: 'select' })).effect, 'allow');
+    const dropped = decide(b, tool('query', { sql: 'drop table' }));
+    assert.deepEqual([dropped.effect, dropped.rule], ['deny', 'p-star/no-drop']);
+    assert.equal(decide(b, tool('execute', { sql: 'x' })).effect, 'approve');
+    // No rule matches: the defaults combine, and one deny (b.yaml's implicit default) wins.
+    const fallback = decide(b, tool('unknown', { sql: 'x' }));
+    assert.deepEqual([fallback.effect, fallback.rule], ['deny', 'p-star/default']);
+    // A server only the "*" document covers.
+    assert.equal(decide(b, tool('execute', { sql: 'x' }, alice, 'crm')).effect, 'approve');
+  });
+
+  it('ties go to the first rule in bundle order, across files sorted by name', () => {
+    const b = compileBundle({
+      'z.yaml': policy('db', '  - { name: second, effect: deny, tools: [q] }\n'),
+      'a.yaml': policy('db', '  - { name: first, effect: deny, tools: ["*"] }\n', 'default: deny\n'),
+    });
+    assert.equal(decide(b, tool('q')).rule, `p-db-${'default: deny\n'.length}/first`);
+  });
+
+  it('who: sub, groups and claims (all must hold; lists are alternatives)', () => {
+    const b = compileBundle({
+      'p.yaml': policy(
+        'db',
+        [
+          '  - { name: by-sub, effect: allow, who: { sub: alice }, tools: [t1] }',
+          '  - { name: by-group, effect: allow, who: { groups: [engineers, ops] }, tools: [t2] }',
+          '  - { name: by-claim, effect: allow, who: { claims: { dept: finance } }, tools: [t3] }',
+          '  - { name: by-array-claim, effect: allow, who: { claims: { roles: [auditor] } }, tools: [t4] }',
+          '  - { name: both, effect: allow, who: { sub: [alice], groups: [engineers] }, tools: [t5] }',
+          '',
+        ].join('\n'),
+      ),
+    });
+    const effect = (t: string, who: Identity) => decide(b, tool(t, {}, who)).effect;
+    assert.deepEqual(['t1', 't2', 't3', 't4', 't5'].map((t) => effect(t, alice)), ['allow', 'deny', 'allow', 'allow', 'deny']);
+    assert.deepEqual(['t1', 't2', 't3', 't4', 't5'].map((t) => effect(t, bob)), ['deny', 'allow', 'deny', 'deny', 'deny']);
+    // Claims compare exactly, and a claim named like an Object.prototype member is not "present".
+    const odd: Identity = { sub: 'x', groups: [], claims: { dept: 'Finance' }, via: 'oidc' };
+    assert.equal(effect('t3', odd), 'deny');
+  });
+
+  it('an unknown method is denied unless a methods rule allows it; defaults do not apply to it', () => {
+    const b = compileBundle({ 'p.yaml': policy('db', '  - { name: tasks, effect: allow, methods: ["tasks/*"] }\n  - { name: all-kinds, effect: allow }\n', 'default: allow\n') });
+    const call = (method: string) => decide(b, { identity: alice, server: 'db', method, time });
+    assert.deepEqual([call('tasks/get').effect, call('tasks/get').rule], ['allow', `p-db-${'default: allow\n'.length}/tasks`]);
+    assert.deepEqual([call('x/unknown').effect, call('x/unknown').rule], ['deny', '(no rule allows this method)']);
+  });
+
+  it('resources, prompts and completion map to the right selectors', () => {
+    const b = compileBundle({
+      'p.yaml': policy(
+        'db',
+        '  - { name: docs, effect: allow, resources: ["demo://docs/*.md"] }\n  - { name: greet, effect: allow, prompts: [greeting] }\n  - { name: tools-only, effect: allow, tools: ["*"] }\n',
+      ),
+    });
+    const req = (method: string, extra: Partial<DecisionInput>) => decide(b, { identity: alice, server: 'db', method, time, ...extra }).effect;
+    assert.equal(req('resources/read', { resource: 'demo://docs/a.md' }), 'allow');
+    assert.equal(req('resources/subscribe', { resource: 'demo://docs/a.md' }), 'allow');
+    assert.equal(req('resources/read', { resource: 'demo://docs/sub/a.md' }), 'deny');
+    assert.equal(req('prompts/get', { prompt: 'greeting' }), 'allow');
+    assert.equal(req('prompts/get', { prompt: 'other' }), 'deny');
+    assert.equal(req('completion/complete', { prompt: 'greeting', args: { name: 'a' } }), 'allow');
+    assert.equal(req('completion/complete', { resource: 'demo://docs/x.md', args: {} }), 'allow');
+    assert.equal(req('completion/complete', { prompt: 'other', args: {} }), 'deny');
+    // tools: ["*"] does not reach resources.
+    assert.equal(req('resources/read', { resource: 'demo://other' }), 'deny');
+    // A tools/call without a tool name is malformed and denied.
+    assert.equal(decide(b, { identity: alice, server: 'db', method: 'tools/call', time }).rule, '(malformed request)');
+  });
+
+  it('a rule with no selector governs tools, resources and prompts', () => {
+    const b = compileBundle({ 'p.yaml': policy('db', '  - { name: everything, effect: deny, who: { sub: bob } }\n', 'default: allow\n') });
+    assert.equal(decide(b, tool('q', {}, bob)).effect, 'deny');
+    assert.equal(decide(b, { identity: bob, server: 'db', method: 'prompts/get', prompt: 'p', time }).effect, 'deny');
+    assert.equal(decide(b, { identity: bob, server: 'db', method: 'resources/read', resource: 'x://y', time }).effect, 'deny');
+    assert.equal(decide(b, tool('q', {}, alice)).effect, 'allow');
+  });
+});
+
+describe('names are compared exactly', () => {
+  const b = compileBundle({
+    'p.yaml': policy('db', '  - { name: echo, effect: allow, tools: [echo] }\n  - { name: prefix, effect: allow, tools: ["read_*"] }\n  - { name: middle, effect: allow, tools: ["a*b*c"] }\n'),
+  });
+  const effect = (t: string) => decide(b, tool(t)).effect;
+  it('case, whitespace and lookalikes are other names', () => {
+    assert.equal(effect('echo'), 'allow');
+    for (const other of ['Echo', 'ECHO', 'echo ', ' echo', 'echo\n', 'ech\u043e' /* Cyrillic o */, 'e\u0301cho', 'echo\u200b', '\uff45cho' /* fullwidth e */, '']) {
+      assert.equal(effect(other), 'deny', JSON.stringify(other));
+    }
+  });
+  it('"*" matches any run, prefixes anchor', () => {
+    assert.equal(effect('read_'), 'allow');
+    assert.equal(effect('read_file'), 'allow');
+    assert.equal(effect('read_a/b'), 'allow');
+    assert.equal(effect('xread_file'), 'deny');
+    assert.equal(effect('Read_file'), 'deny');
+    assert.equal(effect('abc'), 'allow');
+    assert.equal(effect('a-b-c'), 'allow');
+    assert.equal(effect('acb'), 'deny');
+    assert.equal(effect('abcx'), 'deny');
+  });
+  it('server names are exact too', () => {
+    assert.equal(decide(b, tool('echo', {}, alice, 'DB')).effect, 'deny');
+    assert.equal(decide(b, tool('echo', {}, alice, 'db ')).effect, 'deny');
+  });
+  it('resource globs: "*" stays in a segment, "**" crosses, dot segments never match a wildcard', () => {
+    const r = compileBundle({ 'p.yaml': policy('fs', '  - { name: data, effect: allow, resources: ["file:///srv/data/**", "demo://doc/*.md", "file:///exact/../x"] }\n') });
+    const read = (uri: string) => decide(r, { identity: alice, server: 'fs', method: 'resources/read', resource: uri, time }).effect;
+    assert.equal(read('file:///srv/data/a/b/c.txt'), 'allow');
+    assert.equal(read('file:///srv/data/'), 'allow');
+    assert.equal(read('file:///srv/data'), 'deny');
+    assert.equal(read('file:///srv/data/../secret'), 'deny');
+    assert.equal(read('file:///srv/data/%2e%2E/secret'), 'deny');
+    assert.equal(read('file:///srv/data/..%2fsecret'), 'deny');
+    assert.equal(read('file:///srv/data/a/./b'), 'deny');
+    assert.equal(read('file:///srv/data/..hidden'), 'allow');
+    assert.equal(read('demo://doc/a.md'), 'allow');
+    assert.equal(read('demo://doc/a/b.md'), 'deny');
+    assert.equal(read('demo://doc/a.MD'), 'deny');
+    assert.equal(read('file:///exact/../x'), 'allow'); // spelled out exactly
+  });
+});
+
+describe('when conditions', () => {
+  const b = compileBundle({
+    'p.yaml': policy(
+      'db',
+      [
+        '  - name: analysts-select',
+        '    effect: allow',
+        '    who: { groups: [analysts] }',
+        '    tools: [query]',
+        '    when: \'args.sql.matches("(?i)^\\\\s*select\\\\b")\'',
+        '  - name: limit',
+        '    effect: deny',
+        '    tools: [query]',
+        '    when: has(args.limit) && args.limit > 1000',
+        '    message: at most 1000 rows',
+        '  - name: business-hours',
+        '    effect: allow',
+        '    tools: [report]',
+        '    when: time.getHours("UTC") >= 8 && time.getHours("UTC") < 18 && identity.claims.dept == "finance"',
+        '',
+      ].join('\n'),
+    ),
+  });
+  it('allows on args that satisfy the condition, including RE2 (?i)', () => {
+    assert.equal(decide(b, tool('query', { sql: '  SELECT * from t' })).effect, 'allow');
+    assert.equal(decide(b, tool('query', { sql: 'delete from t' })).rule, 'p-db/default');
+  });
+  it('deny rules carry their message', () => {
+    const d = decide(b, tool('query', { sql: 'select 1', limit: 5000 }));
+    assert.deepEqual([d.effect, d.rule, d.message], ['deny', 'p-db/limit', 'at most 1000 rows']);
+  });
+  it('a missing argument is a runtime error: deny naming the rule and the error', () => {
+    const d = decide(b, tool('query', {}));
+    assert.equal(d.effect, 'deny');
+    assert.equal(d.rule, 'p-db/analysts-select');
+    assert.match(d.message!, /could not be evaluated: .*No such key: sql/);
+  });
+  it('a wrong argument type is a runtime error too', () => {
+    const d = decide(b, tool('query', { sql: 42 }));
+    assert.deepEqual([d.effect, d.rule], ['deny', 'p-db/analysts-select']);
+  });
+  it('time and identity are available', () => {
+    assert.equal(decide(b, tool('report')).effect, 'allow');
+    assert.equal(decide(b, { ...tool('report'), time: new Date('2026-03-02T22:00:00Z') }).effect, 'deny');
+    assert.equal(decide(b, tool('report', {}, bob)).effect, 'deny');
+  });
+  it('a failing allow rule denies even when another rule would approve', () => {
+    const c = compileBundle({
+      'p.yaml': policy('db', '  - { name: ok, effect: approve, tools: [t], approvers: { groups: [x] } }\n  - { name: broken, effect: allow, tools: [t], when: "args.n > 1" }\n'),
+    });
+    const d = decide(c, tool('t', {}));
+    assert.deepEqual([d.effect, d.rule], ['deny', 'p-db/broken']);
+  });
+  it('a when on another identity is not evaluated', () => {
+    const c = compileBundle({ 'p.yaml': policy('db', '  - { name: eng, effect: allow, who: { groups: [engineers] }, tools: [t], when: "args.n > 1" }\n  - { name: all, effect: allow, tools: [t] }\n') });
+    assert.equal(decide(c, tool('t', {}, alice)).effect, 'allow');
+  });
+});
+
+describe('visible', () => {
+  const b = compileBundle({
+    'p.yaml': policy(
+      'db',
+      [
+        '  - { name: echo, effect: allow, tools: [echo, get-sum] }',
+        '  - { name: env, effect: deny, tools: [get-env] }',
+        '  - { name: big, effect: deny, tools: ["*"], when: "size(args) > 10" }',
+        '  - { name: exec, effect: approve, who: { groups: [engineers] }, tools: [execute], approvers: { groups: [dba] } }',
+        '  - { name: hide-from-bob, effect: deny, who: { sub: bob }, tools: [echo] }',
+        '  - { name: docs, effect: allow, resources: ["demo://doc/*"] }',
+        '',
+      ].join('\n'),
+    ),
+  });
+  it('shows what an allow or approve rule could let the caller use, hides unconditional denies', () => {
+    assert.equal(visible(b, alice, 'db', 'tool', 'echo'), true);
+    assert.equal(visible(b, bob, 'db', 'tool', 'echo'), false);
+    assert.equal(visible(b, alice, 'db', 'tool', 'get-env'), false);
+    assert.equal(visible(b, alice, 'db', 'tool', 'execute'), false);
+    assert.equal(visible(b, bob, 'db', 'tool', 'execute'), true);
+    assert.equal(visible(b, alice, 'db', 'tool', 'Echo'), false);
+    assert.equal(visible(b, alice, 'db', 'resource', 'demo://doc/a'), true);
+    assert.equal(visible(b, alice, 'db', 'prompt', 'echo'), false);
+    assert.equal(visible(b, alice, 'other', 'tool', 'echo'), false);
+  });
+  it('a default allow makes unnamed items visible', () => {
+    const c = compileBundle({ 'p.yaml': policy('db', '  - { name: env, effect: deny, tools: [get-env] }\n', 'default: allow\n') });
+    assert.equal(visible(c, alice, 'db', 'tool', 'anything'), true);
+    assert.equal(visible(c, alice, 'db', 'tool', 'get-env'), false);
+  });
+});
