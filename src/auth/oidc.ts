@@ -145,6 +145,10 @@ export class OidcVerifier {
    * canonical resource URL of the endpoint, derived from configuration, never from the request).
    */
   async verify(token: string, extraAudiences: readonly string[] = []): Promise<VerifyResult> {
+    // Only fully verified tokens are cached, so a hit may skip the header checks below.
+    const cached = this.cache.get(token);
+    if (cached) return this.checkAudience(cached.aud, extraAudiences) ?? { ok: true, identity: cached.identity };
+
     let alg: unknown;
     let kid: unknown;
     try {
@@ -160,9 +164,6 @@ export class OidcVerifier {
       const why = alg.startsWith('HS') ? ' (symmetric algorithms are refused unless listed in auth.oidc.algorithms)' : '';
       return { ok: false, description: `token algorithm "${alg}" is not accepted${why}; accepted: ${this.algorithms.join(', ')}` };
     }
-
-    const cached = this.cache.get(token);
-    if (cached) return this.checkAudience(cached.aud, extraAudiences) ?? { ok: true, identity: cached.identity };
 
     if (!this.keys) {
       return { ok: false, unavailable: true, description: `the identity provider ${this.issuer} is unavailable (${this.lastError}); tokens cannot be verified until it is reachable` };
