@@ -79,6 +79,7 @@ export function createAuthenticator(auth: AuthConfig, opts: AuthenticatorOptions
     if (!oidc || closed) return;
     try {
       await oidc.load();
+      if (closed) return;
       log?.info({ issuer: oidc.issuer }, 'OIDC issuer keys loaded');
       refreshTimer = setInterval(() => void oidc.refresh(), refreshMs);
       refreshTimer.unref();
