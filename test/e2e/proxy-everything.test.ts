@@ -99,13 +99,13 @@ for (const [kind, server] of [
       assert.equal(r.contents.length, 1);
       assert.equal(r.contents[0].uri, uri);
       assert.equal(r.contents[0].mimeType, 'text/markdown');
-      assert.equal(r.contents[0].text, readFileSync(join(DOCS, 'architecture.md'), 'utf8'));
+      assert.equal((r.contents[0] as { text?: string }).text, readFileSync(join(DOCS, 'architecture.md'), 'utf8'));
       const { resources } = await client.listResources();
       assert.ok(resources.some((x) => x.uri === uri));
       const { resourceTemplates } = await client.listResourceTemplates();
       assert.deepEqual(resourceTemplates.map((t) => t.uriTemplate).sort(), ['demo://resource/dynamic/blob/{resourceId}', 'demo://resource/dynamic/text/{resourceId}']);
       const dyn = await client.readResource({ uri: 'demo://resource/dynamic/text/7' });
-      assert.match(String(dyn.contents[0].text), /^Resource 7: This is a plaintext resource/);
+      assert.match(String((dyn.contents[0] as { text?: string }).text), /^Resource 7: This is a plaintext resource/);
     });
 
     test('prompts: simple-prompt, args-prompt with arguments', async () => {
