@@ -8,6 +8,9 @@ import { register as serve } from './serve.js';
 import { register as wrap } from './wrap.js';
 import { register as audit } from './audit.js';
 import { register as replay } from './replay.js';
+import { register as lint } from './lint.js';
+import { register as policyTest } from './test.js';
+import { register as explain } from './explain.js';
 
 const program = new Command('portcullis')
   .description('Policy-as-code gateway for the Model Context Protocol')
@@ -21,6 +24,9 @@ serve(program);
 wrap(program);
 audit(program);
 replay(program);
+lint(program);
+policyTest(program);
+explain(program);
 
 try {
   await program.parseAsync(process.argv);
