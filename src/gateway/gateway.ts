@@ -43,7 +43,7 @@ export class Gateway implements SessionHost {
     this.toUpstream = pipelines.toUpstream;
     this.toClient = pipelines.toClient;
     const l = config.limits;
-    this.auth = createAuthenticator(config.auth, { log: this.log });
+    this.auth = createAuthenticator(config.auth, { log: this.log, resourceUrl: configuredBaseUrl(config) });
     this.limits = { upstreamTimeoutMs: l.upstreamTimeout, maxResultBytes: l.maxResultBytes, idleTimeoutMs: l.sessionIdleTimeout };
   }
 
@@ -175,9 +175,16 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
   };
 }
 
-/** The gateway's public URL: auth.resourceUrl when set (behind a proxy), else what the client called. */
+/** The gateway's public URL: auth.resourceUrl when set (behind a proxy), else the listen address. Never
+ *  the Host header: token audiences are checked against this, and a client must not choose it. */
+function configuredBaseUrl(config: Config): string | undefined {
+  if (config.auth.resourceUrl) return config.auth.resourceUrl.replace(/\/+$/, '');
+  const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+  return config.listen.port ? `http://${host}:${config.listen.port}` : undefined;
+}
+
 function publicBaseUrl(config: Config, req: IncomingMessage): string {
-  return config.auth.resourceUrl ?? `http://${req.headers.host ?? `${config.listen.host}:${config.listen.port}`}`;
+  return configuredBaseUrl(config) ?? `http://${req.headers.host}`;
 }
 
 async function route(gw: Gateway, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
