@@ -1,7 +1,6 @@
 // `portcullis replay <session-id>`: a recorded session's timeline, or its raw messages (--json).
 import type { Command } from 'commander';
 import { formatTimeline } from '../audit/replay.js';
-import { PortcullisError } from '../errors.js';
 import { openTargetStore, type StoreTargetOptions } from './audit.js';
 
 interface ReplayOpts extends StoreTargetOptions {
@@ -20,7 +19,8 @@ export function register(program: Command): void {
       const { store } = await openTargetStore(o);
       try {
         const messages = await store.readRecording(sessionId);
-        if (!messages.length) throw new PortcullisError('PCL_USAGE', `no recorded messages for session ${sessionId}`);
+        // Not a usage error: the command was right, the session is not there (exit 1).
+        if (!messages.length) throw new Error(`no recorded messages for session ${sessionId}`);
         if (o.json) {
           for (const m of messages) {
             const message = m.truncatedFrom === null ? (JSON.parse(m.body) as unknown) : { truncated: true, originalBytes: m.truncatedFrom, text: m.body };
