@@ -73,6 +73,30 @@ function report(label: string, run: ConformanceRun): void {
   console.log(`conformance ${label}: ${passed}/${total} checks passed in ${(run.durationMs / 1000).toFixed(1)} s`);
 }
 
+/**
+ * The suite's checks are lenient: a `tools/call` answered with an error result (say "unknown
+ * tool", or a policy denial) still passes tools-call-simple-text. So the details each check
+ * records (the results the client saw) are compared too, except where they carry the
+ * endpoint's own URL or port.
+ */
+const DETAILS_VARY_BY_ENDPOINT = new Set(['server-initialize', 'dns-rebinding-protection', 'server-sse-multiple-streams']);
+
+function comparableDetails(run: ConformanceRun): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [key, check] of run.checks) {
+    if (DETAILS_VARY_BY_ENDPOINT.has(check.scenario) || (check.status !== 'SUCCESS' && check.status !== 'FAILURE')) continue;
+    out.set(key, JSON.stringify(check.details ?? null));
+  }
+  return out;
+}
+
+/** Tool calls whose result was an error though the scenario expects a normal result. */
+function unexpectedToolErrors(run: ConformanceRun): string[] {
+  return [...run.checks]
+    .filter(([key, c]) => key !== 'tools-call-error/tools-call-error' && (c.details as { result?: { isError?: unknown } } | undefined)?.result?.isError === true)
+    .map(([key, c]) => `${key}: ${JSON.stringify((c.details as { result: unknown }).result)}`);
+}
+
 function failureReport(run: ConformanceRun): string {
   return `${describeFailures(run).join('\n')}\n--- suite output (tail)\n${run.stdout.slice(-3000)}${run.stderr.slice(-2000)}\nresults in ${workDir}`;
 }
@@ -100,6 +124,7 @@ describe('MCP conformance suite 0.1.13 (server scenarios)', { concurrency: false
       assert.deepEqual([...scoredChecks.keys()].sort(), EXPECTED_CHECKS, 'the suite ran exactly the 40 known checks');
       assert.deepEqual(describeFailures(run), [], `failed checks:\n${failureReport(run)}`);
       assert.equal(summarize(run.statuses).passed, 40);
+      assert.deepEqual(unexpectedToolErrors(run), [], 'tool calls answered with an error result');
       assert.equal(run.exitCode, 0, `suite exit code\n${failureReport(run)}`);
     } catch (e) {
       failed = true;
@@ -121,6 +146,12 @@ describe('MCP conformance suite 0.1.13 (server scenarios)', { concurrency: false
       }
       assert.deepEqual(diff, [], `statuses differ through the gateway (${label}):\n${diff.join('\n')}\n${failureReport(run)}`);
       assert.equal(run.exitCode, expected.exitCode);
+      const want = comparableDetails(expected);
+      const got = comparableDetails(run);
+      const detailDiff = [...want.keys()]
+        .filter((k) => want.get(k) !== got.get(k))
+        .map((k) => `${k}:\n    direct:  ${want.get(k)}\n    gateway: ${got.get(k) ?? 'absent'}`);
+      assert.deepEqual(detailDiff, [], `what the client saw differs through the gateway (${label}):\n${detailDiff.join('\n')}`);
     } catch (e) {
       failed = true;
       t.diagnostic(`results kept in ${workDir}`);
