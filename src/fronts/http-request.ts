@@ -26,7 +26,11 @@ export function sendRefusal(res: ServerResponse, r: HttpRefusal, id: unknown = n
 const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 
 function hostName(hostHeader: string): string {
-  if (hostHeader.startsWith('[')) return hostHeader.slice(0, hostHeader.indexOf(']') + 1).toLowerCase();
+  if (hostHeader.startsWith('[')) {
+    // "[v6]" or "[v6]:port" only: anything else after the bracket ("[::1].evil.example") is another name.
+    const m = /^(\[[^\]]*\])(?::\d*)?$/.exec(hostHeader);
+    return m ? m[1].toLowerCase() : hostHeader.toLowerCase();
+  }
   const colon = hostHeader.lastIndexOf(':');
   return (colon === -1 ? hostHeader : hostHeader.slice(0, colon)).toLowerCase();
 }
