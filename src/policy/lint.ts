@@ -88,7 +88,8 @@ function semanticFindings(bundle: CompiledBundle, options: LintOptions): Finding
     if (r.effect !== 'approve' && r.spec.approvers) at(`approvers are ignored on an ${r.effect} rule`, 'approvers-ignored');
     for (const m of r.spec.methods ?? []) if (GOVERNED.has(m)) at(`methods: does not govern ${m}; use tools, resources or prompts`, 'methods-governed-elsewhere');
 
-    const shadow = rules.find(
+    // The strongest shadowing rule is named: "deny beats allow" says more than "comes first".
+    const [shadow] = rules.filter(
       (e) =>
         e !== r &&
         !e.when &&
@@ -96,7 +97,7 @@ function semanticFindings(bundle: CompiledBundle, options: LintOptions): Finding
         (e.document.server === r.document.server || globCovers(e.document.server, r.document.server, false)) &&
         whoCovers(e, r) &&
         selectorCovers(e, r),
-    );
+    ).sort((a, b) => RANK[a.effect] - RANK[b.effect] || a.order - b.order);
     if (shadow) {
       const why = shadow.effect === r.effect ? 'comes first' : `${shadow.effect} beats ${r.effect}`;
       at(`never decides: ${shadow.id} (${shadow.file}:${shadow.line}) has no when, matches every request this rule matches, and ${why}`, 'shadowed-rule');
