@@ -18,26 +18,35 @@
 const LONE_SURROGATE = /\p{Cs}/u;
 
 export function canonicalize(value: unknown): string {
-  const out = serialize(value, '$');
+  let out: string | undefined;
+  try {
+    out = serialize(value);
+  } catch (e) {
+    if (e instanceof Unrepresentable) throw new TypeError(`canonicalize: ${locate(value, '$') ?? '$'} ${e.message}`);
+    throw e;
+  }
   if (out === undefined) throw new TypeError('canonicalize: the value has no JSON form (undefined, function or symbol)');
   return out;
 }
 
-function serialize(value: unknown, path: string): string | undefined {
-  if (value !== null && typeof value === 'object' && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+class Unrepresentable extends Error {}
+
+// Hot path (every audit record): no path bookkeeping here; locate() finds the culprit after.
+function serialize(value: unknown): string | undefined {
+  if (typeof value === 'object' && value !== null && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
     value = (value as { toJSON: () => unknown }).toJSON();
   }
   switch (typeof value) {
     case 'string':
-      if (LONE_SURROGATE.test(value)) throw new TypeError(`canonicalize: ${path} contains a lone surrogate (not valid Unicode)`);
+      if (LONE_SURROGATE.test(value)) throw new Unrepresentable(problemOf(value)!);
       return JSON.stringify(value);
     case 'number':
-      if (!Number.isFinite(value)) throw new TypeError(`canonicalize: ${path} is ${value}, which JSON cannot represent`);
+      if (!Number.isFinite(value)) throw new Unrepresentable(problemOf(value)!);
       return JSON.stringify(value); // ECMAScript number serialisation is JCS's (and -0 → "0")
     case 'boolean':
       return value ? 'true' : 'false';
     case 'bigint':
-      throw new TypeError(`canonicalize: ${path} is a BigInt; convert it to a number or a string first`);
+      throw new Unrepresentable(problemOf(value)!);
     case 'undefined':
     case 'function':
     case 'symbol':
@@ -45,14 +54,41 @@ function serialize(value: unknown, path: string): string | undefined {
   }
   if (value === null) return 'null';
   if (Array.isArray(value)) {
-    return `[${value.map((v, i) => serialize(v, `${path}[${i}]`) ?? 'null').join(',')}]`;
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += `${i ? ',' : ''}${serialize(value[i]) ?? 'null'}`;
+    return `${out}]`;
   }
   const obj = value as Record<string, unknown>;
-  const parts: string[] = [];
+  let out = '{';
+  let first = true;
   for (const key of Object.keys(obj).sort()) {
-    if (LONE_SURROGATE.test(key)) throw new TypeError(`canonicalize: a member name in ${path} contains a lone surrogate`);
-    const v = serialize(obj[key], `${path}.${key}`);
-    if (v !== undefined) parts.push(`${JSON.stringify(key)}:${v}`);
+    const v = serialize(obj[key]);
+    if (v === undefined) continue;
+    if (LONE_SURROGATE.test(key)) throw new Unrepresentable('has a member name with a lone surrogate (not valid Unicode)');
+    out += `${first ? '' : ','}${JSON.stringify(key)}:${v}`;
+    first = false;
   }
-  return `{${parts.join(',')}}`;
+  return `${out}}`;
+}
+
+function problemOf(value: unknown): string | undefined {
+  if (typeof value === 'string' && LONE_SURROGATE.test(value)) return 'contains a lone surrogate (not valid Unicode)';
+  if (typeof value === 'number' && !Number.isFinite(value)) return `is ${value}, which JSON cannot represent`;
+  if (typeof value === 'bigint') return 'is a BigInt; convert it to a number or a string first';
+  return undefined;
+}
+
+/** The JSONPath-like location of the first value JSON cannot carry (only to explain an error). */
+function locate(value: unknown, path: string): string | undefined {
+  if (typeof value === 'object' && value !== null && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+    value = (value as { toJSON: () => unknown }).toJSON();
+  }
+  if (problemOf(value)) return path;
+  if (typeof value !== 'object' || value === null) return undefined;
+  for (const [k, v] of Object.entries(value)) {
+    if (LONE_SURROGATE.test(k)) return path;
+    const found = locate(v, Array.isArray(value) ? `${path}[${k}]` : `${path}.${k}`);
+    if (found) return found;
+  }
+  return undefined;
 }

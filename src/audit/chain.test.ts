@@ -8,7 +8,7 @@ import { PortcullisError } from '../errors.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { GENESIS_PREV, type Store } from '../store/store.js';
 import { canonicalize } from './canonical.js';
-import { AuditLog, decisionAuditData, digestArgs, hashRecord } from './chain.js';
+import { AuditLog, canonicalRecord, decisionAuditData, digestArgs, hashRecord } from './chain.js';
 import { checkpointSignatureValid, loadSigningKey } from './keys.js';
 import { openAuditing } from './open.js';
 import { verifyStore } from './verify.js';
@@ -35,6 +35,8 @@ test('records chain from the genesis prev; hash is SHA-256 of the canonical reco
     .digest('hex');
   assert.equal(a.hash, expected);
   assert.equal(hashRecord(a), a.hash);
+  const odd = { seq: 3, ts: 'x', type: 'admin.\u2028"', actor: 'ü\n😀', data: { z: [1.5, null], a: '\u0001' }, prev: 'p' };
+  assert.equal(canonicalRecord(odd, canonicalize(odd.data)), canonicalize(odd));
   const stored = [];
   for await (const r of store.readAudit()) stored.push(r);
   assert.deepEqual(stored, [a, b]);

@@ -92,6 +92,14 @@ export function hashRecord(r: Omit<AuditRecord, 'hash'>): string {
   return sha256Hex(canonicalize({ seq: r.seq, ts: r.ts, type: r.type, actor: r.actor, data: r.data, prev: r.prev }));
 }
 
+/**
+ * canonicalize(record without hash), assembled from the already canonical data: the members
+ * in JCS order are actor, data, prev, seq, ts, type. A test holds it equal to canonicalize().
+ */
+export function canonicalRecord(r: Omit<AuditRecord, 'hash'>, dataJson: string): string {
+  return `{"actor":${JSON.stringify(r.actor)},"data":${dataJson},"prev":${JSON.stringify(r.prev)},"seq":${canonicalize(r.seq)},"ts":${JSON.stringify(r.ts)},"type":${JSON.stringify(r.type)}}`;
+}
+
 export interface AuditLogOptions {
   /** Signs checkpoints; without it checkpoints are stored unsigned. */
   signer?: CheckpointSigner;
@@ -117,6 +125,8 @@ interface Pending {
   type: string;
   actor: string;
   data: Record<string, unknown>;
+  /** canonicalize(data), computed once at append. */
+  dataJson: string;
   resolve: (r: AuditRecord) => void;
   reject: (e: Error) => void;
 }
@@ -156,18 +166,20 @@ export class AuditLog {
   append(type: AuditType, actor: string, data: Record<string, unknown>): Promise<AuditRecord> {
     if (this.closed) return Promise.reject(new PortcullisError('PCL_AUDIT_WRITE_FAILED', 'the audit log is closed'));
     let normalized: Record<string, unknown>;
+    let dataJson: string;
     try {
       if (typeof type !== 'string' || (type as string) === '') throw new TypeError('type must be a non-empty string');
       if (typeof actor !== 'string') throw new TypeError('actor must be a string');
       if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new TypeError('data must be a JSON object');
       // Store exactly what is hashed: a value JSON cannot carry must not vanish between the two.
-      normalized = JSON.parse(canonicalize(data)) as Record<string, unknown>;
+      dataJson = canonicalize(data);
+      normalized = JSON.parse(dataJson) as Record<string, unknown>;
       canonicalize([type, actor]); // refuses lone surrogates here, not inside a shared batch
     } catch (e) {
       return Promise.reject(new PortcullisError('PCL_AUDIT_WRITE_FAILED', `audit record not written: ${(e as Error).message}`));
     }
     return new Promise<AuditRecord>((resolve, reject) => {
-      this.queue.push({ type, actor, data: normalized, resolve, reject });
+      this.queue.push({ type, actor, data: normalized, dataJson, resolve, reject });
       this.schedule();
     });
   }
@@ -256,7 +268,7 @@ export class AuditLog {
     const checkpoints: Checkpoint[] = [];
     for (const p of batch) {
       const body = { seq: ++seq, ts, type: p.type, actor: p.actor, data: p.data, prev };
-      const hash = hashRecord(body);
+      const hash = sha256Hex(canonicalRecord(body, p.dataJson));
       records.push({ ...body, hash });
       if (seq % this.checkpointEvery === 0) checkpoints.push(this.makeCheckpoint({ seq, hash }));
       prev = hash;
