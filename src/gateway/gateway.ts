@@ -133,7 +133,15 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
   const gw = new Gateway(config, opts);
   await gw.auth.start();
   const limits = config.limits;
-  const server = createServer({ maxHeaderSize: limits.maxHeaderBytes, requestTimeout: limits.requestTimeout, headersTimeout: Math.min(limits.requestTimeout, 60_000), keepAliveTimeout: 5_000 });
+  // Node checks requestTimeout and headersTimeout only every connectionsCheckingInterval (30 s by
+  // default): check often enough that a slow client is cut off close to limits.requestTimeout.
+  const server = createServer({
+    maxHeaderSize: limits.maxHeaderBytes,
+    requestTimeout: limits.requestTimeout,
+    headersTimeout: Math.min(limits.requestTimeout, 60_000),
+    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(limits.requestTimeout / 4))),
+    keepAliveTimeout: 5_000,
+  });
   const isLoopback = () => {
     const a = server.address() as AddressInfo | null;
     return !!a && (a.address.startsWith('127.') || a.address === '::1');
