@@ -19,7 +19,7 @@ import {
   summarize,
   type ConformanceRun,
 } from '../fixtures/conformance.js';
-import { freePort, startTestGateway, type TestGateway } from './harness.js';
+import { freePort, ROOT, startTestGateway, type TestGateway } from './harness.js';
 
 /** Every check the 0.1.13 active server suite makes, as `scenario/checkId`. */
 const EXPECTED_CHECKS = [
@@ -215,6 +215,28 @@ describe('MCP conformance suite 0.1.13 (server scenarios)', { concurrency: false
 
     test('scores the same as directly, check by check', async (t) => {
       await assertSameThroughGateway(t, gateway, 'gateway-own-origin');
+    });
+  });
+
+  // The same fixture as a stdio upstream (one child process per session): exercises the
+  // gateway's stdio connector. Slower (~25 s): every scenario's session spawns node + tsx.
+  describe('through the gateway to a stdio upstream (own origin allowed)', () => {
+    let gateway: TestGateway;
+
+    before(async () => {
+      const port = await freePort();
+      gateway = await startTestGateway(
+        { conf: { transport: 'stdio', command: process.execPath, args: ['--import', 'tsx', join(ROOT, 'test/fixtures/conformance-server.ts'), '--stdio'] } },
+        { listen: { port, allowedOrigins: [`http://127.0.0.1:${port}`] } },
+      );
+    });
+
+    after(async () => {
+      await gateway?.close();
+    });
+
+    test('scores the same as directly (HTTP fixture), check by check', async (t) => {
+      await assertSameThroughGateway(t, gateway, 'gateway-stdio');
     });
   });
 });
