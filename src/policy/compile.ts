@@ -74,11 +74,22 @@ export interface CompiledDocument {
   spec: PolicyDocument;
 }
 
-/** The rules that can apply to one name of one kind, deny first, then approve, then allow, each in bundle order. */
+/**
+ * The rules that can apply to one name of one kind, deny first, then approve, then allow, each in
+ * bundle order; split by group so that a decision looks only at the rules for the caller's
+ * groups (plus those that name no group) instead of every team's rules for that tool.
+ */
+interface Partition {
+  /** Rules whose `who` names no groups. */
+  general: CompiledRule[];
+  /** Rules whose `who` names groups, under each group they name. */
+  byGroup: Map<string, CompiledRule[]>;
+}
+
 interface KindIndex {
-  byName: Map<string, CompiledRule[]>;
-  /** Rules for names not in byName: glob rules (checked one by one) and any-kind rules. */
-  rest: CompiledRule[];
+  byName: Map<string, Partition>;
+  /** For names not in byName: glob rules (checked one by one) and any-kind rules. */
+  rest: Partition;
 }
 
 /** Everything needed to decide for one server: the covering documents merged into one index. */
@@ -309,18 +320,27 @@ function makeBundle(files: Record<string, string>, documents: CompiledDocument[]
 
 const byPrecedence = (a: CompiledRule, b: CompiledRule) => EFFECT_RANK[a.effect] - EFFECT_RANK[b.effect] || a.order - b.order;
 
+function partition(rules: CompiledRule[]): Partition {
+  const sorted = [...rules].sort(byPrecedence);
+  const byGroup = new Map<string, CompiledRule[]>();
+  const general: CompiledRule[] = [];
+  for (const r of sorted) {
+    const groups = r.spec.who?.groups;
+    if (groups === undefined) general.push(r);
+    else for (const g of new Set(typeof groups === 'string' ? [groups] : groups)) (byGroup.get(g) ?? byGroup.set(g, []).get(g)!).push(r);
+  }
+  return { general, byGroup };
+}
+
 function buildKindIndex(rules: CompiledRule[], kind: Kind | 'method'): KindIndex {
   const named = rules.filter((r) => r.selectors[kind]);
   const general = kind === 'method' ? [] : rules.filter((r) => r.anyKind);
   const globRules = named.filter((r) => r.selectors[kind]!.patterns.some(hasWildcard));
   const names = new Set<string>();
   for (const r of named) for (const p of r.selectors[kind]!.patterns) if (!hasWildcard(p)) names.add(p);
-  const byName = new Map<string, CompiledRule[]>();
-  for (const n of names) {
-    const applicable = named.filter((r) => r.selectors[kind]!.matchers.some((m) => m(n)));
-    byName.set(n, [...applicable, ...general].sort(byPrecedence));
-  }
-  return { byName, rest: [...globRules, ...general].sort(byPrecedence) };
+  const byName = new Map<string, Partition>();
+  for (const n of names) byName.set(n, partition([...named.filter((r) => r.selectors[kind]!.matchers.some((m) => m(n))), ...general]));
+  return { byName, rest: partition([...globRules, ...general]) };
 }
 
 function buildView(documents: CompiledDocument[]): ServerView {
@@ -340,12 +360,37 @@ function buildView(documents: CompiledDocument[]): ServerView {
   };
 }
 
-/** The rules of a view that may apply to `name` of `kind` (selector checked), in precedence order. */
-export function candidates(view: ServerView, kind: Kind | 'method', name: string): CompiledRule[] {
+const EMPTY: CompiledRule[] = [];
+
+/**
+ * The rules of a view that may apply to `name` of `kind` for this identity's groups, in
+ * precedence order: the selector holds; `who` is still to be checked (sub and claims, and
+ * groups for rules that name no group are not filtered here).
+ */
+export function candidates(view: ServerView, kind: Kind | 'method', name: string, identity: Identity): CompiledRule[] {
   const index = view.kinds[kind];
   const hit = index.byName.get(name);
-  if (hit) return hit;
-  return index.rest.filter((r) => r.anyKind || r.selectors[kind]!.matchers.some((m) => m(name)));
+  const part = hit ?? index.rest;
+  let out = part.general;
+  let merged = false;
+  const groups = identity.groups;
+  if (part.byGroup.size && Array.isArray(groups)) {
+    for (const g of groups) {
+      const more = part.byGroup.get(g);
+      if (!more) continue;
+      if (!out.length) out = more;
+      else {
+        out = merged ? (out.push(...more), out) : [...out, ...more];
+        merged = true;
+      }
+    }
+  }
+  if (merged) {
+    // A rule naming several of the caller's groups appears once per group: keep one.
+    out = [...new Set(out)].sort(byPrecedence);
+  }
+  if (!hit && out.length) out = out.filter((r) => r.anyKind || r.selectors[kind]!.matchers.some((m) => m(name)));
+  return out.length ? out : EMPTY;
 }
 
 /** Whether a rule's tools/resources/prompts/methods select this name (ignoring server, who, when). */

@@ -79,8 +79,8 @@ function decideUnsafe(bundle: CompiledBundle, input: DecisionInput): Decision {
   if ('malformed' in target) return deny(bundle, MALFORMED, target.malformed);
   const view = bundle.view(input.server);
   if (!view.documents.length) return deny(bundle, NO_POLICY, `no policy document covers server "${input.server}"`);
-  const rules = candidates(view, target.kind, target.name);
   const identity = input.identity;
+  const rules = candidates(view, target.kind, target.name, identity);
   let ctx: CelContext | undefined;
   let approve: CompiledRule | undefined;
   let allow: CompiledRule | undefined;
@@ -124,7 +124,7 @@ export function visible(bundle: CompiledBundle, identity: Identity, server: stri
   const view = bundle.view(server);
   if (!view.documents.length) return false;
   let usable = false;
-  for (const r of candidates(view, kind, name)) {
+  for (const r of candidates(view, kind, name, identity)) {
     if (!r.matchesWho(identity)) continue;
     if (r.effect === 'deny') {
       if (!r.when) return false;
