@@ -14,9 +14,9 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, createWriteStream, existsSync, openSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -82,6 +82,8 @@ export interface ConcurrentFigures {
   /** The bench process's own CPU (the load generator), µs per call: shows contention on small machines. */
   loadGenCpuUsPerCall: number;
   setupMs: number;
+  /** performance.now() at the start and end of the timed phase (to cut a profile to it). */
+  window: [number, number];
 }
 
 export interface HotSpot {
@@ -100,10 +102,13 @@ export interface ProxyReport {
   policyEngineInStart: boolean;
   sequential: Record<PathName, SequentialFigures>;
   concurrent: Record<PathName, ConcurrentFigures>;
-  hotSpots: HotSpot[];
+  profile?: ProfileSummary;
   profileNote: string;
   profileFile?: string;
   relayDescription: string;
+  gatewayIdleRssMb: number;
+  /** 1-minute load average before and after: other work on the machine skews the figures. */
+  load: [number, number];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,25 +307,31 @@ interface Gateway {
   pid: number;
   urls: Record<string, string>;
   logFile: string;
+  /** VmRSS right after start-up, before any session. */
+  idleRssMb: number;
 }
 
 async function startGateway(dir: string, configFile: string, nodeFlags: string[] = [], tag = 'gateway'): Promise<Gateway> {
+  // The gateway's log (stdout) goes straight to a file, not through this process: the load
+  // generator must not pay for the gateway's logging, and a pipe would not be like a deployment.
   const logFile = join(dir, `${tag}.log`);
-  const log = createWriteStream(logFile);
+  const logFd = openSync(logFile, 'w');
   const child = track(
     spawn(process.execPath, [...nodeFlags, join(ROOT, 'bin', 'portcullis.js'), 'serve', '-c', configFile], {
       cwd: dir,
       detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', logFd, 'pipe'],
       env: { ...process.env, NODE_ENV: 'production' },
     }),
   );
-  child.stdout!.pipe(log);
-  child.stderr!.on('data', (d: Buffer) => log.write(d));
+  closeSync(logFd);
+  const errLog = createWriteStream(join(dir, `${tag}.stderr.log`));
+  child.stderr!.on('data', (d: Buffer) => errLog.write(d));
   const m = await waitForLine(child, 'stderr', /MCP endpoints:\n((?:\s+http\S+\n)+)/, 30_000, `portcullis serve (log: ${logFile})`);
+  const idle = memoryMb(child.pid!);
   const urls: Record<string, string> = {};
   for (const u of m[1].trim().split(/\s+/)) urls[decodeURIComponent(u.slice(u.lastIndexOf('/') + 1))] = u;
-  return { child, pid: child.pid!, urls, logFile };
+  return { child, pid: child.pid!, urls, logFile, idleRssMb: idle.rss };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,7 +449,8 @@ async function concurrent(t: PathTarget, apiKey: string, expect: Expect, o: Prox
         }
       }
     }));
-    const seconds = (performance.now() - t0) / 1000;
+    const t1 = performance.now();
+    const seconds = (t1 - t0) / 1000;
     const cpu = cpuMicros(t.pid) - cpu0;
     const me = process.cpuUsage(me0);
     clearInterval(sampler);
@@ -455,6 +467,7 @@ async function concurrent(t: PathTarget, apiKey: string, expect: Expect, o: Prox
       hwmMb: mem.hwm,
       loadGenCpuUsPerCall: (me.user + me.system) / calls,
       setupMs,
+      window: [t0, t1],
     };
   } finally {
     await Promise.all(clients.map(disconnect));
@@ -464,36 +477,142 @@ async function concurrent(t: PathTarget, apiKey: string, expect: Expect, o: Prox
 // ---------------------------------------------------------------------------------------------
 // Profile
 
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+}
+
 interface CpuProfile {
-  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number }; hitCount?: number }>;
+  nodes: Array<{ id: number; callFrame: CallFrame; hitCount?: number; children?: number[] }>;
   samples: number[];
   timeDeltas: number[];
   startTime: number;
   endTime: number;
 }
 
-export function hotSpots(profile: CpuProfile, top = 15): HotSpot[] {
-  const byNode = new Map<number, number>();
-  for (let i = 0; i < profile.samples.length; i++) byNode.set(profile.samples[i], (byNode.get(profile.samples[i]) ?? 0) + (profile.timeDeltas[i] ?? 0));
+export interface ProfileSummary {
+  functions: HotSpot[];
+  /** Self time grouped by file (src/…), package (node_modules/<pkg>) or Node internal module. */
+  modules: HotSpot[];
+  /** Every sample charged to the innermost gateway frame (src/…) on its stack: which gateway code
+   *  the time is spent for, including the libraries and Node internals it calls. */
+  bySrcFrame: HotSpot[];
+  busyMs: number;
+  windowMs: number;
+  samples: number;
+}
+
+/**
+ * Self time per function (and per module) over the samples in [from, to] (profile clock, µs);
+ * (idle) is left out, so percentages are of the time the gateway was busy.
+ */
+export function summarizeProfile(profile: CpuProfile, from = -Infinity, to = Infinity, top = 20): ProfileSummary {
+  const frames = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const sources = new Map<string, string[]>();
+  const where = (f: CallFrame) => (f.url ? `${shortUrl(f.url)}:${sourceLine(f, sources)}` : '(native)');
+  /** The nearest ancestor frame that satisfies `test`. */
+  const ancestor = (id: number, test: (f: CallFrame) => boolean): CallFrame | undefined => {
+    for (let p = parent.get(id); p !== undefined; p = parent.get(p)) {
+      const f = frames.get(p)!;
+      if (test(f)) return f;
+    }
+    return undefined;
+  };
+  const isSrc = (f: CallFrame) => f.url.startsWith(`file://${ROOT}/src/`);
   const byFn = new Map<string, HotSpot>();
-  let total = 0;
-  for (const n of profile.nodes) {
-    const us = byNode.get(n.id) ?? 0;
-    total += us;
-    const f = n.callFrame;
-    if (f.functionName === '(idle)' || f.functionName === '(program)' && us === 0) continue;
-    const where = f.url ? `${shortUrl(f.url)}:${f.lineNumber + 1}` : '(native)';
-    const key = `${f.functionName}@${where}`;
-    const h = byFn.get(key) ?? { selfMs: 0, selfPct: 0, fn: f.functionName || '(anonymous)', where };
+  const byModule = new Map<string, HotSpot>();
+  const bySrc = new Map<string, HotSpot>();
+  const add = (map: Map<string, HotSpot>, key: string, fn: string, at: string, us: number) => {
+    const h = map.get(key) ?? { selfMs: 0, selfPct: 0, fn, where: at };
     h.selfMs += us / 1000;
-    byFn.set(key, h);
+    map.set(key, h);
+  };
+  let busy = 0;
+  let count = 0;
+  let t = profile.startTime;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const dt = profile.timeDeltas[i] ?? 0;
+    t += dt;
+    if (t < from || t > to) continue;
+    const id = profile.samples[i];
+    const f = frames.get(id);
+    if (!f || f.functionName === '(idle)') continue;
+    // A sample's time is the interval until the next one.
+    const us = profile.timeDeltas[i + 1] ?? dt;
+    busy += us;
+    count++;
+    let name = f.functionName || '(anonymous)';
+    let at = where(f);
+    if (!f.url && !name.startsWith('(')) {
+      // A native function: say which JavaScript called it.
+      const caller = ancestor(id, (a) => a.url !== '');
+      if (caller) at = `(native) ← ${caller.functionName || '(anonymous)'} ${where(caller)}`;
+    }
+    add(byFn, `${name}@${at}`, name, at, us);
+    const mod = moduleOf(f.url, f.functionName);
+    add(byModule, mod, mod, '', us);
+    const src = isSrc(f) ? f : ancestor(id, isSrc);
+    if (src) {
+      name = src.functionName || '(anonymous)';
+      add(bySrc, `${name}@${where(src)}`, name, where(src), us);
+    } else {
+      const lib = f.url ? moduleOf(f.url, f.functionName) : (ancestor(id, (a) => a.url !== '')?.url ?? '');
+      const label = `(no gateway frame on the stack: ${lib.startsWith('file:') || lib.startsWith('node:') ? moduleOf(lib, '') : lib || f.functionName})`;
+      add(bySrc, label, label, '', us);
+    }
   }
-  const idle = profile.nodes.filter((n) => n.callFrame.functionName === '(idle)').reduce((a, n) => a + (byNode.get(n.id) ?? 0), 0);
-  const busy = (total - idle) / 1000;
-  return [...byFn.values()]
-    .map((h) => ({ ...h, selfPct: (100 * h.selfMs) / busy }))
-    .sort((a, b) => b.selfMs - a.selfMs)
-    .slice(0, top);
+  const rank = (xs: Iterable<HotSpot>) =>
+    [...xs]
+      .map((h) => ({ ...h, selfPct: busy ? (100 * h.selfMs * 1000) / busy : 0 }))
+      .sort((a, b) => b.selfMs - a.selfMs)
+      .slice(0, top);
+  return {
+    functions: rank(byFn.values()),
+    modules: rank(byModule.values()),
+    bySrcFrame: rank(bySrc.values()),
+    busyMs: busy / 1000,
+    windowMs: Number.isFinite(to - from) ? (to - from) / 1000 : (profile.endTime - profile.startTime) / 1000,
+    samples: count,
+  };
+}
+
+/**
+ * The 1-based source line of a frame. tsx compiles src/ without line breaks (every function is on
+ * line 1 of the compiled code), so for our own files the line is found by the function's name in
+ * the TypeScript source; "?" when the name is not unique or the function is anonymous.
+ */
+function sourceLine(f: CallFrame, cache: Map<string, string[]>): string {
+  const file = f.url.replace(/^file:\/\//, '');
+  const compiledFlat = f.lineNumber === 0 && f.url.startsWith(`file://${ROOT}/src/`);
+  if (!compiledFlat) return String(f.lineNumber + 1);
+  let lines = cache.get(file);
+  if (!lines) {
+    try {
+      lines = readFileSync(file, 'utf8').split('\n');
+    } catch {
+      lines = [];
+    }
+    cache.set(file, lines);
+  }
+  const name = f.functionName.replace(/^(get|set) /, '');
+  if (!name || !/^[\w$#]+$/.test(name)) return '?';
+  const esc = name.replace(/[$]/g, '\\$');
+  const re = new RegExp(`(?:function\\*?\\s+${esc}\\s*[(<]|(?:const|let|var)\\s+${esc}\\s*[:=]|^\\s*(?:(?:public|private|protected|static|readonly|async|override)\\s+)*(?:get\\s+|set\\s+)?${esc}\\s*[(<]|class\\s+${esc}\\b)`);
+  const hits = lines.flatMap((l, i) => (re.test(l) ? [i + 1] : []));
+  return hits.length === 1 ? String(hits[0]) : hits.length > 1 ? hits.join('|') : '?';
+}
+
+function moduleOf(url: string, fn: string): string {
+  if (!url) return fn === '(garbage collector)' ? '(garbage collector)' : `(native: ${fn || 'anonymous'})`;
+  const u = shortUrl(url);
+  const pkg = /^node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(u);
+  if (pkg) return `node_modules/${pkg[1]}`;
+  if (u.startsWith('node:')) return u.replace(/^node:internal\//, 'node:internal/').split('/').slice(0, 3).join('/');
+  return u;
 }
 
 function shortUrl(url: string): string {
@@ -502,7 +621,13 @@ function shortUrl(url: string): string {
   return u.replace(/^.*node_modules\//, 'node_modules/').split('?')[0];
 }
 
-async function profileGateway(dir: string, configFile: string, apiKey: string, expect: Expect, o: ProxyBenchOptions): Promise<{ spots: HotSpot[]; note: string; file?: string }> {
+interface ProfileResult {
+  summary?: ProfileSummary;
+  note: string;
+  file?: string;
+}
+
+async function profileGateway(dir: string, configFile: string, apiKey: string, expect: Expect, o: ProxyBenchOptions): Promise<ProfileResult> {
   const profDir = join(dir, 'cpuprofile');
   mkdirSync(profDir, { recursive: true });
   const gw = await startGateway(dir, configFile, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-interval=250'], 'gateway-profiled');
@@ -510,15 +635,21 @@ async function profileGateway(dir: string, configFile: string, apiKey: string, e
   const figures = await concurrent(target, apiKey, expect, o, o.profileMs);
   // The profile is written when the process exits; serve exits on SIGTERM after draining.
   await stop(gw.child, 'SIGTERM', 10_000);
+  const exitedAt = performance.now();
   const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
-  if (files.length === 0) return { spots: [], note: 'no profile written (the gateway did not exit cleanly on SIGTERM)' };
+  if (files.length === 0) return { note: 'no profile written (the gateway did not exit cleanly on SIGTERM)' };
   const file = join(profDir, files[0]);
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
-  const seconds = (profile.endTime - profile.startTime) / 1e6;
+  // The profile ends when the process exits: map the timed phase onto its clock from there, so
+  // start-up (tsx compiling the sources), session set-up and shutdown are left out.
+  const [t0, t1] = figures.window;
+  const from = profile.endTime - (exitedAt - t0) * 1000;
+  const to = profile.endTime - (exitedAt - t1) * 1000;
+  const summary = summarizeProfile(profile, from, to);
   return {
-    spots: hotSpots(profile),
+    summary,
     file,
-    note: `gateway-http, ${o.clients} clients for ${(o.profileMs / 1000).toFixed(0)} s under --cpu-prof (${figures.rps.toFixed(0)} calls/s while profiled; profile spans ${seconds.toFixed(1)} s incl. start-up)`,
+    note: `gateway-http, ${o.clients} clients, timed phase only (${(summary.windowMs / 1000).toFixed(1)} s, ${summary.samples} busy samples); ${figures.rps.toFixed(0)} calls/s while profiled, gateway busy ${summary.busyMs.toFixed(0)} ms = ${((summary.busyMs * 1000) / Math.max(1, figures.calls)).toFixed(0)} µs per call`,
   };
 }
 
@@ -527,6 +658,7 @@ async function profileGateway(dir: string, configFile: string, apiKey: string, e
 
 export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Promise<ProxyReport> {
   const o: ProxyBenchOptions = { ...DEFAULTS, ...options };
+  const loadBefore = loadavg()[0];
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'));
   const apiKey = `pcl_${randomBytes(32).toString('base64url')}`;
   let keepDir = false;
@@ -589,7 +721,7 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
     }
 
     await stop(gw.child);
-    let prof: { spots: HotSpot[]; note: string; file?: string } = { spots: [], note: 'profiling disabled' };
+    let prof: ProfileResult = { note: 'profiling disabled' };
     if (o.profile) {
       o.progress(`profiling the gateway (${o.clients} clients, ${o.profileMs / 1000} s, --cpu-prof)`);
       prof = await profileGateway(dir, configFile, apiKey, probe.outcome, o);
@@ -610,9 +742,11 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
       policyEngineInStart,
       sequential: seq,
       concurrent: conc,
-      hotSpots: prof.spots,
+      profile: prof.summary,
       profileNote: prof.note,
       profileFile: prof.file,
+      gatewayIdleRssMb: gw.idleRssMb,
+      load: [loadBefore, loadavg()[0]],
       relayDescription: 'mcp-proxy 6.7 (node_modules), Streamable HTTP front, one shared stdio child for all sessions',
     };
   } catch (e) {
@@ -641,7 +775,7 @@ export function formatProxyReport(r: ProxyReport): string {
   const s = r.sequential;
   const c = r.concurrent;
   out.push('== Proxy: tools/call echo, direct vs gateway vs plain relay ==');
-  out.push(r.machine);
+  out.push(`${r.machine}; load average ${r.load[0].toFixed(2)} before, ${r.load[1].toFixed(2)} after${Math.max(...r.load) > 1.5 ? ' (other work was running: figures are noisy)' : ''}`);
   out.push(`gateway: portcullis serve as its own process, logging.level=${r.options.gatewayLogLevel}, API-key auth, generated policy (6 rules, CEL when, 1 mask)`);
   out.push(`relay:   ${r.relayDescription}`);
   out.push(`gateway answer: ${r.gatewayOutcome.toUpperCase()} (${r.gatewayOutcomeDetail.slice(0, 110)})`);
@@ -674,11 +808,18 @@ export function formatProxyReport(r: ProxyReport): string {
   out.push(`throughput gateway-http / direct-http: ${ratioDirect.toFixed(2)}`);
   out.push(`throughput gateway-stdio / relay-stdio: ${ratioRelay.toFixed(2)}  [target ≥ 1.00: ${verdict(ratioRelay >= 1)}]  (same stdio echo server; the gateway starts one child per session, mcp-proxy shares one)`);
   out.push(`gateway CPU per call: http ${c['gateway-http'].cpuUsPerCall.toFixed(0)} µs, stdio ${c['gateway-stdio'].cpuUsPerCall.toFixed(0)} µs  [target < 150 µs: ${verdict(gwCpu < 150)}]`);
-  out.push(`gateway memory: peak VmRSS ${Math.max(c['gateway-http'].peakRssMb, c['gateway-stdio'].peakRssMb).toFixed(1)} MB, VmHWM ${Math.max(c['gateway-http'].hwmMb, c['gateway-stdio'].hwmMb).toFixed(1)} MB  [target < 150 MB: ${verdict(gwMem < 150)}]`);
+  out.push(`gateway memory: idle ${r.gatewayIdleRssMb.toFixed(1)} MB after start-up; peak VmRSS ${Math.max(c['gateway-http'].peakRssMb, c['gateway-stdio'].peakRssMb).toFixed(1)} MB, VmHWM ${Math.max(c['gateway-http'].hwmMb, c['gateway-stdio'].hwmMb).toFixed(1)} MB  [target < 150 MB: ${verdict(gwMem < 150)}]`);
   out.push('');
   out.push(`-- gateway hot spots by self time (${r.profileNote}) --`);
-  if (r.hotSpots.length === 0) out.push('  (none)');
-  for (const h of r.hotSpots) out.push(`  ${h.selfPct.toFixed(1).padStart(5)}%  ${h.selfMs.toFixed(0).padStart(6)} ms  ${h.fn}  ${h.where}`);
+  if (!r.profile) out.push('  (none)');
+  else {
+    out.push('  by function (self time, % of busy time):');
+    for (const h of r.profile.functions) out.push(`  ${h.selfPct.toFixed(1).padStart(5)}%  ${h.selfMs.toFixed(0).padStart(6)} ms  ${h.fn}  ${h.where}`);
+    out.push('  by the innermost gateway (src/) frame on the stack (gateway code plus what it calls):');
+    for (const h of r.profile.bySrcFrame.slice(0, 15)) out.push(`  ${h.selfPct.toFixed(1).padStart(5)}%  ${h.selfMs.toFixed(0).padStart(6)} ms  ${h.fn}  ${h.where}`);
+    out.push('  by module:');
+    for (const h of r.profile.modules.slice(0, 12)) out.push(`  ${h.selfPct.toFixed(1).padStart(5)}%  ${h.selfMs.toFixed(0).padStart(6)} ms  ${h.fn}`);
+  }
   if (r.profileFile) out.push(`  profile: ${r.profileFile} (open in Chrome DevTools or speedscope)`);
   return out.join('\n');
 }
