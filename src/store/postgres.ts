@@ -1,13 +1,289 @@
-// PostgreSQL store: not implemented yet (a later issue). The Store interface is shaped for it:
-// appendAudit runs its seal callback inside a transaction holding an advisory lock, so every
-// replica extends one chain.
+// The PostgreSQL store, for several gateway replicas sharing one database.
+//
+// One chain across replicas: appendAudit takes a transaction-scoped advisory lock before it
+// reads the head, so replicas append one after another and each batch continues from what is
+// committed. synchronous_commit stays at the server's default (on): COMMIT returns once the
+// WAL is flushed, so a resolved append is durable.
+//
+// Tables live in the connection's search_path (use `?options=-c%20search_path%3Dportcullis`
+// to keep them in their own schema). `data` is TEXT, not jsonb: jsonb would reorder members
+// and normalise numbers, and the stored text should be what was hashed.
+import { userInfo } from 'node:os';
+import pg from 'pg';
 import { PortcullisError } from '../errors.js';
-import type { Store } from './store.js';
 import type { OpenStoreOptions } from './open.js';
+import type {
+  AuditRange,
+  AuditRecord,
+  ChainHead,
+  Checkpoint,
+  Payload,
+  RecordedMessage,
+  RecordingRow,
+  SealedBatch,
+  Store,
+} from './store.js';
 
-export const PostgresStore = {
-  async open(url: string, _options: OpenStoreOptions = {}): Promise<Store> {
-    const safe = url.replace(/\/\/[^@/]*@/, '//');
-    throw new PortcullisError('PCL_STORE_INVALID', `PostgreSQL stores are not supported yet (${safe}); use sqlite:<path>`);
+/** Advisory lock keys: "PCLS" + what they guard. */
+const LOCK_AUDIT = 0x50434c53_01;
+const LOCK_MIGRATE = 0x50434c53_02;
+const LOCK_RECORDINGS = 0x50434c53_03;
+const PAGE = 1000;
+
+const MIGRATIONS: { version: number; sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE audit_records (
+        seq BIGINT PRIMARY KEY, ts TEXT NOT NULL, type TEXT NOT NULL, actor TEXT NOT NULL,
+        data TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL
+      );
+      CREATE FUNCTION portcullis_append_only() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'audit records are append-only'; END $$;
+      CREATE TRIGGER audit_records_append_only BEFORE UPDATE OR DELETE ON audit_records
+        FOR EACH ROW EXECUTE FUNCTION portcullis_append_only();
+      CREATE TABLE audit_checkpoints (seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, ts TEXT NOT NULL, signature TEXT, key_id TEXT);
+      CREATE TABLE recordings (
+        id BIGSERIAL PRIMARY KEY, session_id TEXT NOT NULL, ts BIGINT NOT NULL, direction TEXT NOT NULL,
+        server TEXT NOT NULL, sub TEXT, method TEXT, message_id TEXT, decision TEXT, body TEXT,
+        payload_hash TEXT, truncated_from BIGINT
+      );
+      CREATE INDEX recordings_by_session ON recordings (session_id, id);
+      CREATE INDEX recordings_by_ts ON recordings (ts);
+      CREATE INDEX recordings_by_payload ON recordings (payload_hash) WHERE payload_hash IS NOT NULL;
+      CREATE TABLE recording_payloads (hash TEXT PRIMARY KEY, body TEXT NOT NULL);
+    `,
   },
-};
+];
+export const POSTGRES_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+interface AuditRow {
+  seq: string;
+  ts: string;
+  type: string;
+  actor: string;
+  data: string;
+  prev: string;
+  hash: string;
+}
+
+export class PostgresStore implements Store {
+  readonly kind = 'postgres' as const;
+
+  private constructor(
+    readonly location: string,
+    private readonly pool: pg.Pool,
+  ) {}
+
+  static async open(url: string, options: OpenStoreOptions = {}): Promise<PostgresStore> {
+    const location = url.replace(/\/\/([^:@/]*)(:[^@/]*)?@/, '//$1@');
+    const parsed = new URL(url);
+    const pool = new pg.Pool({
+      connectionString: url,
+      // libpq defaults the user to the OS user; node-postgres only reads $USER.
+      user: parsed.username ? decodeURIComponent(parsed.username) : (process.env.PGUSER ?? userInfo().username),
+      max: 4,
+    });
+    pool.on('error', () => {}); // an idle client's connection dropped: the next query reconnects
+    const store = new PostgresStore(location, pool);
+    try {
+      await store.migrate(Boolean(options.mustExist));
+    } catch (e) {
+      await pool.end();
+      if (e instanceof PortcullisError) throw e;
+      throw new PortcullisError('PCL_STORE_INVALID', `cannot use the store ${location}: ${(e as Error).message}`);
+    }
+    return store;
+  }
+
+  private async migrate(mustExist: boolean): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_MIGRATE]);
+      const tables = (await client.query<{ t: string }>("SELECT table_name AS t FROM information_schema.tables WHERE table_schema = current_schema()")).rows.map((r) => r.t);
+      let version = 0;
+      if (tables.includes('portcullis_meta')) {
+        const row = (await client.query<{ value: string }>("SELECT value FROM portcullis_meta WHERE key = 'schema_version'")).rows[0];
+        version = Number(row?.value ?? 0);
+      } else {
+        const ours = ['audit_records', 'audit_checkpoints', 'recordings', 'recording_payloads'].filter((t) => tables.includes(t));
+        if (ours.length) {
+          throw new PortcullisError('PCL_STORE_INVALID', `${this.location} has tables ${ours.join(', ')} but is not a Portcullis store (no portcullis_meta); use another schema or database`);
+        }
+        if (mustExist) throw new PortcullisError('PCL_STORE_INVALID', `no Portcullis store at ${this.location}`);
+        await client.query('CREATE TABLE portcullis_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)');
+        await client.query("INSERT INTO portcullis_meta (key, value) VALUES ('created_at', $1)", [new Date().toISOString()]);
+      }
+      if (version > POSTGRES_SCHEMA_VERSION) {
+        throw new PortcullisError('PCL_STORE_INVALID', `${this.location} was written by a newer Portcullis (schema ${version}); upgrade Portcullis`);
+      }
+      for (const step of MIGRATIONS) if (step.version > version) await client.query(step.sql);
+      await client.query(
+        "INSERT INTO portcullis_meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        [String(POSTGRES_SCHEMA_VERSION)],
+      );
+      await client.query('COMMIT');
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+
+  async appendAudit(seal: (head: ChainHead | undefined) => SealedBatch): Promise<SealedBatch> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      // Serialises appenders across replicas; released at COMMIT or ROLLBACK.
+      await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_AUDIT]);
+      const row = (await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1')).rows[0];
+      const batch = seal(row ? { seq: Number(row.seq), hash: row.hash } : undefined);
+      const r = batch.records;
+      if (r.length) {
+        await client.query(
+          `INSERT INTO audit_records (seq, ts, type, actor, data, prev, hash)
+           SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])`,
+          [r.map((x) => x.seq), r.map((x) => x.ts), r.map((x) => x.type), r.map((x) => x.actor), r.map((x) => JSON.stringify(x.data)), r.map((x) => x.prev), r.map((x) => x.hash)],
+        );
+      }
+      for (const c of batch.checkpoints) await this.insertCheckpoint(client, c);
+      await client.query('COMMIT');
+      return batch;
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+
+  async auditHead(): Promise<ChainHead | undefined> {
+    const row = (await this.pool.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1')).rows[0];
+    return row ? { seq: Number(row.seq), hash: row.hash } : undefined;
+  }
+
+  async *readAudit(range: AuditRange = {}): AsyncIterable<AuditRecord> {
+    let after = (range.fromSeq ?? 1) - 1;
+    for (;;) {
+      const rows = (
+        await this.pool.query<AuditRow>(
+          `SELECT seq, ts, type, actor, data, prev, hash FROM audit_records
+            WHERE seq > $1 AND ($2::bigint IS NULL OR seq <= $2) AND ($3::text IS NULL OR ts >= $3) AND ($4::text IS NULL OR ts <= $4)
+            ORDER BY seq LIMIT ${PAGE}`,
+          [after, range.toSeq ?? null, range.since ?? null, range.until ?? null],
+        )
+      ).rows;
+      for (const row of rows) {
+        let data: Record<string, unknown>;
+        try {
+          data = JSON.parse(row.data) as Record<string, unknown>;
+        } catch {
+          data = { $unparseable: row.data };
+        }
+        yield { seq: Number(row.seq), ts: row.ts, type: row.type, actor: row.actor, data, prev: row.prev, hash: row.hash };
+      }
+      if (rows.length < PAGE) return;
+      after = Number(rows[rows.length - 1].seq);
+    }
+  }
+
+  private async insertCheckpoint(client: pg.ClientBase | pg.Pool, c: Checkpoint): Promise<void> {
+    await client.query('INSERT INTO audit_checkpoints (seq, hash, ts, signature, key_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING', [
+      c.seq,
+      c.hash,
+      c.ts,
+      c.signature,
+      c.keyId,
+    ]);
+  }
+
+  async putCheckpoint(c: Checkpoint): Promise<void> {
+    await this.insertCheckpoint(this.pool, c);
+  }
+
+  async listCheckpoints(): Promise<Checkpoint[]> {
+    const rows = (await this.pool.query<{ seq: string; hash: string; ts: string; signature: string | null; key_id: string | null }>('SELECT * FROM audit_checkpoints ORDER BY seq')).rows;
+    return rows.map((r) => ({ seq: Number(r.seq), hash: r.hash, ts: r.ts, signature: r.signature, keyId: r.key_id }));
+  }
+
+  async appendRecordings(rows: RecordingRow[], payloads: Payload[]): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      // Shared with other appenders, exclusive with prune: a prune cannot delete a payload
+      // that an uncommitted recording (on another replica) is about to reference.
+      await client.query('SELECT pg_advisory_xact_lock_shared($1)', [LOCK_RECORDINGS]);
+      if (payloads.length) {
+        await client.query('INSERT INTO recording_payloads (hash, body) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (hash) DO NOTHING', [
+          payloads.map((p) => p.hash),
+          payloads.map((p) => p.body),
+        ]);
+      }
+      if (rows.length) {
+        const col = <K extends keyof RecordingRow>(k: K) => rows.map((r) => r[k]);
+        await client.query(
+          `INSERT INTO recordings (session_id, ts, direction, server, sub, method, message_id, decision, body, payload_hash, truncated_from)
+           SELECT a, b, c, d, e, f, g, h, i, j, k
+             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[])
+                  WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, i, j, k, n)
+            ORDER BY n`,
+          [col('sessionId'), col('ts'), col('direction'), col('server'), col('sub'), col('method'), col('messageId'), col('decision'), col('body'), col('payloadHash'), col('truncatedFrom')],
+        );
+      }
+      await client.query('COMMIT');
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+
+  async readRecording(sessionId: string): Promise<RecordedMessage[]> {
+    const rows = (
+      await this.pool.query(
+        `SELECT r.id, r.session_id, r.ts, r.direction, r.server, r.sub, r.method, r.message_id, r.decision,
+                coalesce(r.body, p.body) AS body, r.truncated_from
+           FROM recordings r LEFT JOIN recording_payloads p ON p.hash = r.payload_hash
+          WHERE r.session_id = $1 ORDER BY r.id`,
+        [sessionId],
+      )
+    ).rows as Record<string, string | null>[];
+    return rows.map((r) => ({
+      id: Number(r.id),
+      sessionId: r.session_id!,
+      ts: Number(r.ts),
+      direction: r.direction as RecordedMessage['direction'],
+      server: r.server!,
+      sub: r.sub,
+      method: r.method,
+      messageId: r.message_id,
+      decision: r.decision,
+      body: r.body ?? '',
+      truncatedFrom: r.truncated_from === null ? null : Number(r.truncated_from),
+    }));
+  }
+
+  async pruneRecordings(before: number): Promise<{ messages: number; payloads: number }> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_RECORDINGS]);
+      const messages = (await client.query('DELETE FROM recordings WHERE ts < $1', [before])).rowCount ?? 0;
+      const payloads = (await client.query('DELETE FROM recording_payloads p WHERE NOT EXISTS (SELECT 1 FROM recordings r WHERE r.payload_hash = p.hash)')).rowCount ?? 0;
+      await client.query('COMMIT');
+      return { messages, payloads };
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end().catch(() => {});
+  }
+}
