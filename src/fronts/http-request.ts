@@ -39,18 +39,23 @@ function isLoopbackHost(name: string): boolean {
   return LOOPBACK_NAMES.has(name) || name.endsWith('.localhost') || (isIP(name) === 4 && name.startsWith('127.'));
 }
 
-/** SPEC 10: bound to loopback, only loopback Host names (or allowedHosts); elsewhere, allowedHosts when set. */
+/**
+ * SPEC 10: bound to loopback, only loopback Host names (or allowedHosts); elsewhere, allowedHosts
+ * when set. An Origin must be in allowedOrigins, or be the gateway's own origin as named by a Host
+ * that passed that check: a DNS-rebinding page cannot produce that pair, a same-origin call can.
+ */
 export function checkHostAndOrigin(req: IncomingMessage, listen: Config['listen'], boundToLoopback: boolean): void {
   const host = req.headers.host;
+  let hostValidated = false;
   if (boundToLoopback || listen.allowedHosts.length > 0) {
     const name = host ? hostName(host) : '';
-    const allowed = (boundToLoopback && isLoopbackHost(name)) || listen.allowedHosts.some((h) => h.toLowerCase() === name || h.toLowerCase() === host?.toLowerCase());
-    if (!allowed) throw new HttpRefusal(403, INVALID_REQUEST, `Host "${host ?? ''}" is not allowed (listen.allowedHosts)`);
+    hostValidated = (boundToLoopback && isLoopbackHost(name)) || listen.allowedHosts.some((h) => h.toLowerCase() === name || h.toLowerCase() === host?.toLowerCase());
+    if (!hostValidated) throw new HttpRefusal(403, INVALID_REQUEST, `Host "${host ?? ''}" is not allowed (listen.allowedHosts)`);
   }
   const origin = req.headers.origin;
-  if (origin !== undefined && !listen.allowedOrigins.includes(origin)) {
-    throw new HttpRefusal(403, INVALID_REQUEST, `Origin "${origin}" is not allowed (listen.allowedOrigins)`);
-  }
+  if (origin === undefined || listen.allowedOrigins.includes(origin)) return;
+  const sameOrigin = hostValidated && host !== undefined && (origin.toLowerCase() === `http://${host.toLowerCase()}` || origin.toLowerCase() === `https://${host.toLowerCase()}`);
+  if (!sameOrigin) throw new HttpRefusal(403, INVALID_REQUEST, `Origin "${origin}" is not allowed (listen.allowedOrigins)`);
 }
 
 /** Reads and parses a POST body under the configured limits; the only JSON.parse on the path. */
