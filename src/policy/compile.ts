@@ -274,7 +274,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           anyKind: !r.tools && !r.resources && !r.prompts && !r.methods,
           when,
           message: r.message,
-          approvers: r.approvers ? { sub: list(r.approvers.sub), groups: list(r.approvers.groups) } : undefined,
+          approvers: r.approvers ? JSON.parse(JSON.stringify({ sub: list(r.approvers.sub), groups: list(r.approvers.groups) })) : undefined,
         });
       });
       const maskNames = new Set<string>();
