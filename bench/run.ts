@@ -35,6 +35,24 @@ function render(value: unknown): string {
   return JSON.stringify(value, null, 2);
 }
 
+async function capturingStdout<T>(f: () => Promise<T>): Promise<{ result: T; printed: string }> {
+  const original = process.stdout.write;
+  let printed = '';
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    printed += text;
+    process.stderr.write(text);
+    const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+    cb?.();
+    return true;
+  }) as typeof process.stdout.write;
+  try {
+    return { result: await f(), printed };
+  } finally {
+    process.stdout.write = original;
+  }
+}
+
 async function main(): Promise<number> {
   const started = performance.now();
   const sections: Section[] = [];
@@ -65,7 +83,11 @@ async function main(): Promise<number> {
       const mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
       const fn = mod[b.fn];
       if (typeof fn !== 'function') throw new Error(`bench/${b.file} does not export ${b.fn}()`);
-      sections.push({ name: b.name, text: render(await (fn as () => Promise<unknown>)()) });
+      // They print their own tables: capture them (and echo them to stderr as progress), so the
+      // report at the end is one piece.
+      const { result, printed } = await capturingStdout(() => (fn as () => Promise<unknown>)());
+      const text = [printed.trimEnd(), result === undefined ? '' : render(result)].filter(Boolean).join('\n');
+      sections.push({ name: b.name, text: `== ${b.name} (bench/${b.file}) ==\n${text || '(no output)'}` });
     } catch (e) {
       sections.push({ name: b.name, text: `== ${b.name} ==\nFAILED: ${(e as Error).stack ?? (e as Error).message}`, failed: true });
     }
