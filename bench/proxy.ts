@@ -251,7 +251,7 @@ rules:
     effect: allow
     who: { groups: [agents] }
     tools: [echo]
-    when: 'size(args.message) <= 4096 && !args.message.matches("(?i)\\\\b(drop|truncate)\\\\s+table\\\\b")'
+    when: 'size(args.message) <= 4096 && args.message.matches("(?i)\\\\b(drop|truncate)\\\\s+table\\\\b") == false'
   - name: agents-may-add
     effect: allow
     who: { groups: [agents] }
