@@ -3,6 +3,10 @@
 // upstream without a decision and its audit record" is a property of the types.
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { randomUUID } from 'node:crypto';
+import type { Identity } from '../auth/identity.js';
+import type { CompiledBundle, Kind } from '../policy/compile.js';
+import { decisionAuditData, type AuditType } from '../audit/chain.js';
+import { decide, visible } from '../policy/decide.js';
 import type { Decision, DecisionInput } from '../policy/decision.js';
 import { errorResponse, FORBIDDEN_BY_POLICY, type Classified } from './classify.js';
 import type { Exchange, Reply, Stage } from './pipeline.js';
@@ -19,15 +23,38 @@ export class Authorized {
   ) {}
 }
 
-/** What the decide stage asks of the policy engine. */
-export interface PolicyPoint {
+/** One bundle version of the policy: a request is decided, and its list reply filtered, by one view. */
+export interface PolicyView {
+  readonly version: string;
   decide(input: DecisionInput): Decision;
-  version(): string;
+  visible(identity: Identity, server: string, kind: Kind, name: string): boolean;
+}
+
+/** What the decide stage asks of the policy engine: the view in force now. */
+export interface PolicyPoint {
+  current(): PolicyView;
+}
+
+const views = new WeakMap<CompiledBundle, PolicyView>();
+
+/** The gateway's policy point over compiled bundles (a PolicySource, or a fixed bundle). */
+export function policyPoint(source: { current(): CompiledBundle }): PolicyPoint {
+  return {
+    current() {
+      const bundle = source.current();
+      let view = views.get(bundle);
+      if (!view) {
+        view = { version: bundle.version, decide: (input) => decide(bundle, input), visible: (identity, server, kind, name) => visible(bundle, identity, server, kind, name) };
+        views.set(bundle, view);
+      }
+      return view;
+    },
+  };
 }
 
 /** What the decide stage needs of the audit log: append resolves once the record is durable. */
 export interface AuditSink {
-  append(type: string, actor: string, data: Record<string, unknown>): Promise<unknown>;
+  append(type: AuditType, actor: string, data: Record<string, unknown>): Promise<unknown>;
 }
 
 const CLIENT_NOTIFICATIONS = new Set(['notifications/initialized', 'notifications/cancelled', 'notifications/progress', 'notifications/roots/list_changed', 'notifications/tasks/status']);
@@ -37,22 +64,23 @@ function builtIn(rule: string, version: string): Decision {
   return { effect: 'allow', rule, bundleVersion: version };
 }
 
-export function decideStage(policy: PolicyPoint, audit: AuditSink, argsDigest: (args: unknown) => string): Stage {
+export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
   return async (x, next) => {
     const m = x.msg!;
     const session = x.session;
+    const policy = (x.policy = points.current());
     if (m.type === 'response') {
       // A client's answer to a server's request (sampling, elicitation, roots): only ids the
       // upstream actually asked for go up, so a client cannot inject answers.
       if (!session.takeServerRequest(m.id)) return undefined;
-      x.authorized = mint(m.message, builtIn('protocol/response', policy.version()));
+      x.authorized = mint(m.message, builtIn('protocol/response', policy.version));
       return next();
     }
     if (m.type === 'notification') {
       // Protocol notifications pass; any other is decided like an unknown method (denied unless
       // policy allows it), and a denied notification is dropped, since it gets no reply.
       const decision = CLIENT_NOTIFICATIONS.has(m.method)
-        ? builtIn('protocol/notification', policy.version())
+        ? builtIn('protocol/notification', policy.version)
         : policy.decide({ identity: session.identity, server: session.server, method: m.method, time: new Date() });
       if (decision.effect !== 'allow') {
         session.log.warn({ method: m.method, rule: decision.rule }, 'notification dropped by policy');
@@ -62,25 +90,12 @@ export function decideStage(policy: PolicyPoint, audit: AuditSink, argsDigest: (
       return next();
     }
     const input = decisionInput(x, m);
-    const decision: Decision = input ? policy.decide(input) : builtIn(`protocol/${m.action.kind}`, policy.version());
+    const decision: Decision = governed(m) ? policy.decide(input) : builtIn(`protocol/${m.action.kind}`, policy.version);
     const decisionId = randomUUID();
     x.decision = decision;
     x.decisionId = decisionId;
-    await audit.append('decision', session.identity.sub, {
-      decisionId,
-      session: session.id,
-      effect: decision.effect,
-      rule: decision.rule,
-      bundleVersion: decision.bundleVersion,
-      identity: { sub: session.identity.sub, groups: session.identity.groups, via: session.identity.via },
-      server: session.server,
-      method: m.method,
-      ...(input?.tool !== undefined && { tool: input.tool }),
-      ...(input?.resource !== undefined && { resource: input.resource }),
-      ...(input?.prompt !== undefined && { prompt: input.prompt }),
-      ...(input?.args !== undefined && { argsDigest: argsDigest(input.args) }),
-      ...(decision.message !== undefined && { message: decision.message }),
-    });
+    // Durable before anything moves: a decision without its record is no decision (fail closed).
+    await audit.append('decision', session.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
     if (decision.effect === 'allow') {
       x.authorized = mint(m.message, decision);
       return next();
@@ -93,14 +108,16 @@ export function decideStage(policy: PolicyPoint, audit: AuditSink, argsDigest: (
   };
 }
 
-/** What policy decides on, or undefined for plumbing it does not govern. */
-function decisionInput(x: Exchange, m: Extract<Classified, { type: 'request' }>): DecisionInput | undefined {
+/** Protocol plumbing (initialize, ping, list methods…) is allowed built-in; everything else is policy's. */
+function governed(m: Extract<Classified, { type: 'request' }>): boolean {
+  return m.action.kind !== 'housekeeping' && m.action.kind !== 'list';
+}
+
+/** What policy decides on (and what the audit record describes). */
+function decisionInput(x: Exchange, m: Extract<Classified, { type: 'request' }>): DecisionInput {
   const base = { identity: x.session.identity, server: x.session.server, method: m.method, time: new Date() };
   const a = m.action;
   switch (a.kind) {
-    case 'housekeeping':
-    case 'list':
-      return undefined;
     case 'tool':
       return { ...base, tool: a.tool, args: a.args };
     case 'resource':
@@ -109,7 +126,7 @@ function decisionInput(x: Exchange, m: Extract<Classified, { type: 'request' }>)
       return { ...base, prompt: a.prompt, args: a.args };
     case 'completion':
       return { ...base, prompt: a.prompt, resource: a.resource, args: a.args };
-    case 'other':
+    default:
       return base;
   }
 }

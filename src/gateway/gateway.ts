@@ -1,6 +1,5 @@
 // The gateway: configuration, the session registry, the pipelines, and the HTTP listener with
 // its routes. Fronts and upstream connectors meet here and nowhere else.
-import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -13,6 +12,7 @@ import { HttpRefusal, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { connectUpstream, probeUpstream } from '../upstreams/upstream.js';
+import type { Recorder } from '../audit/recorder.js';
 import type { AuditSink, PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
 import { Session, type ClientChannel, type SessionHost, type SessionLimits } from './session.js';
@@ -23,6 +23,10 @@ export interface GatewayOptions {
   log?: Logger;
   policy: PolicyPoint;
   audit: AuditSink;
+  /** Session recordings; none when absent. */
+  recorder?: Recorder;
+  /** The audit log's health, for /readyz: a gateway that cannot write its audit log refuses work. */
+  health?: { healthy(): boolean; lastError(): Error | undefined };
 }
 
 export class Gateway implements SessionHost {
@@ -39,7 +43,7 @@ export class Gateway implements SessionHost {
     private readonly opts: GatewayOptions,
   ) {
     this.log = opts.log ?? createLogger(config.logging.level);
-    const pipelines = buildPipelines({ policy: opts.policy, audit: opts.audit, argsDigest, log: this.log });
+    const pipelines = buildPipelines({ policy: opts.policy, audit: opts.audit, recorder: opts.recorder, log: this.log });
     this.toUpstream = pipelines.toUpstream;
     this.toClient = pipelines.toClient;
     const l = config.limits;
@@ -111,14 +115,12 @@ export class Gateway implements SessionHost {
   async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = {};
     await Promise.all(Object.entries(this.config.servers).map(async ([name, server]) => (checks[`upstream:${name}`] = await probeUpstream(server, this.opts.baseDir ?? process.cwd()))));
+    const audit = this.opts.health;
+    if (audit) checks.audit = audit.healthy() ? 'ok' : `failing: ${audit.lastError()?.message ?? 'write failed'}`;
     checks.auth = this.auth.ready() ? 'ok' : `not ready: ${this.auth.readinessProblem() ?? 'identity provider unavailable'}`;
     if (this.closing) checks.gateway = 'shutting down';
     return { ready: Object.values(checks).every((c) => c === 'ok'), checks };
   }
-}
-
-export function argsDigest(args: unknown): string {
-  return createHash('sha256').update(JSON.stringify(args) ?? 'null').digest('hex');
 }
 
 export interface RunningGateway {

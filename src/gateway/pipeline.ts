@@ -5,7 +5,7 @@
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Decision } from '../policy/decision.js';
 import type { Classified } from './classify.js';
-import type { Authorized } from './decide.js';
+import type { Authorized, PolicyView } from './decide.js';
 import type { Session } from './session.js';
 
 export interface Exchange {
@@ -17,7 +17,8 @@ export interface Exchange {
   readonly startedAt: number;
   /** Set by classify. */
   msg?: Classified;
-  /** Set by decide (toUpstream only): the decision this message is governed by. */
+  /** Set by decide (toUpstream only): the policy version and the decision this message is governed by. */
+  policy?: PolicyView;
   decision?: Decision;
   decisionId?: string;
   /** Set by decide once the decision's audit record is durable; the only thing forward accepts. */

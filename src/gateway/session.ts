@@ -112,6 +112,9 @@ export class Session {
       x.releaseTurn();
     }
     if (reply && !this.isEnded) await this.client.send(reply, x.msg?.type === 'request' ? x.msg.id : undefined).catch((e) => this.log.debug({ err: e.message }, 'client went away before its reply'));
+    // A session whose initialize failed can never be used (the client must start a new one):
+    // end it now rather than hold an upstream and a place under limits.maxSessions until idle.
+    if (x.msg?.type === 'request' && x.msg.method === 'initialize' && reply && 'error' in reply) this.end(`initialize failed: ${reply.error.message}`);
   }
 
   private fromUpstream(message: JSONRPCMessage): void {
@@ -185,9 +188,15 @@ export class Session {
     this.endedWith = reason;
     clearTimeout(this.idle);
     this.resolveEnded(reason);
-    for (const [id, f] of this.inFlight) f.settle(errorResponse(id, UPSTREAM_ERROR, `session ended: ${reason}`));
+    // Requests in flight get their error before the client channel closes: once it is closed,
+    // nothing can reach the client, and it would wait for its own timeout instead.
+    const errors: Promise<void>[] = [];
+    for (const [id, f] of this.inFlight) {
+      f.settle(undefined);
+      errors.push(this.client.send(errorResponse(id, UPSTREAM_ERROR, `session ended: ${reason}`), id).catch(() => undefined));
+    }
     this.host.ended(this, reason);
     void this.upstream?.close().catch(() => undefined);
-    void this.client.close().catch(() => undefined);
+    void Promise.all(errors).then(() => this.client.close()).catch(() => undefined);
   }
 }

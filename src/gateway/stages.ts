@@ -3,6 +3,7 @@
 // own (notifications, sampling/elicitation/roots requests) run through `toClient`.
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
+import type { Recorder } from '../audit/recorder.js';
 import { classify, errorResponse, INTERNAL_ERROR, ShapeError } from './classify.js';
 import { decideStage, type AuditSink, type PolicyPoint } from './decide.js';
 import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
@@ -10,14 +11,14 @@ import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
 export interface PipelineDeps {
   policy: PolicyPoint;
   audit: AuditSink;
-  argsDigest: (args: unknown) => string;
+  recorder?: Recorder;
   log: Logger;
 }
 
 export function buildPipelines(deps: PipelineDeps): { toUpstream: (x: Exchange) => Promise<Reply>; toClient: (x: Exchange) => Promise<Reply> } {
   return {
-    toUpstream: compose([failClosed, logged(deps.log), classifyStage(true), decideStage(deps.policy, deps.audit, deps.argsDigest), forward]),
-    toClient: compose([failClosed, logged(deps.log), classifyStage(false), deliver]),
+    toUpstream: compose([failClosed, logged(deps.log), ...recorded(deps.recorder), classifyStage(true), filterLists, decideStage(deps.policy, deps.audit), forward]),
+    toClient: compose([failClosed, logged(deps.log), ...recorded(deps.recorder), classifyStage(false), deliver]),
   };
 }
 
@@ -58,6 +59,25 @@ function logged(log: Logger): Stage {
   };
 }
 
+/**
+ * Session recordings: every message of the session, both directions, as the client sent and saw
+ * it (outside every stage that rewrites a reply). The reply carries the decision that governed
+ * its request, so a replay shows what was decided. Recording never waits on the store.
+ */
+function recorded(recorder: Recorder | undefined): Stage[] {
+  if (!recorder) return [];
+  return [
+    async (x, next) => {
+      const s = x.session;
+      const base = { sessionId: s.id, server: s.server, identity: s.identity };
+      recorder.record({ ...base, direction: x.direction === 'toUpstream' ? 'fromClient' : 'toClient', message: x.raw });
+      const reply = await next();
+      if (reply) recorder.record({ ...base, direction: 'toClient', message: reply, ...(x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } }) });
+      return reply;
+    },
+  ];
+}
+
 function classifyStage(fromClient: boolean): Stage {
   return async (x, next) => {
     try {
@@ -70,6 +90,34 @@ function classifyStage(fromClient: boolean): Stage {
     return next();
   };
 }
+
+const LIST_ITEMS = {
+  tools: { field: 'tools', kind: 'tool', key: 'name' },
+  resources: { field: 'resources', kind: 'resource', key: 'uri' },
+  resourceTemplates: { field: 'resourceTemplates', kind: 'resource', key: 'uriTemplate' },
+  prompts: { field: 'prompts', kind: 'prompt', key: 'name' },
+} as const;
+
+/**
+ * A caller sees only what some allow or approve rule could let it use, judged by the same policy
+ * version that decided the list request. Items are removed, never rewritten; nextCursor stays, so
+ * pagination keeps working (a page may come back shorter).
+ */
+const filterLists: Stage = async (x, next) => {
+  const reply = await next();
+  const m = x.msg!;
+  if (m.type !== 'request' || m.action.kind !== 'list' || !reply || !('result' in reply) || !x.policy) return reply;
+  const spec = LIST_ITEMS[m.action.list];
+  const items = (reply.result as Record<string, unknown>)[spec.field];
+  if (!Array.isArray(items)) return reply;
+  const { identity, server } = x.session;
+  const shown = items.filter((item) => {
+    const name = (item as Record<string, unknown> | null)?.[spec.key];
+    return typeof name === 'string' && x.policy!.visible(identity, server, spec.kind, name);
+  });
+  if (shown.length === items.length) return reply;
+  return { ...reply, result: { ...reply.result, [spec.field]: shown } } as JSONRPCMessage;
+};
 
 /** Innermost stage toward the upstream: sends the Authorized message and waits for its reply. */
 const forward: Stage = async (x) => {

@@ -1,33 +1,64 @@
-// Builds a gateway from a loaded portcullis.yaml: the logger, the policy in force, the audit
-// log and the authenticator, each from its own section of the config.
+// Builds a gateway from a loaded portcullis.yaml: the logger, the policy in force (watched and
+// hot-reloaded), the store with its audit log and recorder, each from its own section.
+import { resolve } from 'node:path';
 import type { Logger } from 'pino';
+import { openAuditing, type Auditing } from '../audit/open.js';
 import type { LoadedConfig } from '../config/load.js';
+import { formatProblem, PortcullisError } from '../errors.js';
 import { createLogger } from '../observability/log.js';
-import type { AuditSink, PolicyPoint } from './decide.js';
-import { Gateway, startGateway, type RunningGateway } from './gateway.js';
+import { PolicySource } from '../policy/watch.js';
+import { policyPoint } from './decide.js';
+import { Gateway, startGateway, type GatewayOptions, type RunningGateway } from './gateway.js';
 
 export interface Wiring {
   log: Logger;
-  policy: PolicyPoint;
-  audit: AuditSink;
+  options: GatewayOptions;
+  auditing: Auditing;
   close(): Promise<void>;
 }
 
 export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean } = {}): Promise<Wiring> {
-  const log = createLogger(loaded.config.logging.level, opts.logToStderr);
-  // Until the policy engine is wired, nothing governed is allowed: fail closed.
-  const policy: PolicyPoint = { decide: () => ({ effect: 'deny', rule: '(no policy engine)', bundleVersion: 'none' }), version: () => 'none' };
-  const audit: AuditSink = { append: async (type, actor, data) => log.info({ audit: { type, actor, data } }, 'audit') };
-  return { log, policy, audit, close: async () => undefined };
+  const { config, baseDir } = loaded;
+  const log = createLogger(config.logging.level, opts.logToStderr);
+  if (!config.policy || !('path' in config.policy)) {
+    throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (policy pushed to the store through the admin API is not available in this version)`);
+  }
+  const source = new PolicySource(resolve(baseDir, config.policy.path), {
+    watch: config.policy.watch,
+    onReload: (bundle, previous) => {
+      log.info({ version: bundle.version, previous: previous.version }, 'policy reloaded');
+      auditing.log.append('policy.change', 'file-watch', { version: bundle.version, previous: previous.version, files: Object.keys(bundle.files) }).catch((e) => log.error({ err: (e as Error).message }, 'could not record a policy change'));
+    },
+    onInvalid: (e) => log.error({ problems: e.problems.map(formatProblem) }, `policy change rejected, the running version stays in force: ${e.message}`),
+  });
+  let auditing: Auditing;
+  try {
+    auditing = await openAuditing(config, baseDir);
+  } catch (e) {
+    source.close();
+    throw e;
+  }
+  const policy = policyPoint(source);
+  log.info({ version: source.current().version, path: source.path }, 'policy loaded');
+  return {
+    log,
+    auditing,
+    options: { baseDir, log, policy, audit: auditing.log, recorder: auditing.recorder, health: auditing.log },
+    close: async () => {
+      source.close();
+      await auditing.close();
+      log.flush();
+    },
+  };
 }
 
 export async function serveFromConfig(loaded: LoadedConfig): Promise<RunningGateway & { wiring: Wiring }> {
   const wiring = await wire(loaded);
-  const running = await startGateway(loaded.config, { baseDir: loaded.baseDir, log: wiring.log, policy: wiring.policy, audit: wiring.audit });
+  const running = await startGateway(loaded.config, wiring.options);
   return { ...running, wiring, close: async () => (await running.close(), await wiring.close()) };
 }
 
 export async function gatewayFromConfig(loaded: LoadedConfig): Promise<{ gateway: Gateway; wiring: Wiring }> {
   const wiring = await wire(loaded, { logToStderr: true });
-  return { gateway: new Gateway(loaded.config, { baseDir: loaded.baseDir, log: wiring.log, policy: wiring.policy, audit: wiring.audit }), wiring };
+  return { gateway: new Gateway(loaded.config, wiring.options), wiring };
 }

@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import type { z } from 'zod';
 import { configSchema } from '../../src/config/schema.js';
-import type { AuditSink, PolicyPoint } from '../../src/gateway/decide.js';
+import { policyPoint, type AuditSink, type PolicyPoint } from '../../src/gateway/decide.js';
+import { compileBundle } from '../../src/policy/compile.js';
 import { startGateway, type Gateway, type RunningGateway } from '../../src/gateway/gateway.js';
 import type { DecisionInput } from '../../src/policy/decision.js';
 
@@ -62,6 +63,11 @@ export interface TestGatewayOptions {
   policy?: PolicyPoint;
 }
 
+/** A real compiled bundle that allows everything on every server (methods included). */
+export const ALLOW_ALL = compileBundle({
+  'allow-all.yaml': 'apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: test }\nserver: "*"\ndefault: allow\nrules:\n  - { name: allow-all, effect: allow, tools: ["*"], resources: ["**"], prompts: ["*"], methods: ["*"] }\n',
+});
+
 /** A quiet logger; PORTCULLIS_TEST_LOG=debug shows the gateway's logs on stderr. */
 function testLogger() {
   const level = process.env.PORTCULLIS_TEST_LOG ?? 'silent';
@@ -72,10 +78,13 @@ function testLogger() {
 export async function startTestGateway(servers: ServersInput, opts: TestGatewayOptions = {}): Promise<TestGateway> {
   const audit: AuditRecord[] = [];
   const decisions: DecisionInput[] = [];
-  const allow = opts.policy ?? { decide: () => ({ effect: 'allow' as const, rule: 'test/allow-all', bundleVersion: 'test' }), version: () => 'test' };
+  const inner = opts.policy ?? policyPoint({ current: () => ALLOW_ALL });
+  // The real policy engine, watched: every input it is asked to decide is kept for the test.
   const policy: PolicyPoint = {
-    decide: (input) => (decisions.push(input), allow.decide(input)),
-    version: () => allow.version(),
+    current: () => {
+      const view = inner.current();
+      return { version: view.version, visible: view.visible, decide: (input) => (decisions.push(input), view.decide(input)) };
+    },
   };
   const sink: AuditSink = { append: async (type, actor, data) => void audit.push({ type, actor, data }) };
   const config = configSchema.parse({
