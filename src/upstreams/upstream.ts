@@ -55,7 +55,11 @@ class TransportUpstream implements Upstream {
 
   send(a: Authorized): Promise<void> {
     if (this.closed) return Promise.reject(new Error(`${this.describe} is closed`));
-    return this.transport.send(a.message);
+    // Name the upstream and the underlying cause ("fetch failed" alone says neither which nor why).
+    return this.transport.send(a.message).catch((e: Error) => {
+      const cause = e.cause instanceof Error ? ` (${e.cause.message})` : '';
+      throw new Error(`${this.describe}: ${e.message}${cause}`, { cause: e });
+    });
   }
 
   setProtocolVersion(version: string): void {
@@ -104,6 +108,8 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
   try {
     await upstream.start();
   } catch (e) {
+    // Close it: an SSE transport's EventSource would otherwise keep reconnecting forever.
+    await upstream.close().catch(() => undefined);
     throw new Error(`cannot reach upstream "${name}" at ${server.url}: ${(e as Error).message}`);
   }
   return upstream;
