@@ -6,7 +6,7 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,7 +14,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import type { z } from 'zod';
+import { loadConfig } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
+import { serveFromConfig, type Wiring } from '../../src/gateway/start.js';
 import { policyPoint, type AuditSink, type PolicyPoint } from '../../src/gateway/decide.js';
 import { compileBundle } from '../../src/policy/compile.js';
 import { startGateway, type Gateway, type RunningGateway } from '../../src/gateway/gateway.js';
@@ -63,10 +65,11 @@ export interface TestGatewayOptions {
   policy?: PolicyPoint;
 }
 
+/** A policy document that allows everything on every server (methods included). */
+export const ALLOW_ALL_POLICY = 'apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: test }\nserver: "*"\ndefault: allow\nrules:\n  - { name: allow-all, effect: allow, tools: ["*"], resources: ["**"], prompts: ["*"], methods: ["*"] }\n';
+
 /** A real compiled bundle that allows everything on every server (methods included). */
-export const ALLOW_ALL = compileBundle({
-  'allow-all.yaml': 'apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: test }\nserver: "*"\ndefault: allow\nrules:\n  - { name: allow-all, effect: allow, tools: ["*"], resources: ["**"], prompts: ["*"], methods: ["*"] }\n',
-});
+export const ALLOW_ALL = compileBundle({ 'allow-all.yaml': ALLOW_ALL_POLICY });
 
 /** A quiet logger; PORTCULLIS_TEST_LOG=debug shows the gateway's logs on stderr. */
 function testLogger() {
@@ -236,11 +239,16 @@ export async function startEverythingHttp(mode: 'streamableHttp' | 'sse'): Promi
   return { ...proc, url: `http://127.0.0.1:${port}/${mode === 'sse' ? 'sse' : 'mcp'}` };
 }
 
-/** Writes a portcullis.yaml (JSON is YAML) into a fresh temp dir; returns its path and the dir. */
-export function writeConfig(config: ConfigInput): { file: string; dir: { path: string; remove(): void } } {
+/**
+ * Writes a portcullis.yaml (JSON is YAML) into a fresh temp dir, with its policy folder (allow
+ * everything unless `policies` says otherwise) and its store in that dir; returns the paths.
+ */
+export function writeConfig(config: Partial<ConfigInput> & Pick<ConfigInput, 'servers'>, policies: Record<string, string> = { 'allow-all.yaml': ALLOW_ALL_POLICY }): { file: string; dir: { path: string; remove(): void } } {
   const dir = tempDir('pcl-cfg-');
+  mkdirSync(join(dir.path, 'policies'));
+  for (const [name, text] of Object.entries(policies)) writeFileSync(join(dir.path, 'policies', name), text);
   const file = join(dir.path, 'portcullis.yaml');
-  writeFileSync(file, JSON.stringify(config, null, 2));
+  writeFileSync(file, JSON.stringify({ policy: { path: './policies', watch: false }, store: { url: 'sqlite:./data/portcullis.db' }, ...config }, null, 2));
   return { file, dir };
 }
 
@@ -253,9 +261,22 @@ export interface WrapSession {
   close(): Promise<void>;
 }
 
+export interface WrapOptions {
+  /** Client capabilities and the like. */
+  client?: ClientOptions;
+  /** Registers client handlers before connecting. */
+  setup?: (c: Client) => void;
+  /** More of portcullis.yaml. */
+  config?: Partial<ConfigInput>;
+  /** Policy files (name → text); allow everything by default. */
+  policies?: Record<string, string>;
+}
+
 /** `portcullis wrap -c <temp config> --server <name> --identity alice`, driven by an SDK client. */
-export async function connectWrap(servers: ServersInput, server: string, options: ClientOptions = {}, setup?: (c: Client) => void, extra: Partial<ConfigInput> = {}): Promise<WrapSession> {
-  const { file, dir } = writeConfig({ servers, logging: { level: 'info' }, ...extra });
+export async function connectWrap(servers: ServersInput, server: string, opts: WrapOptions = {}): Promise<WrapSession> {
+  const options = opts.client ?? {};
+  const setup = opts.setup;
+  const { file, dir } = writeConfig({ servers, logging: { level: 'info' }, ...opts.config }, opts.policies);
   const transport = new StdioClientTransport({
     command: process.execPath,
     args: [BIN, 'wrap', '-c', file, '--server', server, '--identity', 'alice'],
