@@ -252,6 +252,34 @@ export function writeConfig(config: Partial<ConfigInput> & Pick<ConfigInput, 'se
   return { file, dir };
 }
 
+export interface ConfiguredGateway {
+  running: RunningGateway & { wiring: Wiring };
+  base: string;
+  url(server: string): string;
+  /** The config file and its temp dir (policies/ and the store live there). */
+  file: string;
+  dir: string;
+  close(): Promise<void>;
+}
+
+/** A gateway wired exactly as `portcullis serve` wires it (real policy files, SQLite audit, auth), in-process. */
+export async function startConfiguredGateway(config: Partial<ConfigInput> & Pick<ConfigInput, 'servers'>, policies?: Record<string, string>): Promise<ConfiguredGateway> {
+  const { file, dir } = writeConfig({ logging: { level: 'silent' }, ...config, listen: { host: '127.0.0.1', port: 0, ...config.listen } }, policies);
+  const running = await serveFromConfig(loadConfig(file));
+  const port = (running.server.address() as AddressInfo).port;
+  return {
+    running,
+    base: `http://127.0.0.1:${port}`,
+    url: (name) => running.url(name),
+    file,
+    dir: dir.path,
+    close: async () => {
+      await running.close();
+      dir.remove();
+    },
+  };
+}
+
 export interface WrapSession {
   client: Client;
   transport: StdioClientTransport;
