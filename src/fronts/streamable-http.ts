@@ -30,7 +30,7 @@ export function mcpHandler(gw: Gateway, boundToLoopback: () => boolean) {
       if (typeof sessionId === 'string') {
         const session = gw.findSession(sessionId, serverName, identity);
         if (!session) throw new HttpRefusal(404, -32001, 'Session not found: start a new session with initialize');
-        return await (session.channel as HttpChannel).transport.handleRequest(req, res, body);
+        return await (session.channel as HttpChannel).handle(req, res, body);
       }
       if (method !== 'POST' || !isInitialize(body)) throw new HttpRefusal(400, INVALID_REQUEST, 'Mcp-Session-Id header is required (send initialize first)');
       await openSession(gw, req, res, serverName, identity, body);
@@ -57,21 +57,56 @@ function isInitialize(body: unknown): boolean {
   return (body as { method?: unknown }).method === 'initialize' && 'id' in (body as object);
 }
 
+/**
+ * The downstream side of one HTTP session. A server message that belongs to no client request
+ * (roots/list right after initialized, list_changed…) goes on the client's GET stream; until the
+ * client has opened it, such messages wait here (bounded), since the SDK transport would drop
+ * them: a client that opens its stream a moment after `initialized` must not lose them.
+ */
 export class HttpChannel {
   readonly transport: StreamableHTTPServerTransport;
+  private waiting: JSONRPCMessage[] = [];
   constructor(sessionId: string) {
     this.transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => sessionId,
       eventStore: new BoundedEventStore(),
     });
   }
+
   send(message: JSONRPCMessage, relatedRequestId?: RequestId): Promise<void> {
+    if (relatedRequestId === undefined && !this.standaloneOpen()) {
+      if (this.waiting.push(message) > MAX_WAITING) this.waiting.shift();
+      return Promise.resolve();
+    }
     return this.transport.send(message, { relatedRequestId });
   }
+
+  /** Serves one HTTP request of this session; after a GET, delivers what waited for its stream. */
+  async handle(req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
+    const handled = this.transport.handleRequest(req, res, body);
+    if (req.method === 'GET' && this.waiting.length) void this.deliverWaiting();
+    await handled;
+  }
+
+  private async deliverWaiting(): Promise<void> {
+    for (let i = 0; i < 200 && !this.standaloneOpen(); i++) await new Promise((r) => setTimeout(r, 5));
+    const messages = this.waiting;
+    this.waiting = [];
+    for (const m of messages) await this.send(m);
+  }
+
+  /** Whether the client's GET stream is open. The SDK keeps it under this id (pinned SDK 1.32.x). */
+  private standaloneOpen(): boolean {
+    const web = (this.transport as unknown as { _webStandardTransport?: { _streamMapping?: Map<string, unknown> } })._webStandardTransport;
+    return web?._streamMapping?.has('_GET_stream') ?? true;
+  }
+
   close(): Promise<void> {
     return this.transport.close();
   }
 }
+
+const MAX_WAITING = 1000;
 
 async function openSession(gw: Gateway, req: IncomingMessage, res: ServerResponse, server: string, identity: Identity, body: unknown): Promise<void> {
   const id = randomUUID();
@@ -85,5 +120,5 @@ async function openSession(gw: Gateway, req: IncomingMessage, res: ServerRespons
   }
   channel.transport.onmessage = (message) => void session.fromClient(message);
   channel.transport.onclose = () => session.end('client closed the session');
-  await channel.transport.handleRequest(req, res, body);
+  await channel.handle(req, res, body);
 }
