@@ -10,7 +10,7 @@ import type { Config } from '../config/schema.js';
 import { mcpHandler } from '../fronts/streamable-http.js';
 import { HttpRefusal, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
-import { createMetrics, type Metrics } from '../observability/metrics.js';
+import { createMetrics, registerAuditMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
 import { connectUpstream, probeUpstream } from '../upstreams/upstream.js';
 import type { Recorder } from '../audit/recorder.js';
 import type { AuditSink, PolicyPoint } from './decide.js';
@@ -25,8 +25,8 @@ export interface GatewayOptions {
   audit: AuditSink;
   /** Session recordings; none when absent. */
   recorder?: Recorder;
-  /** The audit log's health, for /readyz: a gateway that cannot write its audit log refuses work. */
-  health?: { healthy(): boolean; lastError(): Error | undefined };
+  /** The audit log's health, for /readyz and /metrics: a gateway that cannot write its audit log refuses work. */
+  health?: AuditHealth;
 }
 
 export class Gateway implements SessionHost {
@@ -43,10 +43,11 @@ export class Gateway implements SessionHost {
     private readonly opts: GatewayOptions,
   ) {
     this.log = opts.log ?? createLogger(config.logging.level);
-    const pipelines = buildPipelines({ policy: opts.policy, audit: opts.audit, recorder: opts.recorder, log: this.log });
+    const pipelines = buildPipelines({ policy: opts.policy, audit: opts.audit, recorder: opts.recorder, log: this.log, metrics: this.metrics });
     this.toUpstream = pipelines.toUpstream;
     this.toClient = pipelines.toClient;
     const l = config.limits;
+    registerAuditMetrics(this.metrics.registry, opts.health, opts.recorder);
     this.auth = createAuthenticator(config.auth, { log: this.log, resourceUrl: configuredBaseUrl(config) });
     this.limits = { upstreamTimeoutMs: l.upstreamTimeout, maxResultBytes: l.maxResultBytes, idleTimeoutMs: l.sessionIdleTimeout };
   }

@@ -4,11 +4,13 @@
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import type { Recorder } from '../audit/recorder.js';
+import type { Metrics } from '../observability/metrics.js';
 import { classify, errorResponse, INTERNAL_ERROR, ShapeError } from './classify.js';
 import { decideStage, type AuditSink, type PolicyPoint } from './decide.js';
 import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
 
 export interface PipelineDeps {
+  metrics: Metrics;
   policy: PolicyPoint;
   audit: AuditSink;
   recorder?: Recorder;
@@ -17,8 +19,8 @@ export interface PipelineDeps {
 
 export function buildPipelines(deps: PipelineDeps): { toUpstream: (x: Exchange) => Promise<Reply>; toClient: (x: Exchange) => Promise<Reply> } {
   return {
-    toUpstream: compose([failClosed, logged(deps.log), ...recorded(deps.recorder), classifyStage(true), filterLists, decideStage(deps.policy, deps.audit), forward]),
-    toClient: compose([failClosed, logged(deps.log), ...recorded(deps.recorder), classifyStage(false), deliver]),
+    toUpstream: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder), classifyStage(true), filterLists, decideStage(deps.policy, deps.audit), forward]),
+    toClient: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder), classifyStage(false), deliver]),
   };
 }
 
@@ -33,12 +35,16 @@ const failClosed: Stage = async (x, next) => {
   }
 };
 
-/** One structured log line per request: who, what, the decision and how long it took. */
-function logged(log: Logger): Stage {
+/** One structured log line and the metrics per request: who, what, the decision and how long it took. */
+function observed(log: Logger, metrics: Metrics): Stage {
   return async (x, next) => {
     const reply = await next();
     const m = x.msg;
-    if (m?.type === 'request' && log.isLevelEnabled('info')) {
+    if (m?.type !== 'request') return reply;
+    const server = x.session.server;
+    metrics.requests.inc({ server, method: m.method, effect: x.decision?.effect ?? (x.direction === 'toClient' ? 'server-request' : 'refused') });
+    if (x.direction === 'toUpstream') metrics.latency.observe({ server }, (performance.now() - x.startedAt) / 1000);
+    if (log.isLevelEnabled('info')) {
       const a = m.action;
       x.session.log.info(
         {

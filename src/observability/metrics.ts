@@ -1,6 +1,30 @@
 // Prometheus metrics, one registry per gateway so several gateways in one process (tests) do not collide.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
+export interface AuditHealth {
+  healthy(): boolean;
+  lastError(): Error | undefined;
+  stats(): { appended: number; failed: number; lastSeq: number };
+}
+
+export interface RecorderHealth {
+  stats(): { written: number; dropped: number; truncated: number };
+}
+
+/** Audit and recording health, read when Prometheus scrapes (no work on the request path). */
+export function registerAuditMetrics(registry: Registry, audit?: AuditHealth, recorder?: RecorderHealth): void {
+  if (audit) {
+    new Gauge({ name: 'portcullis_audit_healthy', help: '1 while audit records are being written, 0 after a failed write (requests are then refused)', registers: [registry], collect() { this.set(audit.healthy() ? 1 : 0); } });
+    new Gauge({ name: 'portcullis_audit_records_appended', help: 'Audit records durably appended by this process', registers: [registry], collect() { this.set(audit.stats().appended); } });
+    new Gauge({ name: 'portcullis_audit_write_failures', help: 'Audit appends that failed (their requests were refused)', registers: [registry], collect() { this.set(audit.stats().failed); } });
+    new Gauge({ name: 'portcullis_audit_last_seq', help: 'Sequence number of the last audit record', registers: [registry], collect() { this.set(audit.stats().lastSeq); } });
+  }
+  if (recorder) {
+    new Gauge({ name: 'portcullis_recordings_written', help: 'Session messages written to the store', registers: [registry], collect() { this.set(recorder.stats().written); } });
+    new Gauge({ name: 'portcullis_recordings_dropped', help: 'Session messages dropped after the store kept failing', registers: [registry], collect() { this.set(recorder.stats().dropped); } });
+  }
+}
+
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
