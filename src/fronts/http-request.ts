@@ -35,7 +35,7 @@ function hostName(hostHeader: string): string {
   return (colon === -1 ? hostHeader : hostHeader.slice(0, colon)).toLowerCase();
 }
 
-function isLoopbackHost(name: string): boolean {
+export function isLoopbackHost(name: string): boolean {
   return LOOPBACK_NAMES.has(name) || name.endsWith('.localhost') || (isIP(name) === 4 && name.startsWith('127.'));
 }
 

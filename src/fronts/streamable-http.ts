@@ -14,11 +14,11 @@ import { checkHostAndOrigin, HttpRefusal, readJsonBody, sendRefusal } from './ht
 
 const SESSION_HEADER = 'mcp-session-id';
 
-export function mcpHandler(gw: Gateway, boundToLoopback: () => boolean) {
+export function mcpHandler(gw: Gateway, boundToLoopback: boolean) {
   return async (req: IncomingMessage, res: ServerResponse, serverName: string): Promise<void> => {
     let id: unknown = null;
     try {
-      checkHostAndOrigin(req, gw.config.listen, boundToLoopback());
+      checkHostAndOrigin(req, gw.config.listen, boundToLoopback);
       if (!Object.hasOwn(gw.config.servers, serverName)) throw new HttpRefusal(404, INVALID_REQUEST, `no server named "${serverName}" on this gateway`);
       const identity = await gw.authenticate(req, res, serverName);
       if (!identity) return; // the authenticator answered (401 with how to log in)

@@ -8,7 +8,7 @@ import type { Identity } from '../auth/identity.js';
 import { handleWellKnown, resourceMetadataUrl, wwwAuthenticate } from '../auth/protected-resource.js';
 import type { Config } from '../config/schema.js';
 import { mcpHandler } from '../fronts/streamable-http.js';
-import { HttpRefusal, sendRefusal } from '../fronts/http-request.js';
+import { HttpRefusal, isLoopbackHost, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
 import { createMetrics, registerAuditMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
 import { connectUpstream, probeUpstream } from '../upstreams/upstream.js';
@@ -145,14 +145,18 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
     connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(limits.requestTimeout / 4))),
     keepAliveTimeout: 5_000,
   });
-  const isLoopback = () => {
-    const a = server.address() as AddressInfo | null;
-    return !!a && (a.address.startsWith('127.') || a.address === '::1');
-  };
-  const mcp = mcpHandler(gw, isLoopback);
+  const mcp = mcpHandler(gw, isLoopbackHost(config.listen.host.toLowerCase()));
   server.on('request', (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
-    if (path.startsWith('/mcp/')) return void mcp(req, res, decodeURIComponent(path.slice(5)));
+    if (path.startsWith('/mcp/')) {
+      let name: string;
+      try {
+        name = decodeURIComponent(path.slice(5));
+      } catch {
+        return sendRefusal(res, new HttpRefusal(400, -32600, 'malformed server name in the path'));
+      }
+      return void mcp(req, res, name);
+    }
     route(gw, req, res, path).catch((e) => {
       gw.log.error({ err: (e as Error).message }, 'route failed');
       sendRefusal(res, new HttpRefusal(500, -32603, 'internal gateway error'));
