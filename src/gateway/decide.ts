@@ -8,7 +8,7 @@ import type { CompiledBundle, Kind } from '../policy/compile.js';
 import { decisionAuditData, type AuditType } from '../audit/chain.js';
 import { decide, visible } from '../policy/decide.js';
 import type { Decision, DecisionInput } from '../policy/decision.js';
-import { errorResponse, FORBIDDEN_BY_POLICY, type Classified } from './classify.js';
+import { errorResponse, FORBIDDEN_BY_POLICY, INTERNAL_ERROR, type Classified } from './classify.js';
 import type { Exchange, Reply, Stage } from './pipeline.js';
 
 let mint: (message: JSONRPCMessage, decision: Decision) => Authorized;
@@ -95,7 +95,12 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
     x.decision = decision;
     x.decisionId = decisionId;
     // Durable before anything moves: a decision without its record is no decision (fail closed).
-    await audit.append('decision', session.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
+    try {
+      await audit.append('decision', session.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
+    } catch (e) {
+      session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; request refused');
+      return errorResponse(m.id, INTERNAL_ERROR, `the gateway could not record its decision, so the request was not forwarded (PCL_AUDIT_WRITE_FAILED): ${(e as Error).message}`, { decisionId });
+    }
     if (decision.effect === 'allow') {
       x.authorized = mint(m.message, decision);
       return next();
