@@ -5,8 +5,10 @@
 // such as "(?i)", "(?s)", "(?m)" or "(?is)" becomes a RegExp flag, "(?P<name>" becomes
 // "(?<name>", "\A" and "\z" anchor the whole input. Patterns are compiled with the "u" flag (code
 // points, strict escapes). cel-js's built-in `matches` does none of this and builds a RegExp on
-// every call, so expressions are rewritten to call our own `matches` under a same-length name
-// (columns in error messages stay right). Literal patterns are compiled at load, so a bad regex
+// every call, and it cannot be overridden (cel-js refuses an overlapping overload), so every
+// `matches` call in the parsed expression (under any operator, inside macros and literals) is
+// renamed in the source to our own function under a same-length name (columns in error messages
+// stay right), and the result is checked to hold no call to the built-in one. Literal patterns are compiled at load, so a bad regex
 // rejects the bundle instead of denying at runtime.
 import { Environment, type ASTNode, type ParseResult } from '@marcbachmann/cel-js';
 
@@ -106,27 +108,67 @@ export function celErrorMessage(e: unknown): string {
 type Node = { op: string; args: unknown; start: number; end: number };
 const isNode = (v: unknown): v is Node => typeof v === 'object' && v !== null && typeof (v as Node).op === 'string' && 'args' in v;
 
-/** Finds the calls to `matches` (receiver and global style) and their pattern arguments. */
-function findMatchesCalls(ast: ASTNode, text: string): { nameAt: number[]; patterns: Node[] } {
-  const nameAt: number[] = [];
+/**
+ * Visits every node of a parsed expression. A node's `args` is a node (`!x`, `-x`), a list (of
+ * nodes, names and nested lists: calls, operators, list and map literals, macros) or a scalar;
+ * everything that is an object is searched, so no operator or nesting can hide a call.
+ */
+function eachNode(root: unknown, visit: (n: Node) => void): void {
+  const stack: unknown[] = [root];
+  const seen = new Set<object>();
+  while (stack.length) {
+    const v = stack.pop();
+    if (typeof v !== 'object' || v === null || seen.has(v)) continue;
+    seen.add(v);
+    if (Array.isArray(v)) {
+      for (const child of v) stack.push(child);
+    } else if (isNode(v)) {
+      visit(v);
+      stack.push(v.args);
+    } else {
+      for (const child of Object.values(v)) stack.push(child);
+    }
+  }
+}
+
+/** Skips whitespace and `//` comments from `i`; returns the next significant offset. */
+function skipBlank(text: string, i: number): number {
+  for (;;) {
+    while (i < text.length && /\s/.test(text[i]!)) i++;
+    if (text.startsWith('//', i)) {
+      const nl = text.indexOf('\n', i);
+      i = nl < 0 ? text.length : nl + 1;
+    } else return i;
+  }
+}
+
+/** Where the name `fn` of a call is in the source: after the receiver's `.` for `x.fn(…)`, at the start for `fn(…)`. */
+function nameOffset(n: Node, fn: string, text: string): number {
+  const a = n.args as unknown[];
+  let at: number;
+  if (n.op === 'rcall' && isNode(a[1])) {
+    at = skipBlank(text, a[1].end);
+    if (text[at] !== '.') return -1;
+    at = skipBlank(text, at + 1);
+  } else at = skipBlank(text, n.start);
+  return text.startsWith(fn, at) ? at : -1;
+}
+
+/** The calls to `fn` (receiver and global style) and their pattern arguments. */
+function findCalls(ast: ASTNode, fn: string): { calls: Node[]; patterns: Node[] } {
+  const calls: Node[] = [];
   const patterns: Node[] = [];
-  const walk = (n: unknown): void => {
-    if (Array.isArray(n)) return n.forEach(walk);
-    if (!isNode(n)) return;
+  eachNode(ast, (n) => {
     const a = n.args as unknown[];
-    if (n.op === 'rcall' && a[0] === MATCHES && isNode(a[1])) {
-      const at = text.indexOf(MATCHES, a[1].end);
-      if (at >= 0) nameAt.push(at);
+    if (n.op === 'rcall' && a[0] === fn) {
+      calls.push(n);
       if (Array.isArray(a[2]) && a[2].length === 1) patterns.push(a[2][0] as Node);
-    } else if (n.op === 'call' && a[0] === MATCHES) {
-      const at = text.indexOf(MATCHES, n.start);
-      if (at >= 0) nameAt.push(at);
+    } else if (n.op === 'call' && a[0] === fn) {
+      calls.push(n);
       if (Array.isArray(a[1]) && a[1].length === 2) patterns.push(a[1][1] as Node);
     }
-    if (Array.isArray(n.args)) n.args.forEach(walk);
-  };
-  walk(ast);
-  return { nameAt, patterns };
+  });
+  return { calls, patterns };
 }
 
 /**
@@ -154,9 +196,10 @@ function compileUncached(source: string): { compiled?: CompiledCel; problems: Ce
   } catch (e) {
     return { problems: [describe(e)] };
   }
-  const { nameAt, patterns } = findMatchesCalls(first.ast, source);
+  const { calls, patterns } = findCalls(first.ast, MATCHES);
+  const nameAt = calls.map((n) => nameOffset(n, MATCHES, source));
   let text = source;
-  for (const at of nameAt.sort((a, b) => b - a)) text = text.slice(0, at) + OURS + text.slice(at + MATCHES.length);
+  for (const at of nameAt.filter((at) => at >= 0).sort((a, b) => b - a)) text = text.slice(0, at) + OURS + text.slice(at + MATCHES.length);
   let parsed: ParseResult;
   try {
     parsed = text === source ? first : env.parse(text);
@@ -164,6 +207,10 @@ function compileUncached(source: string): { compiled?: CompiledCel; problems: Ce
     return { problems: [describe(e)] };
   }
   const problems: CelProblem[] = [];
+  // Every `matches` must now call ours: cel-js's own would take the RE2 pattern as a JavaScript
+  // one. Should one be left (a spelling the rewrite does not know), the bundle is refused at load
+  // rather than failing (and denying) at runtime.
+  for (const n of findCalls(parsed.ast, MATCHES).calls) problems.push({ message: 'this call to matches could not be prepared; write it as x.matches("…") or matches(x, "…")', column: n.start + 1 });
   const checked = parsed.check();
   if (!checked.valid) problems.push(describe(checked.error));
   else if (checked.type !== 'bool' && checked.type !== 'dyn') problems.push({ message: `a when expression must be a bool, this one is a ${checked.type}` });
