@@ -82,9 +82,14 @@ export class Gateway implements SessionHost {
       throw e;
     }
     session.attach(upstream);
+    try {
+      await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { sub: identity.sub, groups: identity.groups, via: identity.via } });
+    } catch (e) {
+      session.end('its start could not be recorded');
+      throw Object.assign(new Error(`the gateway could not record the session start (PCL_AUDIT_WRITE_FAILED): ${(e as Error).message}`), { status: 503 });
+    }
     this.sessions.set(id, session);
     this.metrics.sessions.inc({ server });
-    await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { sub: identity.sub, groups: identity.groups, via: identity.via } });
     session.log.info('session started');
     return session;
   }
