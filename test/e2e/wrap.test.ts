@@ -1,0 +1,178 @@
+// The stdio front: `portcullis wrap -c <config> --server X --identity alice` as a child process,
+// driven by the official SDK client over its stdin/stdout, to real MCP servers.
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import assert from 'node:assert/strict';
+import { readFileSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { everythingSuite, text } from '../fixtures/everything-suite.js';
+import { alive, CLIENT_INFO, connectStdioDirect, connectWrap, EVERYTHING, runPortcullis, startEverythingHttp, tempDir, upstreams, waitFor, writeConfig, type Proc } from './harness.js';
+
+let evHttp: Proc & { url: string };
+before(async () => {
+  evHttp = await startEverythingHttp('streamableHttp');
+});
+after(async () => {
+  await evHttp?.stop();
+});
+
+everythingSuite('server-everything (stdio) through portcullis wrap', async (options, setup) => {
+  const w = await connectWrap({ ev: upstreams.everything() }, 'ev', { client: options, setup });
+  return { client: w.client, close: () => w.close() };
+});
+
+everythingSuite('server-everything (Streamable HTTP) through portcullis wrap', async (options, setup) => {
+  const w = await connectWrap({ ev: { transport: 'http', url: evHttp.url } }, 'ev', { client: options, setup });
+  return { client: w.client, close: () => w.close() };
+});
+
+describe('portcullis wrap: transparency and files', () => {
+  test('initialize through wrap equals initialize direct', async () => {
+    const direct = await connectStdioDirect(process.execPath, [EVERYTHING, 'stdio']);
+    const w = await connectWrap({ ev: upstreams.everything() }, 'ev');
+    try {
+      assert.deepEqual(w.client.getServerVersion(), direct.getServerVersion());
+      assert.deepEqual(w.client.getServerCapabilities(), direct.getServerCapabilities());
+      assert.equal(w.client.getInstructions(), direct.getInstructions());
+      assert.deepEqual(await w.client.listPrompts(), await direct.listPrompts());
+    } finally {
+      await Promise.all([direct.close(), w.close()]);
+    }
+  });
+
+  test('server-filesystem: list_allowed_directories, write_file then read_text_file', async () => {
+    const dir = tempDir('pcl-wrapfs-');
+    const root = realpathSync(dir.path);
+    const w = await connectWrap({ files: upstreams.filesystem(root) }, 'files');
+    try {
+      assert.equal(text(await w.client.callTool({ name: 'list_allowed_directories', arguments: {} })), `Allowed directories:\n${root}`);
+      const path = join(root, 'via-wrap.md');
+      const content = '# written through portcullis wrap\n\nünïcödé ✓\n';
+      assert.equal(text(await w.client.callTool({ name: 'write_file', arguments: { path, content } })), `Successfully wrote to ${path}`);
+      assert.equal(readFileSync(path, 'utf8'), content);
+      assert.equal(text(await w.client.callTool({ name: 'read_text_file', arguments: { path } })), content);
+    } finally {
+      await w.close();
+      dir.remove();
+    }
+  });
+
+  test('a tool the policy denies is a tool error naming the rule; the session goes on', async () => {
+    const policy = [
+      'apiVersion: portcullis/v1',
+      'kind: Policy',
+      'metadata: { name: wrap-test }',
+      'server: "*"',
+      'default: allow',
+      'rules:',
+      '  - { name: allow-all, effect: allow, tools: ["*"], resources: ["**"], prompts: ["*"], methods: ["*"] }',
+      '  - { name: no-sums, effect: deny, tools: [get-sum], message: sums are not for alice }',
+      '',
+    ].join('\n');
+    const w = await connectWrap({ ev: upstreams.everything() }, 'ev', { policies: { 'p.yaml': policy } });
+    try {
+      const r = (await w.client.callTool({ name: 'get-sum', arguments: { a: 1, b: 2 } })) as CallToolResult;
+      assert.equal(r.isError, true);
+      assert.match(text(r), /Denied by policy rule wrap-test\/no-sums: sums are not for alice/);
+      assert.equal(text(await w.client.callTool({ name: 'echo', arguments: { message: 'ok' } })), 'Echo: ok');
+    } finally {
+      await w.close();
+    }
+  });
+});
+
+describe('portcullis wrap: failures and lifecycle', () => {
+  test('closing stdin ends the session: wrap exits 0 and its upstream child exits', async () => {
+    const dir = tempDir('pcl-wrap-pid-');
+    const pidFile = join(dir.path, 'pids');
+    const w = await connectWrap({ raw: upstreams.raw({ PID_FILE: pidFile }) }, 'raw');
+    try {
+      assert.equal(text(await w.client.callTool({ name: 'echo', arguments: { a: 1 } })), '{"a":1}');
+      const child = Number(readFileSync(pidFile, 'utf8').trim());
+      assert.ok(alive(child));
+      const exited = new Promise<number | null>((r) => (w.transport as unknown as { _process: import('node:child_process').ChildProcess })._process.once('exit', (code) => r(code)));
+      (w.transport as unknown as { _process: import('node:child_process').ChildProcess })._process.stdin!.end(); // the agent closes stdin
+      assert.equal(await exited, 0, w.stderr());
+      await waitFor('the upstream child to exit', () => !alive(child), 5_000);
+    } finally {
+      await w.close();
+      dir.remove();
+    }
+  });
+
+  test('an upstream that crashes mid-call: the call gets a clear error and wrap exits with the reason on stderr', async () => {
+    const w = await connectWrap({ raw: upstreams.raw() }, 'raw');
+    try {
+      const exited = new Promise<number | null>((r) => (w.transport as unknown as { _process: import('node:child_process').ChildProcess })._process.once('exit', (code) => r(code)));
+      await assert.rejects(w.client.callTool({ name: 'crash', arguments: {} }, undefined, { timeout: 10_000 }), (e: Error) => {
+        assert.match(e.message, /session ended: upstream "raw" .*exited \(code 3\)/, e.message);
+        return true;
+      });
+      const code = await exited;
+      assert.notEqual(code, null);
+      assert.match(w.stderr(), /exited \(code 3\)/);
+    } finally {
+      await w.close();
+    }
+  });
+
+  test('an upstream command that does not exist: wrap fails with one clear line naming it, exit 1', async () => {
+    const { file, dir } = writeConfig({ servers: { ghost: { transport: 'stdio', command: 'portcullis-e2e-no-such-command' } } });
+    try {
+      const p = runPortcullis(['wrap', '-c', file, '--server', 'ghost', '--identity', 'alice']);
+      p.child.stdin?.end();
+      const { code } = await p.exited;
+      assert.equal(code, 1, p.output());
+      assert.match(p.output(), /portcullis-e2e-no-such-command/);
+    } finally {
+      dir.remove();
+    }
+  });
+
+  test('bad usage: an unknown server name exits 2 with one clear line', async () => {
+    const { file, dir } = writeConfig({ servers: { raw: upstreams.raw() } });
+    try {
+      const p = runPortcullis(['wrap', '-c', file, '--server', 'nope', '--identity', 'alice']);
+      const { code } = await p.exited;
+      assert.equal(code, 2, p.output());
+      assert.match(p.output(), /no server named "nope".*have: raw/);
+    } finally {
+      dir.remove();
+    }
+  });
+
+  test('unreadable lines on stdin are refused; the session keeps answering', async () => {
+    const { file, dir } = writeConfig({ servers: { raw: upstreams.raw() }, logging: { level: 'warn' } });
+    const p = runPortcullis(['wrap', '-c', file, '--server', 'raw', '--identity', 'alice']);
+    try {
+      const lines: any[] = [];
+      let buf = '';
+      p.child.stdout!.on('data', (d: Buffer) => {
+        buf += d.toString();
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          lines.push(JSON.parse(buf.slice(0, i)));
+          buf = buf.slice(i + 1);
+        }
+      });
+      const send = (s: string) => p.child.stdin!.write(`${s}\n`);
+      send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: CLIENT_INFO } }));
+      await waitFor('initialize result', () => lines.find((l) => l.id === 1), 15_000);
+      send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
+      send('this is not json');
+      send('{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":42}}');
+      send('[{"jsonrpc":"2.0","id":3,"method":"ping"}]');
+      send(JSON.stringify({ jsonrpc: '2.0', id: 4, method: 'ping' }));
+      const pong = await waitFor('the ping after the bad lines', () => lines.find((l) => l.id === 4), 10_000);
+      assert.deepEqual(pong, { jsonrpc: '2.0', id: 4, result: {} });
+      const bad = lines.find((l) => l.id === 2);
+      assert.equal(bad?.error?.code, -32602, JSON.stringify(lines));
+      assert.equal(lines[0].result.protocolVersion, '2025-06-18');
+      assert.equal(lines[0].result.serverInfo.name, 'raw-fixture');
+    } finally {
+      p.child.stdin!.end();
+      await p.stop();
+      dir.remove();
+    }
+  });
+});
