@@ -19,7 +19,7 @@ import { test } from 'node:test';
 import { digestArgs } from '../../src/audit/chain.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import type { AuditRecord, RecordedMessage } from '../../src/store/store.js';
-import { BIN, connectHttp, ROOT, startConfiguredGateway, upstreams, waitFor } from './harness.js';
+import { alive, BIN, connectHttp, freePort, ROOT, runPortcullis, startConfiguredGateway, upstreams, waitFor, writeConfig, type Proc } from './harness.js';
 
 const POLICY = `apiVersion: portcullis/v1
 kind: Policy
@@ -236,6 +236,126 @@ test('a full session through the gateway replays in order, both directions, with
   }
 });
 
-void existsSync;
-void readFileSync;
-void waitFor;
+/** `portcullis serve -c file` as a real process; resolves once it listens. */
+async function serve(file: string): Promise<Proc> {
+  const proc = runPortcullis(['serve', '-c', file]);
+  await waitFor('serve to listen', () => proc.output().includes('portcullis: listening') || proc.child.exitCode !== null, 20_000);
+  if (proc.child.exitCode !== null) throw new Error(`serve exited ${proc.child.exitCode}:\n${proc.output()}`);
+  return proc;
+}
+
+/** Pids of a process's children (its stdio upstreams). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+interface Acked {
+  sessionId: string;
+  id: number | string;
+  args: Record<string, unknown>;
+}
+
+/** A client that calls echo in a loop, keeping the request ids whose results it received. */
+async function echoLoop(url: string, tag: string, acked: Acked[]): Promise<{ client: Client; stop(): Promise<void> }> {
+  const client = await connectHttp(url);
+  const transport = client.transport as StreamableHTTPClientTransport;
+  const sessionId = transport.sessionId!;
+  const sent = new Map<unknown, Record<string, unknown>>();
+  const send = transport.send.bind(transport);
+  transport.send = (m, o) => {
+    const msg = m as any;
+    if (msg.method === 'tools/call') sent.set(msg.id, msg.params.arguments);
+    return send(m, o);
+  };
+  const onmessage = transport.onmessage!;
+  transport.onmessage = (m, extra) => {
+    const msg = m as any;
+    if (sent.has(msg.id) && msg.result && String(msg.result.content?.[0]?.text).startsWith('Echo: ')) acked.push({ sessionId, id: msg.id, args: sent.get(msg.id)! });
+    onmessage(m, extra);
+  };
+  let running = true;
+  const loop = (async () => {
+    for (let n = 0; running; n++) {
+      try {
+        await client.callTool({ name: 'echo', arguments: { message: `${tag}-${n}` } }, undefined, { timeout: 5_000 });
+      } catch {
+        running = false;
+      }
+    }
+  })();
+  return {
+    client,
+    stop: async () => {
+      running = false;
+      await loop;
+      await client.close().catch(() => undefined);
+    },
+  };
+}
+
+test('crash safety: serve killed with SIGKILL under load keeps every acknowledged decision; a restart continues the chain without a gap', { timeout: 60_000 }, async () => {
+  const port = await freePort();
+  const { file, dir } = writeConfig({ servers: { ev: upstreams.everything() }, auth: { anonymous: true }, listen: { host: '127.0.0.1', port }, logging: { level: 'warn' } }, { 'audit.yaml': POLICY });
+  const url = `http://127.0.0.1:${port}/mcp/ev`;
+  const db = storePath(dir.path);
+  const upstreamPids: number[] = [];
+  let proc: Proc | undefined;
+  try {
+    proc = await serve(file);
+    const acked: Acked[] = [];
+    const loops = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => echoLoop(url, `c${i}`, acked)));
+    upstreamPids.push(...childrenOf(proc.pid));
+    await waitFor('300 acknowledged calls', () => acked.length >= 300, 30_000);
+    if (process.env.AUDIT_E2E_SHOW) console.log('killing at', performance.now(), acked.length, upstreamPids);
+    proc.child.kill('SIGKILL');
+    await proc.exited;
+    await Promise.all(loops.map((l) => l.stop()));
+    const ackedAtKill = acked.length;
+    assert.ok(ackedAtKill >= 300);
+
+    // Every acknowledged call has its decision record; the chain verifies.
+    const before = await readStore(db);
+    const decisions = new Map(before.records.filter((r) => r.type === 'decision').map((r) => [`${r.data.sessionId} ${JSON.stringify(r.data.requestId)}`, r]));
+    for (const a of acked) {
+      const r = decisions.get(`${a.sessionId} ${JSON.stringify(a.id)}`);
+      assert.ok(r, `no decision record for acknowledged call ${a.sessionId} #${a.id}`);
+      assert.equal(r.data.effect, 'allow');
+      assert.equal(r.data.tool, 'echo');
+      assert.equal(r.data.argsDigest, digestArgs(a.args));
+    }
+    const last = before.records[before.records.length - 1];
+    assert.equal(last.seq, before.records.length, 'gapless from 1');
+    assert.equal(before.records.filter((r) => r.type === 'session.start').length, 6);
+
+    // Restart on the same store: the chain continues from the last record.
+    proc = await serve(file);
+    const client = await connectHttp(url);
+    assert.equal(text(await client.callTool({ name: 'echo', arguments: { message: 'after the crash' } })), 'Echo: after the crash');
+    const sid = sessionIdOf(client);
+    await (client.transport as StreamableHTTPClientTransport).terminateSession();
+    await client.close();
+    assert.equal(await proc.stop('SIGTERM'), 0, proc.output());
+    const afterRestart = await readStore(db);
+    const added = afterRestart.records.slice(before.records.length);
+    assert.deepEqual(afterRestart.records.slice(0, before.records.length), before.records, 'nothing before the crash changed');
+    assert.equal(added[0].seq, last.seq + 1);
+    assert.equal(added[0].prev, last.hash);
+    assert.deepEqual(added.map((r) => r.type), ['session.start', 'decision', 'decision', 'session.end'], 'initialize, tools/call');
+    assert.ok(added.every((r) => r.data.session === sid || r.data.sessionId === sid));
+    const verify = await pcl(['audit', 'verify', '-c', file]);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    assert.match(verify.stdout, new RegExp(`^ok: ${afterRestart.records.length} records verified`));
+  } finally {
+    await proc?.stop('SIGKILL');
+    // The killed gateway's stdio upstreams lose their stdin and must exit on their own.
+    await waitFor('the killed gateway\'s upstreams to exit', () => upstreamPids.every((p) => !alive(p)), 5_000).catch(() => {
+      process.stderr.write(`audit.test: upstreams of the killed gateway still alive: ${upstreamPids.filter(alive).join(' ')} of ${upstreamPids.join(' ')}\n`);
+      upstreamPids.forEach((p) => alive(p) && process.kill(p, 'SIGKILL'));
+    });
+    dir.remove();
+  }
+});
