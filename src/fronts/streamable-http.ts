@@ -30,6 +30,9 @@ export function mcpHandler(gw: Gateway, boundToLoopback: boolean) {
       if (typeof sessionId === 'string') {
         const session = gw.findSession(sessionId, serverName, identity);
         if (!session) throw new HttpRefusal(404, -32001, 'Session not found: start a new session with initialize');
+        // Same principal, maybe a refreshed token: its groups and claims are the ones in force now
+        // (a group removed at the provider must stop counting in an open session).
+        session.identity = identity;
         return await (session.channel as HttpChannel).handle(req, res, body);
       }
       if (method !== 'POST' || !isInitialize(body)) throw new HttpRefusal(400, INVALID_REQUEST, 'Mcp-Session-Id header is required (send initialize first)');

@@ -52,6 +52,8 @@ export class Session {
   private readonly inFlight = new Map<RequestId, InFlight>();
   private readonly serverRequests = new Set<RequestId>();
   private readonly turns = new Turns();
+  /** Delivery of what the upstream sends, in its order (see fromUpstream). */
+  private outbound: Promise<unknown> = Promise.resolve();
   private endedWith?: string;
   private resolveEnded!: (reason: string) => void;
   /** Resolves with the reason once the session has ended, from either side. */
@@ -62,7 +64,10 @@ export class Session {
   constructor(
     readonly id: string,
     readonly server: string,
-    readonly identity: Identity,
+    /** Who is calling. Starts as the identity that opened the session; the HTTP front replaces it
+     *  with each request's freshly verified identity of the same principal (identityKey), so a
+     *  refreshed token's groups and claims are the ones policy sees, not the first token's. */
+    public identity: Identity,
     private readonly client: ClientChannel,
     private readonly host: SessionHost,
   ) {
@@ -124,13 +129,15 @@ export class Session {
       const waiting = this.inFlight.get(m.id);
       if (!waiting) return this.log.debug({ id: m.id }, 'dropped a reply nobody waits for (timed out or cancelled)');
       const size = Buffer.byteLength(JSON.stringify(message));
-      if (size > this.host.limits.maxResultBytes) {
-        return waiting.settle(errorResponse(m.id, UPSTREAM_ERROR, `the upstream's answer is ${size} bytes, over the gateway's limit of ${this.host.limits.maxResultBytes} (limits.maxResultBytes)`));
-      }
-      return waiting.settle(message);
+      const reply = size > this.host.limits.maxResultBytes ? errorResponse(m.id, UPSTREAM_ERROR, `the upstream's answer is ${size} bytes, over the gateway's limit of ${this.host.limits.maxResultBytes} (limits.maxResultBytes)`) : message;
+      // After the server messages that came before it: a request's last progress notification
+      // must not be overtaken by its result (the client stops listening for progress then).
+      this.outbound = this.outbound.then(() => waiting.settle(reply));
+      return;
     }
     const x: Exchange = { session: this, direction: 'toClient', raw: message, startedAt: performance.now(), turnReady: Promise.resolve(), releaseTurn: () => {} };
-    this.host.toClient(x).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not deliver a server message'));
+    // One at a time, in the order the upstream sent them.
+    this.outbound = this.outbound.then(() => this.host.toClient(x)).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not deliver a server message'));
   }
 
   /** Registers a client request as in flight; its reply arrives through fromUpstream. */
