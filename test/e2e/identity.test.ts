@@ -305,6 +305,23 @@ describe('sessions belong to the identity that opened them', () => {
     assert.equal((await raw(gw.base, '/mcp/everything', { method: 'DELETE', headers: owner })).status, 200);
   });
 
+  test("a refreshed token's groups are the ones in force: a group removed mid-session stops counting", async () => {
+    const tokenWith = (groups: string[]) => idp.sign({ sub: 'rotating-user', iss: idp.issuer, aud: resourceOf('everything'), iat: now(), exp: now() + 300, groups, jti: Math.random().toString(36) });
+    const owner = await rawSession(bearer(await tokenWith(['group-a'])));
+    const echo = (auth: Record<string, string>) => post(gw, 'everything', { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { message: 'x' } } }, { ...owner, ...auth });
+    const list = async (auth: Record<string, string>) => (await post(gw, 'everything', { jsonrpc: '2.0', id: 2, method: 'tools/list' }, { ...owner, ...auth })).json.result.tools.map((t: { name: string }) => t.name).sort();
+    const first = await echo(bearer(await tokenWith(['group-a'])));
+    assert.equal(first.json.result.isError, undefined, first.text);
+    assert.deepEqual(await list(bearer(await tokenWith(['group-a']))), ['echo', 'get-sum']);
+    // The provider removed group-a: the next token (same issuer and sub, so the same session) lacks it.
+    const revoked = bearer(await tokenWith(['group-b']));
+    const after = await echo(revoked);
+    assert.equal(after.status, 200, after.text);
+    assert.equal(after.json.result.isError, true, `echo still allowed after group-a was removed: ${after.text}`);
+    assert.deepEqual(await list(revoked), ['get-sum']);
+    assert.equal((await raw(gw.base, '/mcp/everything', { method: 'DELETE', headers: { ...owner, ...revoked } })).status, 200);
+  });
+
   test('an API key session: another key, or an OIDC token with the same sub, gets 404', async () => {
     const owner = await rawSession(bearer(keyA));
     const sameSub = await idp.sign({ sub: 'ci-a', iss: idp.issuer, aud: resourceOf('everything'), iat: now(), exp: now() + 300, groups: ['group-a'] });
