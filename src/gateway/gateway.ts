@@ -49,6 +49,9 @@ export class Gateway implements SessionHost {
     const l = config.limits;
     registerAuditMetrics(this.metrics.registry, opts.health, opts.recorder);
     this.auth = createAuthenticator(config.auth, { log: this.log, resourceUrl: configuredBaseUrl(config) });
+    if (config.auth.oidc && !configuredBaseUrl(config)) {
+      this.log.warn(`auth.resourceUrl is not set and the listen address (${config.listen.host}:${config.listen.port}) is not a URL clients use: the protected-resource metadata names the address each request reached, and tokens are accepted only for auth.oidc.audience. Set auth.resourceUrl to the gateway's public URL so that MCP clients' resource-bound tokens are accepted`);
+    }
     this.limits = { upstreamTimeoutMs: l.upstreamTimeout, maxResultBytes: l.maxResultBytes, idleTimeoutMs: l.sessionIdleTimeout };
   }
 
@@ -199,9 +202,14 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
  *  the Host header: token audiences are checked against this, and a client must not choose it. */
 function configuredBaseUrl(config: Config): string | undefined {
   if (config.auth.resourceUrl) return config.auth.resourceUrl.replace(/\/+$/, '');
+  // A wildcard address (0.0.0.0, ::) is where the gateway listens, not a URL anyone can reach it
+  // at: advertising http://0.0.0.0:8080 in the protected-resource metadata breaks every client.
+  if (!config.listen.port || WILDCARD_HOSTS.has(config.listen.host)) return undefined;
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
-  return config.listen.port ? `http://${host}:${config.listen.port}` : undefined;
+  return `http://${host}:${config.listen.port}`;
 }
+
+const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '[::]', '::0', '0:0:0:0:0:0:0:0']);
 
 function publicBaseUrl(config: Config, req: IncomingMessage): string {
   return configuredBaseUrl(config) ?? `http://${req.headers.host}`;
