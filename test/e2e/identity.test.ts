@@ -117,6 +117,14 @@ async function rawSession(auth: Record<string, string>, server = 'everything'): 
   return headers;
 }
 
+/** The result of JSON-RPC request `id` in a response (an SSE body may carry the upstream's notifications first). */
+function resultOf(res: RawResponse, id: number): any {
+  const reply = res.messages.find((m) => m?.id === id && ('result' in m || 'error' in m));
+  assert.ok(reply, `no reply to request ${id} in ${res.status} ${res.text}`);
+  assert.ok('result' in reply, `request ${id} failed: ${JSON.stringify(reply)}`);
+  return reply.result;
+}
+
 /** WWW-Authenticate auth-params (quoted strings unescaped). */
 function authParams(res: RawResponse): Record<string, string> {
   const h = res.headers['www-authenticate'];
@@ -273,6 +281,35 @@ describe('no credentials: how an MCP client finds the authorization server', () 
   });
 });
 
+describe('a gateway listening on a wildcard address (0.0.0.0, as in containers)', () => {
+  test('never advertises http://0.0.0.0 as its resource; with auth.resourceUrl the SDK OAuth flow works', async () => {
+    const port = await freePort();
+    const servers = { everything: upstreams.everything() };
+    const bare = await startConfiguredGateway({ listen: { host: '0.0.0.0', port }, servers, auth: { oidc: { issuer: idp.issuer, audience: AUDIENCE } } }, { 'identity.yaml': POLICY });
+    try {
+      const res = await post({ base: `http://127.0.0.1:${port}` }, 'everything', { jsonrpc: '2.0', id: 0, method: 'initialize', params: INIT_PARAMS });
+      assert.equal(res.status, 401);
+      assert.equal(authParams(res).resource_metadata, `http://127.0.0.1:${port}/.well-known/oauth-protected-resource/mcp/everything`);
+    } finally {
+      await bare.close();
+    }
+    const resourceUrl = `http://localhost:${port}`;
+    const configured = await startConfiguredGateway({ listen: { host: '0.0.0.0', port }, servers, auth: { oidc: { issuer: idp.issuer, audience: AUDIENCE }, resourceUrl } }, { 'identity.yaml': POLICY });
+    const provider = new ClientCredentialsProvider({ clientId: 'mcp-client', clientSecret: 'secret', expectedIssuer: idp.issuer });
+    const client = new Client(CLIENT_INFO);
+    const transport = new StreamableHTTPClientTransport(new URL(`${resourceUrl}/mcp/everything`), { authProvider: provider });
+    try {
+      await client.connect(transport);
+      assert.equal(JSON.parse(decodePart(provider.tokens()!.access_token, 1)).aud, `${resourceUrl}/mcp/everything`);
+      assert.equal(text(await client.callTool({ name: 'echo', arguments: { message: 'wildcard' } })), 'Echo: wildcard');
+    } finally {
+      await transport.terminateSession().catch(() => undefined);
+      await client.close();
+      await configured.close();
+    }
+  });
+});
+
 describe('sessions belong to the identity that opened them', () => {
   test('a stolen session id with another token or API key gets 404; the owner keeps working', async () => {
     const ownerToken = await tokenFor('analyst');
@@ -300,7 +337,7 @@ describe('sessions belong to the identity that opened them', () => {
     for (const auth of [bearer(ownerToken), bearer(refreshed)]) {
       const res = await post(gw, 'everything', { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo', arguments: { message: 'still mine' } } }, { ...owner, ...auth });
       assert.equal(res.status, 200, res.text);
-      assert.equal(res.json.result.content[0].text, 'Echo: still mine');
+      assert.equal(resultOf(res, 2).content[0].text, 'Echo: still mine');
     }
     assert.equal((await raw(gw.base, '/mcp/everything', { method: 'DELETE', headers: owner })).status, 200);
   });
@@ -309,15 +346,15 @@ describe('sessions belong to the identity that opened them', () => {
     const tokenWith = (groups: string[]) => idp.sign({ sub: 'rotating-user', iss: idp.issuer, aud: resourceOf('everything'), iat: now(), exp: now() + 300, groups, jti: Math.random().toString(36) });
     const owner = await rawSession(bearer(await tokenWith(['group-a'])));
     const echo = (auth: Record<string, string>) => post(gw, 'everything', { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { message: 'x' } } }, { ...owner, ...auth });
-    const list = async (auth: Record<string, string>) => (await post(gw, 'everything', { jsonrpc: '2.0', id: 2, method: 'tools/list' }, { ...owner, ...auth })).json.result.tools.map((t: { name: string }) => t.name).sort();
+    const list = async (auth: Record<string, string>) => resultOf(await post(gw, 'everything', { jsonrpc: '2.0', id: 2, method: 'tools/list' }, { ...owner, ...auth }), 2).tools.map((t: { name: string }) => t.name).sort();
     const first = await echo(bearer(await tokenWith(['group-a'])));
-    assert.equal(first.json.result.isError, undefined, first.text);
+    assert.equal(resultOf(first, 1).isError, undefined, first.text);
     assert.deepEqual(await list(bearer(await tokenWith(['group-a']))), ['echo', 'get-sum']);
     // The provider removed group-a: the next token (same issuer and sub, so the same session) lacks it.
     const revoked = bearer(await tokenWith(['group-b']));
     const after = await echo(revoked);
     assert.equal(after.status, 200, after.text);
-    assert.equal(after.json.result.isError, true, `echo still allowed after group-a was removed: ${after.text}`);
+    assert.equal(resultOf(after, 1).isError, true, `echo still allowed after group-a was removed: ${after.text}`);
     assert.deepEqual(await list(revoked), ['get-sum']);
     assert.equal((await raw(gw.base, '/mcp/everything', { method: 'DELETE', headers: { ...owner, ...revoked } })).status, 200);
   });
