@@ -225,6 +225,21 @@ describe('policy through the gateway', () => {
     assert.equal(promptRec?.data.effect, 'deny');
   });
 
+  it('completions are governed by the prompt or resource template they complete', async () => {
+    const alice = await open('everything', 'alice');
+    const bob = await open('everything', 'bob');
+    const argument = { name: 'city', value: 'P' };
+    const ok = await alice.complete({ ref: { type: 'ref/prompt', name: 'args-prompt' }, argument });
+    assert.ok(Array.isArray(ok.completion.values));
+    const hiddenPrompt = await rejection(alice.complete({ ref: { type: 'ref/prompt', name: 'completable-prompt' }, argument: { name: 'department', value: 'E' } }));
+    assert.equal(hiddenPrompt.code, -32003);
+    const template = { type: 'ref/resource' as const, uri: 'demo://resource/dynamic/text/{resourceId}' };
+    const hiddenTemplate = await rejection(alice.complete({ ref: template, argument: { name: 'resourceId', value: '1' } }));
+    assert.equal(hiddenTemplate.code, -32003);
+    const allowed = await bob.complete({ ref: template, argument: { name: 'resourceId', value: '1' } });
+    assert.ok(Array.isArray(allowed.completion.values));
+  });
+
   it('the audit log the CLI exports holds the decision a refusal names', async () => {
     const bob = await open('everything', 'bob');
     const e = await rejection(bob.getPrompt({ name: 'args-prompt', arguments: { city: 'Paris' } }));
