@@ -191,7 +191,10 @@ describe('OIDC tokens from a real provider drive policy through the gateway', ()
   test('a token for another endpoint of this gateway is refused here (audience is per endpoint)', async () => {
     assertRefused(await initialize(bearer(await tokenFor('analyst', 'rec'))), 401, 'invalid_token', /token audience ".*\/mcp\/rec" is not this gateway/);
     // …and accepted where it belongs.
-    assert.equal((await initialize(bearer(await tokenFor('analyst', 'rec')), 'rec')).status, 200);
+    const auth = bearer(await tokenFor('analyst', 'rec'));
+    const ok = await initialize(auth, 'rec');
+    assert.equal(ok.status, 200, ok.text);
+    await raw(gw.base, '/mcp/rec', { method: 'DELETE', headers: { ...auth, 'mcp-session-id': ok.headers['mcp-session-id'] as string } });
   });
 });
 
