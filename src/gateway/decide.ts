@@ -105,10 +105,7 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
       x.authorized = mint(m.message, decision);
       return next();
     }
-    if (decision.effect === 'approve') {
-      // Approvals (holding a call for a human) are not part of this version: fail closed.
-      return denial(m, { ...decision, message: `this call needs approval (${decision.rule}), and approvals are not enabled on this gateway` }, decisionId);
-    }
+    // Approvals (holding a call for a human) are not part of this version: approve fails closed.
     return denial(m, decision, decisionId);
   };
 }
@@ -136,11 +133,22 @@ function decisionInput(x: Exchange, m: Extract<Classified, { type: 'request' }>)
   }
 }
 
-/** SPEC 3: a denied tools/call is a tool error the agent can read; anything else is -32003. */
+/** Where a denied tool result names its decision, so the agent's transcript ties to the audit record. */
+export const DECISION_META = 'portcullis.dev/decision';
+
+/**
+ * SPEC 3: a denied tools/call is a tool error the agent can read (the rule and its message);
+ * anything else is -32003. Both carry the decisionId of the audit record.
+ */
 export function denial(m: Extract<Classified, { type: 'request' }>, decision: Decision, decisionId: string): Reply {
-  const why = `Denied by policy rule ${decision.rule}${decision.message ? `: ${decision.message}` : ''}`;
+  const message = decision.message ? `: ${decision.message}` : '';
+  const why =
+    decision.effect === 'approve'
+      ? `Approval required by policy rule ${decision.rule}${message}. Approvals are not enabled on this gateway, so the call was refused.`
+      : `Denied by policy rule ${decision.rule}${message}`;
   if (m.method === 'tools/call') {
-    return { jsonrpc: '2.0', id: m.id, result: { content: [{ type: 'text', text: why }], isError: true } } as JSONRPCMessage;
+    const meta = { [DECISION_META]: { decisionId, rule: decision.rule, effect: decision.effect } };
+    return { jsonrpc: '2.0', id: m.id, result: { content: [{ type: 'text', text: why }], isError: true, _meta: meta } } as JSONRPCMessage;
   }
-  return errorResponse(m.id, FORBIDDEN_BY_POLICY, 'Forbidden by policy', { rule: decision.rule, decisionId, ...(decision.message && { message: decision.message }) });
+  return errorResponse(m.id, FORBIDDEN_BY_POLICY, 'Forbidden by policy', { rule: decision.rule, decisionId, ...(decision.effect === 'approve' ? { message: why } : decision.message && { message: decision.message }) });
 }

@@ -412,7 +412,7 @@ describe('policy through the gateway', () => {
     const bob = await open('everything', 'bob');
     const r = await bob.callTool({ name: 'get-annotated-message', arguments: { messageType: 'error' } });
     assert.equal(r.isError, true);
-    assert.match(textOf(r), /approval/);
+    assert.match(textOf(r), /Approval required/);
     assert.match(textOf(r), /everything\/annotated-needs-a-lead/);
 
     const alice = await open('fx', 'alice');
@@ -420,11 +420,14 @@ describe('policy through the gateway', () => {
     const marker = `deploy-${Date.now()}`;
     const d = await alice.callTool({ name: 'deploy', arguments: { marker } });
     assert.equal(d.isError, true);
-    assert.match(textOf(d), /needs approval \(fx\/deploy-needs-approval\)/);
+    assert.match(textOf(d), /Approval required by policy rule fx\/deploy-needs-approval/);
+    const meta = (d._meta as Record<string, { decisionId: string; effect: string }>)['portcullis.dev/decision'];
+    assert.equal(meta.effect, 'approve');
     assert.ok(!received(recordFile).some((m) => m.method === 'tools/call' && m.params?.arguments?.marker === marker), 'the held call reached the upstream');
     const rec = (await auditRecords(gw)).find((x) => x.type === 'decision' && x.data.tool === 'deploy');
     assert.equal(rec?.data.effect, 'approve');
     assert.equal(rec?.data.rule, 'fx/deploy-needs-approval');
+    assert.equal(rec?.data.decisionId, meta.decisionId, 'the tool result names the audit record of its decision');
   });
 
   it('unknown methods are denied (-32003) unless a methods rule allows them, even under default allow', async () => {
