@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { everythingSuite } from '../fixtures/everything-suite.js';
-import { connectHttp, connectStdioDirect, EVERYTHING, rawSession, startEverythingHttp, startTestGateway, upstreams, type Proc, type TestGateway } from './harness.js';
+import { connectHttp, connectStdioDirect, EVERYTHING, post, raw, rawSession, startEverythingHttp, startTestGateway, upstreams, type Proc, type TestGateway } from './harness.js';
 
 let gw: TestGateway;
 let evHttp: Proc & { url: string };
@@ -36,6 +36,25 @@ for (const [kind, server] of [
     inFlight: () => [...gw.gateway.sessions.values()].some((s) => s.busy),
   });
 }
+
+describe('progress on the wire', () => {
+  for (const server of ['ev-stdio', 'ev-http', 'ev-sse']) {
+    test(`${server}: every progress notification reaches the request's stream, in order, before the result`, async () => {
+      const s = await rawSession(gw, server);
+      try {
+        for (let round = 0; round < 5; round++) {
+          const res = await post(gw, server, { jsonrpc: '2.0', id: `lro-${round}`, method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 0.05, steps: 5 }, _meta: { progressToken: `tok-${round}` } } }, s.headers);
+          assert.equal(res.status, 200);
+          // (The server may also log on this stream: only progress and the result are compared.)
+          const kinds = res.messages.filter((m) => m.method === 'notifications/progress' || m.id !== undefined).map((m) => (m.method === 'notifications/progress' ? `${m.params.progressToken}:${m.params.progress}/${m.params.total}` : m.id));
+          assert.deepEqual(kinds, [1, 2, 3, 4, 5].map((n) => `tok-${round}:${n}/5`).concat(`lro-${round}`));
+        }
+      } finally {
+        await raw(gw.base, `/mcp/${server}`, { method: 'DELETE', headers: s.headers });
+      }
+    });
+  }
+});
 
 describe('transparency', () => {
   test('initialize through the gateway equals initialize direct (stdio upstream)', async () => {

@@ -142,37 +142,70 @@ describe('portcullis wrap: failures and lifecycle', () => {
   });
 
   test('unreadable lines on stdin are refused; the session keeps answering', async () => {
-    const { file, dir } = writeConfig({ servers: { raw: upstreams.raw() }, logging: { level: 'warn' } });
-    const p = runPortcullis(['wrap', '-c', file, '--server', 'raw', '--identity', 'alice']);
+    const w = await rawWrap({ raw: upstreams.raw() }, 'raw');
     try {
-      const lines: any[] = [];
-      let buf = '';
-      p.child.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString();
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          lines.push(JSON.parse(buf.slice(0, i)));
-          buf = buf.slice(i + 1);
-        }
-      });
-      const send = (s: string) => p.child.stdin!.write(`${s}\n`);
-      send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: CLIENT_INFO } }));
-      await waitFor('initialize result', () => lines.find((l) => l.id === 1), 15_000);
-      send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
-      send('this is not json');
-      send('{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":42}}');
-      send('[{"jsonrpc":"2.0","id":3,"method":"ping"}]');
-      send(JSON.stringify({ jsonrpc: '2.0', id: 4, method: 'ping' }));
-      const pong = await waitFor('the ping after the bad lines', () => lines.find((l) => l.id === 4), 10_000);
-      assert.deepEqual(pong, { jsonrpc: '2.0', id: 4, result: {} });
-      const bad = lines.find((l) => l.id === 2);
-      assert.equal(bad?.error?.code, -32602, JSON.stringify(lines));
-      assert.equal(lines[0].result.protocolVersion, '2025-06-18');
-      assert.equal(lines[0].result.serverInfo.name, 'raw-fixture');
+      w.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: CLIENT_INFO } }));
+      const init = await w.reply(1);
+      assert.equal(init.result.protocolVersion, '2025-06-18');
+      assert.equal(init.result.serverInfo.name, 'raw-fixture');
+      w.send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
+      w.send('this is not json');
+      w.send('{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":42}}');
+      w.send('[{"jsonrpc":"2.0","id":3,"method":"ping"}]');
+      w.send(JSON.stringify({ jsonrpc: '2.0', id: 4, method: 'ping' }));
+      assert.deepEqual(await w.reply(4), { jsonrpc: '2.0', id: 4, result: {} });
+      assert.equal(w.lines.find((l) => l.id === 2)?.error?.code, -32602, JSON.stringify(w.lines));
     } finally {
-      p.child.stdin!.end();
-      await p.stop();
-      dir.remove();
+      await w.close();
+    }
+  });
+
+  test('progress on the wire: every notification reaches stdout, in order, before the result', async () => {
+    const w = await rawWrap({ ev: upstreams.everything() }, 'ev');
+    try {
+      w.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: CLIENT_INFO } }));
+      await w.reply(1);
+      w.send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
+      for (let round = 0; round < 5; round++) {
+        const from = w.lines.length;
+        const id = `lro-${round}`;
+        w.send(JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 0.05, steps: 5 }, _meta: { progressToken: round } } }));
+        await w.reply(id);
+        const kinds = w.lines
+          .slice(from)
+          .filter((m) => (m.method === 'notifications/progress' && m.params.progressToken === round) || m.id === id)
+          .map((m) => (m.id === id ? 'result' : m.params.progress));
+        assert.deepEqual(kinds, [1, 2, 3, 4, 5, 'result']);
+      }
+    } finally {
+      await w.close();
     }
   });
 });
+
+/** `portcullis wrap` with a raw stdin/stdout: what an SDK client would never send, and the wire as written. */
+async function rawWrap(servers: Parameters<typeof writeConfig>[0]['servers'], server: string) {
+  const { file, dir } = writeConfig({ servers, logging: { level: 'warn' } });
+  const p = runPortcullis(['wrap', '-c', file, '--server', server, '--identity', 'alice']);
+  const lines: any[] = [];
+  let buf = '';
+  p.child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      lines.push(JSON.parse(buf.slice(0, i)));
+      buf = buf.slice(i + 1);
+    }
+  });
+  return {
+    lines,
+    send: (line: string) => void p.child.stdin!.write(`${line}\n`),
+    reply: (id: unknown) => waitFor(`the reply to ${JSON.stringify(id)}`, () => lines.find((l) => l.id === id && l.method === undefined), 15_000),
+    close: async () => {
+      p.child.stdin!.end();
+      await Promise.race([p.exited, new Promise((r) => setTimeout(r, 5_000))]);
+      await p.stop();
+      dir.remove();
+    },
+  };
+}
