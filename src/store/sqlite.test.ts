@@ -110,3 +110,50 @@ test('readAudit pages through long logs in seq order and filters by seq and time
   assert.deepEqual(some, Array.from({ length: 10 }, (_, i) => 1001 + i));
   assert.deepEqual(await store.auditHead(), { seq: 2500, hash: 'h2499' });
 });
+
+test('a write waiting for another connection\'s lock leaves the event loop free, and succeeds once the lock is released', async (t) => {
+  const file = join(tempDir(t), 's.db');
+  const store = SqliteStore.open(file, { busyTimeout: 5_000 });
+  t.after(() => store.close());
+  const other = new Database(file);
+  t.after(() => other.close());
+  other.exec('BEGIN EXCLUSIVE');
+  let ticks = 0;
+  let longestGap = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longestGap = Math.max(longestGap, now - last);
+    last = now;
+    ticks++;
+  }, 5);
+  t.after(() => clearInterval(timer));
+  const started = performance.now();
+  const written = store.appendRecordings([{ sessionId: 's', ts: 1, direction: 'fromClient', server: 'x', sub: null, method: 'ping', messageId: '1', decision: null, body: '{}', payloadHash: null, truncatedFrom: null }], []);
+  setTimeout(() => other.exec('COMMIT'), 400);
+  await written;
+  const waited = performance.now() - started;
+  clearInterval(timer);
+  assert.ok(waited >= 380 && waited < 2_000, `the write waited ${waited} ms for a lock held 400 ms`);
+  assert.ok(ticks >= 20, `the event loop ran only ${ticks} timer ticks in ${waited} ms`);
+  assert.ok(longestGap < 150, `the event loop was blocked for ${longestGap} ms`);
+  assert.ok(store.stats().busyRetries > 0);
+  assert.equal((await store.readRecording('s')).length, 1);
+});
+
+test('a lock held past busyTimeout fails the write with SQLITE_BUSY after about busyTimeout, without blocking', async (t) => {
+  const file = join(tempDir(t), 's.db');
+  const store = SqliteStore.open(file, { busyTimeout: 300 });
+  t.after(() => store.close());
+  const other = new Database(file);
+  t.after(() => other.close());
+  other.exec('BEGIN EXCLUSIVE');
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 5);
+  t.after(() => clearInterval(timer));
+  const started = performance.now();
+  await assert.rejects(store.appendAudit(() => ({ records: [], checkpoints: [] })), (e: { code?: string }) => e.code === 'SQLITE_BUSY');
+  const waited = performance.now() - started;
+  assert.ok(waited >= 290 && waited < 1_500, `failed after ${waited} ms`);
+  assert.ok(ticks >= 15, `the event loop ran only ${ticks} timer ticks`);
+});

@@ -8,6 +8,13 @@
 //
 // better-sqlite3 is synchronous: a commit blocks the event loop for its fsync (≈0.3 ms here).
 // Group commit keeps that to one per event-loop turn under load.
+//
+// Locks: SQLite's own busy handler would wait for another writer's lock *inside* the call, i.e.
+// with the event loop blocked: one held lock would freeze every session and the health endpoints
+// for the whole busy timeout, per write (audit and recordings alike). So the connection's
+// busy_timeout is short (BUSY_SPIN_MS, enough for another process's ordinary commit), and a
+// write that still finds the store locked is retried on timers, with the event loop free, until
+// `busyTimeout` has passed; then it fails (the audit log then fails closed).
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
@@ -89,6 +96,14 @@ export interface SqliteStoreOptions {
 
 const PAGE = 1000;
 
+/** How long one write attempt may block the event loop waiting for another writer's lock (ms). */
+const BUSY_SPIN_MS = 10;
+
+function isBusy(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+}
+
 interface AuditRow {
   seq: number;
   ts: string;
@@ -104,11 +119,16 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly stmts;
 
+  private readonly busyTimeout: number;
+  private readonly counters = { busyRetries: 0 };
+
   private constructor(
     readonly location: string,
     db: Database.Database,
+    busyTimeout: number,
   ) {
     this.db = db;
+    this.busyTimeout = busyTimeout;
     this.stmts = {
       head: db.prepare<[], { seq: number; hash: string }>('SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1'),
       insertRecord: db.prepare('INSERT INTO audit_records (seq, ts, type, actor, data, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)'),
@@ -144,6 +164,7 @@ export class SqliteStore implements Store {
       if (existsSync(file) && statSync(file).isFile() && statSync(file).size > 0) refuseForeignFile(file);
       if (!options.mustExist) mkdirSync(dirname(file), { recursive: true });
     }
+    const busyTimeout = Math.max(0, Math.floor(options.busyTimeout ?? 5000));
     let db: Database.Database;
     try {
       db = new Database(file, { fileMustExist: Boolean(options.mustExist) });
@@ -152,19 +173,44 @@ export class SqliteStore implements Store {
     }
     try {
       checkIdentity(db, file);
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeout ?? 5000))}`);
+      db.pragma(`busy_timeout = ${busyTimeout}`); // opening and migrating may wait: nothing is served yet
       if (!memory) {
         const mode = db.pragma('journal_mode = WAL', { simple: true });
         if (mode !== 'wal') throw new PortcullisError('PCL_STORE_INVALID', `${file}: cannot switch the store to WAL mode (got ${String(mode)})`);
       }
       db.pragma('synchronous = FULL');
       migrate(db, file);
+      db.pragma(`busy_timeout = ${Math.min(busyTimeout, BUSY_SPIN_MS)}`);
     } catch (e) {
       db.close();
       if (e instanceof PortcullisError) throw e;
       throw new PortcullisError('PCL_STORE_INVALID', `${file} is not a usable Portcullis store: ${(e as Error).message}`);
     }
-    return new SqliteStore(file, db);
+    return new SqliteStore(file, db, busyTimeout);
+  }
+
+  /**
+   * Runs one synchronous write transaction; while another connection holds the write lock, tries
+   * again on timers (the event loop stays free) until busyTimeout has passed, then rethrows.
+   * `attempt` must be repeatable: a failed attempt has rolled back.
+   */
+  private async write<T>(attempt: () => T): Promise<T> {
+    const deadline = performance.now() + this.busyTimeout;
+    for (let delay = 2; ; delay = Math.min(delay * 2, 100)) {
+      try {
+        return attempt();
+      } catch (e) {
+        const left = deadline - performance.now();
+        if (!isBusy(e) || left <= 0) throw e;
+        this.counters.busyRetries++;
+        await new Promise((r) => setTimeout(r, Math.min(delay, left)));
+      }
+    }
+  }
+
+  /** Writes that found the store locked by another connection and were tried again. */
+  stats(): { busyRetries: number } {
+    return { ...this.counters };
   }
 
   async appendAudit(seal: (head: ChainHead | undefined) => SealedBatch): Promise<SealedBatch> {
@@ -176,7 +222,7 @@ export class SqliteStore implements Store {
       for (const c of batch.checkpoints) insertCheckpoint.run(c.seq, c.hash, c.ts, c.signature, c.keyId);
       return batch;
     });
-    return run.immediate();
+    return this.write(() => run.immediate());
   }
 
   async auditHead(): Promise<ChainHead | undefined> {
@@ -201,7 +247,7 @@ export class SqliteStore implements Store {
   }
 
   async putCheckpoint(c: Checkpoint): Promise<void> {
-    this.stmts.insertCheckpoint.run(c.seq, c.hash, c.ts, c.signature, c.keyId);
+    await this.write(() => this.stmts.insertCheckpoint.run(c.seq, c.hash, c.ts, c.signature, c.keyId));
   }
 
   async listCheckpoints(): Promise<Checkpoint[]> {
@@ -210,12 +256,13 @@ export class SqliteStore implements Store {
 
   async appendRecordings(rows: RecordingRow[], payloads: Payload[]): Promise<void> {
     const { insertPayload, insertRecording } = this.stmts;
-    this.db.transaction(() => {
+    const run = this.db.transaction(() => {
       for (const p of payloads) insertPayload.run(p.hash, p.body);
       for (const r of rows) {
         insertRecording.run(r.sessionId, r.ts, r.direction, r.server, r.sub, r.method, r.messageId, r.decision, r.body, r.payloadHash, r.truncatedFrom);
       }
-    }).immediate();
+    });
+    await this.write(() => run.immediate());
   }
 
   async readRecording(sessionId: string): Promise<RecordedMessage[]> {
@@ -249,10 +296,11 @@ export class SqliteStore implements Store {
 
   async pruneRecordings(before: number): Promise<{ messages: number; payloads: number }> {
     const { pruneRecordings, prunePayloads } = this.stmts;
-    return this.db.transaction(() => ({
+    const run = this.db.transaction(() => ({
       messages: pruneRecordings.run(before).changes,
       payloads: prunePayloads.run().changes,
-    })).immediate();
+    }));
+    return this.write(() => run.immediate());
   }
 
   async close(): Promise<void> {
