@@ -11,6 +11,7 @@
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult, JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import Database from 'better-sqlite3';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
@@ -19,7 +20,7 @@ import { test } from 'node:test';
 import { digestArgs } from '../../src/audit/chain.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import type { AuditRecord, RecordedMessage } from '../../src/store/store.js';
-import { alive, BIN, connectHttp, freePort, ROOT, runPortcullis, startConfiguredGateway, upstreams, waitFor, writeConfig, type Proc } from './harness.js';
+import { alive, BIN, connectHttp, freePort, raw, ROOT, runPortcullis, startConfiguredGateway, tempDir, upstreams, waitFor, writeConfig, type Proc } from './harness.js';
 
 const POLICY = `apiVersion: portcullis/v1
 kind: Policy
@@ -272,10 +273,10 @@ async function echoLoop(url: string, tag: string, acked: Acked[]): Promise<{ cli
     return send(m, o);
   };
   const onmessage = transport.onmessage!;
-  transport.onmessage = (m, extra) => {
+  transport.onmessage = (m: JSONRPCMessage) => {
     const msg = m as any;
     if (sent.has(msg.id) && msg.result && String(msg.result.content?.[0]?.text).startsWith('Echo: ')) acked.push({ sessionId, id: msg.id, args: sent.get(msg.id)! });
-    onmessage(m, extra);
+    onmessage(m);
   };
   let running = true;
   const loop = (async () => {
@@ -357,5 +358,123 @@ test('crash safety: serve killed with SIGKILL under load keeps every acknowledge
       upstreamPids.forEach((p) => alive(p) && process.kill(p, 'SIGKILL'));
     });
     dir.remove();
+  }
+});
+
+test('fail closed: while the audit write fails, tools/call is refused and never reaches the upstream, /readyz is 503; afterwards calls work and the chain verifies', { timeout: 60_000 }, async () => {
+  const scratch = tempDir('pcl-audit-fail-');
+  const received = join(scratch.path, 'upstream-received.jsonl');
+  const pids = join(scratch.path, 'upstream-pids');
+  const gw = await startConfiguredGateway({ servers: { raw: upstreams.raw({ RECORD_FILE: received, PID_FILE: pids }) }, auth: { anonymous: true } }, { 'audit.yaml': POLICY });
+  const db = new Database(storePath(gw.dir));
+  const client = await connectHttp(gw.url('raw'));
+  try {
+    const sid = sessionIdOf(client);
+    assert.equal(text(await client.callTool({ name: 'echo', arguments: { message: 'before' } })), '{"message":"before"}');
+    assert.equal((await raw(gw.base, '/readyz', { method: 'GET' })).status, 200);
+
+    // From outside the gateway, make every insert into the audit log fail.
+    db.exec("CREATE TRIGGER e2e_audit_fails BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'disk on fire (injected by the test)'); END;");
+    const refused = await client.callTool({ name: 'echo', arguments: { message: 'MUST-NOT-ARRIVE' } }).then(
+      (r) => ({ ok: r as CallToolResult }),
+      (e: Error & { code?: number }) => ({ error: e }),
+    );
+    assert.ok('error' in refused, `the call was answered: ${JSON.stringify(refused)}`);
+    assert.equal(refused.error.code, -32603);
+    assert.match(refused.error.message, /audit write failed: disk on fire/);
+    const ready = await raw(gw.base, '/readyz', { method: 'GET' });
+    assert.equal(ready.status, 503);
+    assert.match(ready.json.checks.audit, /^failing: .*disk on fire/);
+    const metrics = (await raw(gw.base, '/metrics', { method: 'GET' })).text;
+    assert.match(metrics, /^portcullis_audit_healthy 0$/m);
+    assert.match(metrics, /^portcullis_audit_write_failures [1-9]/m);
+    // A new session cannot start either (its session.start record cannot be written), and leaves nothing behind.
+    const sessionsBefore = gw.running.gateway.sessions.size;
+    await assert.rejects(connectHttp(gw.url('raw')), /503|session start/);
+    assert.equal(gw.running.gateway.sessions.size, sessionsBefore, 'a session whose start was not recorded is not kept');
+    // Its upstream was stopped (if it got as far as writing its pid, it must be gone).
+    await new Promise((r) => setTimeout(r, 300));
+    const upstreamPids = readFileSync(pids, 'utf8').trim().split('\n').map(Number);
+    await waitFor('the refused session\'s upstream to exit', () => upstreamPids.slice(1).every((p) => !alive(p)), 5_000);
+    assert.ok(alive(upstreamPids[0]), 'the working session keeps its upstream');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(readFileSync(received, 'utf8').includes('MUST-NOT-ARRIVE'), false, 'the upstream received the refused call');
+
+    // The store works again: so do calls, and readiness.
+    db.exec('DROP TRIGGER e2e_audit_fails');
+    assert.equal(text(await client.callTool({ name: 'echo', arguments: { message: 'after' } })), '{"message":"after"}');
+    assert.equal((await raw(gw.base, '/readyz', { method: 'GET' })).status, 200);
+    assert.match((await raw(gw.base, '/metrics', { method: 'GET' })).text, /^portcullis_audit_healthy 1$/m);
+    const calls = readFileSync(received, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.method === 'tools/call');
+    assert.deepEqual(calls.map((m) => m.params.arguments.message), ['before', 'after']);
+
+    await (client.transport as StreamableHTTPClientTransport).terminateSession();
+    await gw.running.close();
+    const { records } = await readStore(storePath(gw.dir));
+    const decisions = records.filter((r) => r.type === 'decision' && r.data.sessionId === sid && r.data.method === 'tools/call');
+    // The upstream got exactly what was decided: the digests of what it received.
+    assert.deepEqual(decisions.map((r) => r.data.argsDigest), calls.map((m) => digestArgs(m.params.arguments)));
+    assert.deepEqual(records.map((r) => r.seq), records.map((_, i) => i + 1), 'no gap where the write failed');
+    const verify = await pcl(['audit', 'verify', '--store', `sqlite:${storePath(gw.dir)}`]);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  } finally {
+    db.close();
+    await client.close().catch(() => undefined);
+    await gw.running.close().catch(() => undefined);
+    rmSync(gw.dir, { recursive: true, force: true });
+    scratch.remove();
+  }
+});
+
+test('fail closed on a locked store: a tools/call waits for the lock without freezing the gateway, is refused after the busy timeout and never forwarded; then the gateway recovers', { timeout: 60_000 }, async () => {
+  const scratch = tempDir('pcl-audit-busy-');
+  const received = join(scratch.path, 'upstream-received.jsonl');
+  const gw = await startConfiguredGateway({ servers: { raw: upstreams.raw({ RECORD_FILE: received }) }, auth: { anonymous: true } }, { 'audit.yaml': POLICY });
+  const db = new Database(storePath(gw.dir));
+  const client = await connectHttp(gw.url('raw'));
+  try {
+    assert.equal(text(await client.callTool({ name: 'echo', arguments: { message: 'before' } })), '{"message":"before"}');
+    // Another writer holds the store's write lock (as a second gateway process on one SQLite file could).
+    db.exec('BEGIN EXCLUSIVE');
+    const started = performance.now();
+    const call = client.callTool({ name: 'echo', arguments: { message: 'MUST-NOT-ARRIVE' } }, undefined, { timeout: 30_000 }).then(
+      (r) => ({ ok: r as CallToolResult, ms: performance.now() - started }),
+      (e: Error & { code?: number }) => ({ error: e, ms: performance.now() - started }),
+    );
+    // While the gateway waits for the lock, it keeps serving: liveness answers at once.
+    await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      assert.equal((await raw(gw.base, '/healthz', { method: 'GET' })).status, 200);
+      assert.ok(performance.now() - t < 500, `/healthz took ${Math.round(performance.now() - t)} ms while the store was locked`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const refused = await call;
+    assert.ok('error' in refused, `the call was answered: ${JSON.stringify(refused)}`);
+    assert.equal(refused.error.code, -32603);
+    assert.match(refused.error.message, /PCL_AUDIT_WRITE_FAILED|audit write failed/);
+    assert.match(refused.error.message, /locked|busy/i);
+    assert.ok(refused.ms >= 4_500 && refused.ms < 10_000, `refused after ${Math.round(refused.ms)} ms (the store's busy timeout is 5 s)`);
+    const ready = await raw(gw.base, '/readyz', { method: 'GET' });
+    assert.equal(ready.status, 503);
+    assert.match(ready.json.checks.audit, /^failing: .*(locked|busy)/i);
+    assert.equal(readFileSync(received, 'utf8').includes('MUST-NOT-ARRIVE'), false, 'the upstream received the refused call');
+
+    db.exec('COMMIT');
+    assert.equal(text(await client.callTool({ name: 'echo', arguments: { message: 'after' } })), '{"message":"after"}');
+    assert.equal((await raw(gw.base, '/readyz', { method: 'GET' })).status, 200);
+    const calls = readFileSync(received, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.method === 'tools/call');
+    assert.deepEqual(calls.map((m) => m.params.arguments.message), ['before', 'after']);
+    await client.close();
+    await gw.running.close();
+    const verify = await pcl(['audit', 'verify', '--store', `sqlite:${storePath(gw.dir)}`]);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  } finally {
+    if (db.inTransaction) db.exec('ROLLBACK');
+    db.close();
+    await client.close().catch(() => undefined);
+    await gw.running.close().catch(() => undefined);
+    rmSync(gw.dir, { recursive: true, force: true });
+    scratch.remove();
   }
 });
