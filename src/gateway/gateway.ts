@@ -111,6 +111,11 @@ export class Gateway implements SessionHost {
     this.opts.audit.append('session.end', session.identity.sub, { session: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
   }
 
+  /** A new policy version is in force: every open session is told its lists may have changed. */
+  policyChanged(): void {
+    for (const s of this.sessions.values()) s.policyChanged();
+  }
+
   /** Graceful: no new sessions, in-flight requests get up to graceMs to finish, then every session ends. */
   async close(graceMs = 10_000): Promise<void> {
     this.closing = true;

@@ -49,6 +49,8 @@ class Turns {
 
 export class Session {
   upstream?: Upstream;
+  /** The capabilities the upstream answered initialize with. */
+  serverCapabilities?: Record<string, unknown>;
   private readonly inFlight = new Map<RequestId, InFlight>();
   private readonly serverRequests = new Set<RequestId>();
   private readonly turns = new Turns();
@@ -135,9 +137,25 @@ export class Session {
       this.outbound = this.outbound.then(() => waiting.settle(reply));
       return;
     }
+    this.toClient(message);
+  }
+
+  /** A message for the client that answers no request: through the toClient stages, one at a time, in order. */
+  toClient(message: JSONRPCMessage): void {
     const x: Exchange = { session: this, direction: 'toClient', raw: message, startedAt: performance.now(), turnReady: Promise.resolve(), releaseTurn: () => {} };
-    // One at a time, in the order the upstream sent them.
     this.outbound = this.outbound.then(() => this.host.toClient(x)).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not deliver a server message'));
+  }
+
+  /**
+   * The policy changed: what the client may see in its lists may have changed too. Tell it, for
+   * each list whose changes the upstream said it announces (so the client expects the message).
+   */
+  policyChanged(): void {
+    for (const list of ['tools', 'resources', 'prompts'] as const) {
+      if ((this.serverCapabilities?.[list] as { listChanged?: unknown } | undefined)?.listChanged === true) {
+        this.toClient({ jsonrpc: '2.0', method: `notifications/${list}/list_changed` } as JSONRPCMessage);
+      }
+    }
   }
 
   /** Registers a client request as in flight; its reply arrives through fromUpstream. */

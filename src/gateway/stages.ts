@@ -152,8 +152,9 @@ const forward: Stage = async (x) => {
   x.releaseTurn();
   const answer = await reply;
   if (m.method === 'initialize' && answer && 'result' in answer) {
-    const version = (answer.result as { protocolVersion?: unknown }).protocolVersion;
-    if (typeof version === 'string') upstream.setProtocolVersion(version);
+    const { protocolVersion, capabilities } = answer.result as { protocolVersion?: unknown; capabilities?: Record<string, unknown> };
+    if (typeof protocolVersion === 'string') upstream.setProtocolVersion(protocolVersion);
+    s.serverCapabilities = capabilities;
   }
   return answer;
 };

@@ -12,6 +12,8 @@ import { Gateway, startGateway, type GatewayOptions, type RunningGateway } from 
 
 export interface Wiring {
   log: Logger;
+  /** Called after each policy reload (the gateway tells open sessions their lists changed). */
+  onPolicyChange(listener: () => void): void;
   options: GatewayOptions;
   auditing: Auditing;
   close(): Promise<void>;
@@ -23,10 +25,12 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean }
   if (!config.policy || !('path' in config.policy)) {
     throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (policy pushed to the store through the admin API is not available in this version)`);
   }
+  const reloadListeners: Array<() => void> = [];
   const source = new PolicySource(resolve(baseDir, config.policy.path), {
     watch: config.policy.watch,
     onReload: (bundle, previous) => {
       log.info({ version: bundle.version, previous: previous.version }, 'policy reloaded');
+      for (const listener of reloadListeners) listener();
       auditing.log.append('policy.change', 'file-watch', { version: bundle.version, previous: previous.version, files: Object.keys(bundle.files) }).catch((e) => log.error({ err: (e as Error).message }, 'could not record a policy change'));
     },
     onInvalid: (e) => log.error({ problems: e.problems.map(formatProblem) }, `policy change rejected, the running version stays in force: ${e.message}`),
@@ -42,6 +46,7 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean }
   log.info({ version: source.current().version, path: source.path }, 'policy loaded');
   return {
     log,
+    onPolicyChange: (listener) => reloadListeners.push(listener),
     auditing,
     options: { baseDir, log, policy, audit: auditing.log, recorder: auditing.recorder, health: auditing.log },
     close: async () => {
@@ -55,10 +60,13 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean }
 export async function serveFromConfig(loaded: LoadedConfig): Promise<RunningGateway & { wiring: Wiring }> {
   const wiring = await wire(loaded);
   const running = await startGateway(loaded.config, wiring.options);
+  wiring.onPolicyChange(() => running.gateway.policyChanged());
   return { ...running, wiring, close: async () => (await running.close(), await wiring.close()) };
 }
 
 export async function gatewayFromConfig(loaded: LoadedConfig): Promise<{ gateway: Gateway; wiring: Wiring }> {
   const wiring = await wire(loaded, { logToStderr: true });
-  return { gateway: new Gateway(loaded.config, wiring.options), wiring };
+  const gateway = new Gateway(loaded.config, wiring.options);
+  wiring.onPolicyChange(() => gateway.policyChanged());
+  return { gateway, wiring };
 }

@@ -4,7 +4,7 @@
 // receives, server-filesystem writes (or does not write) files.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { CallToolResultSchema, McpError, ResultSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolResultSchema, McpError, ResultSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -495,6 +495,9 @@ describe('hot reload', () => {
 
   it('an edit changes the next decision, not the one in flight', async () => {
     client = await connect(gw, 'everything', 'bob');
+    let listChanged = 0;
+    client.setNotificationHandler(ToolListChangedNotificationSchema, () => void listChanged++);
+    assert.deepEqual((await client.listTools()).tools.map((t) => t.name).sort(), ['echo', 'trigger-long-running-operation']);
     let progressed!: () => void;
     const firstProgress = new Promise<void>((r) => (progressed = r));
     const inFlight = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 2, steps: 4 } }, CallToolResultSchema, {
@@ -502,11 +505,15 @@ describe('hot reload', () => {
       timeout: 20_000,
     });
     await firstProgress; // the call is at the upstream
+    listChanged = 0; // server-everything announces one of its own after initialize: count only the gateway's
     writeFileSync(policyFile(), V2);
     const [change] = await waitFor('the policy change', async () => {
       const c = await changes();
       return c.length ? c : undefined;
     });
+    // The client is told its tool list changed, and the list it gets now is the new policy's.
+    await waitFor('notifications/tools/list_changed', () => listChanged > 0);
+    assert.deepEqual((await client.listTools()).tools.map((t) => t.name), ['echo']);
     const result = await inFlight;
     assert.notEqual(result.isError, true, textOf(result));
     assert.match(textOf(result), /completed/i);
