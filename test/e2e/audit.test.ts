@@ -14,7 +14,8 @@ import type { CallToolResult, JSONRPCMessage } from '@modelcontextprotocol/sdk/t
 import Database from 'better-sqlite3';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { digestArgs } from '../../src/audit/chain.js';
@@ -477,4 +478,62 @@ test('fail closed on a locked store: a tools/call waits for the lock without fre
     rmSync(gw.dir, { recursive: true, force: true });
     scratch.remove();
   }
+});
+
+test('serve refuses to start, with one clear line and exit 1 before it listens: a missing or unreadable signing key, a key that is not Ed25519, a store that is not a Portcullis store', { timeout: 60_000 }, async () => {
+  const cases: Array<{ name: string; setup(dir: string): Record<string, unknown>; stderr: RegExp; untouched?: string }> = [
+    { name: 'missing key', setup: () => ({ audit: { signingKey: './keys/nope.pem' } }), stderr: /^portcullis: cannot read the audit signing key \S*keys\/nope\.pem: the file does not exist$/ },
+    {
+      name: 'unreadable key (a directory)',
+      setup: (dir) => (mkdirSync(join(dir, 'keys/dir.pem'), { recursive: true }), { audit: { signingKey: './keys/dir.pem' } }),
+      stderr: /^portcullis: cannot read the audit signing key \S*keys\/dir\.pem: .*EISDIR/,
+    },
+    {
+      name: 'an RSA key',
+      setup: (dir) => {
+        const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 1024 });
+        writeFileSync(join(dir, 'rsa.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
+        return { audit: { signingKey: './rsa.pem' } };
+      },
+      stderr: /^portcullis: the audit signing key \S*rsa\.pem is a rsa key; an Ed25519 key is needed/,
+    },
+    {
+      name: 'a text file as the store',
+      setup: (dir) => (writeFileSync(join(dir, 'notes.txt'), 'my notes, not a database\n'), { store: { url: 'sqlite:./notes.txt' } }),
+      stderr: /^portcullis: \S*notes\.txt is not a Portcullis store \(not a SQLite database\)/,
+      untouched: 'notes.txt',
+    },
+    {
+      name: "another application's SQLite database",
+      setup: (dir) => {
+        const other = new Database(join(dir, 'crm.db'));
+        other.exec("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('Ada');");
+        other.close();
+        return { store: { url: 'sqlite:./crm.db' } };
+      },
+      stderr: /^portcullis: \S*crm\.db is a SQLite database but not a Portcullis store \(it has tables customers\)/,
+      untouched: 'crm.db',
+    },
+  ];
+  await Promise.all(
+    cases.map(async (c) => {
+      const port = await freePort();
+      const { file, dir } = writeConfig({ servers: { ev: upstreams.everything() }, auth: { anonymous: true }, listen: { host: '127.0.0.1', port } }, { 'audit.yaml': POLICY });
+      try {
+        const extra = c.setup(dir.path);
+        writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), ...extra }, null, 2));
+        const before = c.untouched ? readFileSync(join(dir.path, c.untouched)) : undefined;
+        const r = await pcl(['serve', '-c', file]);
+        assert.equal(r.code, 1, `${c.name}: exit ${r.code}\n${r.stdout}${r.stderr}`);
+        const lines = r.stderr.split('\n').filter(Boolean);
+        assert.equal(lines.length, 1, `${c.name}: one line on stderr, got:\n${r.stderr}`);
+        assert.match(lines[0], c.stderr, c.name);
+        assert.doesNotMatch(r.stdout + r.stderr, /listening/, c.name);
+        if (c.untouched) assert.deepEqual(readFileSync(join(dir.path, c.untouched)), before, `${c.name}: the file was changed`);
+        if (c.untouched) assert.deepEqual(readdirSync(dir.path).filter((f) => f.startsWith(c.untouched!)), [c.untouched], `${c.name}: no -wal/-shm beside it`);
+      } finally {
+        dir.remove();
+      }
+    }),
+  );
 });
