@@ -224,3 +224,24 @@ test('decisionAuditData carries the documented fields and a digest of the argume
     argsDigest: data.argsDigest,
   });
 });
+
+test('stats: pending appends and the age of the oldest show a stalled store before any append fails', async (t) => {
+  const { store, file } = open(t, 2_000);
+  const log = await AuditLog.open(store);
+  await log.append('decision', 'a', { n: 1 });
+  assert.deepEqual({ ...log.stats(), oldestPendingMs: 0 }, { appended: 1, failed: 0, batches: 1, lastSeq: 1, pending: 0, oldestPendingMs: 0 });
+  const other = new Database(file);
+  t.after(() => other.close());
+  other.exec('BEGIN EXCLUSIVE');
+  const waiting = Promise.all([log.append('decision', 'a', { n: 2 }), log.append('decision', 'a', { n: 3 })]);
+  await new Promise((r) => setTimeout(r, 250));
+  const stalled = log.stats();
+  assert.equal(stalled.pending, 2);
+  assert.ok(stalled.oldestPendingMs >= 200, `oldest pending ${stalled.oldestPendingMs} ms`);
+  assert.equal(log.healthy(), true, 'not failed yet: still waiting for the lock');
+  other.exec('COMMIT');
+  assert.deepEqual((await waiting).map((r) => r.seq), [2, 3]);
+  assert.equal(log.stats().pending, 0);
+  assert.equal(log.stats().oldestPendingMs, 0);
+  await log.close();
+});

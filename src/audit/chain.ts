@@ -119,6 +119,11 @@ export interface AuditStats {
   batches: number;
   /** The last seq this process wrote or found at open. */
   lastSeq: number;
+  /** Appends not yet resolved (queued, or in a transaction that has not committed). */
+  pending: number;
+  /** How long the oldest unresolved append has waited (ms); 0 when none. A store that is stalled
+   *  (another writer holds its lock, a slow disk) shows here before any append fails. */
+  oldestPendingMs: number;
 }
 
 interface Pending {
@@ -127,18 +132,22 @@ interface Pending {
   data: Record<string, unknown>;
   /** canonicalize(data), computed once at append. */
   dataJson: string;
+  /** performance.now() at append. */
+  at: number;
   resolve: (r: AuditRecord) => void;
   reject: (e: Error) => void;
 }
 
 export class AuditLog {
   private queue: Pending[] = [];
+  /** The batch in the transaction now running. */
+  private inFlight: Pending[] = [];
   private scheduled = false;
   private flushing = false;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   private error: Error | undefined;
-  private readonly counters: AuditStats = { appended: 0, failed: 0, batches: 0, lastSeq: 0 };
+  private readonly counters = { appended: 0, failed: 0, batches: 0, lastSeq: 0 };
   private readonly checkpointEvery: number;
   private readonly maxBatch: number;
   private readonly clock: () => Date;
@@ -179,7 +188,7 @@ export class AuditLog {
       return Promise.reject(new PortcullisError('PCL_AUDIT_WRITE_FAILED', `audit record not written: ${(e as Error).message}`));
     }
     return new Promise<AuditRecord>((resolve, reject) => {
-      this.queue.push({ type, actor, data: normalized, dataJson, resolve, reject });
+      this.queue.push({ type, actor, data: normalized, dataJson, at: performance.now(), resolve, reject });
       this.schedule();
     });
   }
@@ -210,7 +219,12 @@ export class AuditLog {
   }
 
   stats(): AuditStats {
-    return { ...this.counters };
+    const oldest = this.inFlight[0] ?? this.queue[0];
+    return {
+      ...this.counters,
+      pending: this.inFlight.length + this.queue.length,
+      oldestPendingMs: oldest ? Math.round(performance.now() - oldest.at) : 0,
+    };
   }
 
   /** Writes what is queued, a final checkpoint, and refuses further appends. Does not close the store. */
@@ -240,7 +254,7 @@ export class AuditLog {
   private async run(): Promise<void> {
     this.scheduled = false;
     this.flushing = true;
-    const batch = this.queue.splice(0, this.maxBatch);
+    const batch = (this.inFlight = this.queue.splice(0, this.maxBatch));
     try {
       const sealed = await this.store.appendAudit((head) => this.seal(head, batch));
       this.error = undefined;
@@ -254,6 +268,7 @@ export class AuditLog {
       const failure = new PortcullisError('PCL_AUDIT_WRITE_FAILED', `audit write failed: ${(e as Error).message}`);
       for (const p of batch) p.reject(failure);
     } finally {
+      this.inFlight = [];
       this.flushing = false;
       if (this.queue.length) this.schedule();
       else for (const w of this.idleWaiters.splice(0)) w();
