@@ -23,7 +23,7 @@ before(async () => {
       'dead-http': { transport: 'http', url: `http://127.0.0.1:${deadPort}/mcp` },
       'dead-sse': { transport: 'sse', url: `http://127.0.0.1:${deadPort}/sse` },
     },
-    { limits: { upstreamTimeout: '700ms', maxSessions: 4 } },
+    { limits: { upstreamTimeout: '700ms', maxSessions: 4, maxResultBytes: 4096 } },
   );
   healthy = await connectHttp(gw.url('raw'));
 });
@@ -170,5 +170,41 @@ describe('limits.maxSessions', () => {
     const again = await rawSession(gw, 'raw');
     assert.match(again.sessionId, /\S/);
     for (const s of [...opened.slice(1), again]) await raw(gw.base, '/mcp/raw', { method: 'DELETE', headers: s.headers });
+  });
+});
+
+describe('limits.maxResultBytes', () => {
+  test('an upstream answer over the limit becomes a clear JSON-RPC error; the session goes on', async () => {
+    const client = await connectHttp(gw.url('raw'));
+    try {
+      await assert.rejects(client.callTool({ name: 'echo', arguments: { pad: 'x'.repeat(5_000) } }), (e: Error) => {
+        assert.match(e.message, /over the gateway's limit of 4096 \(limits\.maxResultBytes\)/, e.message);
+        return true;
+      });
+      assert.equal(text(await client.callTool({ name: 'echo', arguments: { pad: 'x'.repeat(100) } })), JSON.stringify({ pad: 'x'.repeat(100) }));
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('limits.sessionIdleTimeout', () => {
+  test('an idle session ends: its upstream process exits and its id gets 404', async () => {
+    const g = await startTestGateway({ raw: upstreams.raw() }, { limits: { sessionIdleTimeout: '400ms' } });
+    try {
+      const s = await rawSession(g, 'raw');
+      const pid = (g.gateway.sessions.get(s.sessionId)!.upstream as unknown as { transport: { pid: number } }).transport.pid;
+      assert.ok(alive(pid));
+      // Activity keeps it open.
+      for (let i = 0; i < 4; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        assert.equal((await post(g, 'raw', { jsonrpc: '2.0', id: i, method: 'ping' }, s.headers)).status, 200);
+      }
+      await waitFor('the idle session to end', () => !g.gateway.sessions.has(s.sessionId), 3_000);
+      await waitFor('its upstream to exit', () => !alive(pid), 5_000);
+      assert.equal((await post(g, 'raw', { jsonrpc: '2.0', id: 9, method: 'ping' }, s.headers)).status, 404);
+    } finally {
+      await g.close();
+    }
   });
 });
