@@ -382,7 +382,9 @@ test('fail closed: while the audit write fails, tools/call is refused and never 
     );
     assert.ok('error' in refused, `the call was answered: ${JSON.stringify(refused)}`);
     assert.equal(refused.error.code, -32603);
-    assert.match(refused.error.message, /audit write failed: disk on fire/);
+    assert.match(refused.error.message, /PCL_AUDIT_WRITE_FAILED/);
+    assert.match(refused.error.message, /disk on fire/);
+    const refusedDecision = (refused.error as Error & { data?: { decisionId?: string } }).data?.decisionId;
     const ready = await raw(gw.base, '/readyz', { method: 'GET' });
     assert.equal(ready.status, 503);
     assert.match(ready.json.checks.audit, /^failing: .*disk on fire/);
@@ -416,6 +418,7 @@ test('fail closed: while the audit write fails, tools/call is refused and never 
     // The upstream got exactly what was decided: the digests of what it received.
     assert.deepEqual(decisions.map((r) => r.data.argsDigest), calls.map((m) => digestArgs(m.params.arguments)));
     assert.deepEqual(records.map((r) => r.seq), records.map((_, i) => i + 1), 'no gap where the write failed');
+    if (refusedDecision) assert.equal(records.some((r) => r.data.decisionId === refusedDecision), false, 'the refused decision is not in the log');
     const verify = await pcl(['audit', 'verify', '--store', `sqlite:${storePath(gw.dir)}`]);
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
   } finally {
