@@ -12,6 +12,8 @@ export class HttpRefusal extends Error {
     readonly rpcCode: number,
     message: string,
     readonly headers: Record<string, string> = {},
+    /** The JSON-RPC id the error answers, when the request's id could be read. */
+    readonly id: string | number | null = null,
   ) {
     super(message);
   }
@@ -20,7 +22,7 @@ export class HttpRefusal extends Error {
 export function sendRefusal(res: ServerResponse, r: HttpRefusal, id: unknown = null): void {
   if (res.headersSent) return void res.end();
   res.writeHead(r.status, { 'content-type': 'application/json', ...r.headers });
-  res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code: r.rpcCode, message: r.message } }));
+  res.end(JSON.stringify({ jsonrpc: '2.0', id: r.id ?? id, error: { code: r.rpcCode, message: r.message } }));
 }
 
 const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);

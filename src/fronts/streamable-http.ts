@@ -51,7 +51,7 @@ function earlyCheck(body: unknown): unknown {
     const c = classify(body, true);
     return c.type === 'notification' ? null : c.id;
   } catch (e) {
-    if (e instanceof ShapeError) throw new HttpRefusal(400, e.code, e.message);
+    if (e instanceof ShapeError) throw new HttpRefusal(400, e.code, e.message, {}, e.id);
     throw e;
   }
 }

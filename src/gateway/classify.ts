@@ -103,6 +103,8 @@ function clientAction(method: string, params: Obj | undefined, id: RequestId): A
   const objectArgs = (v: unknown, what: string): Obj => {
     if (v === undefined) return {};
     if (!isObj(v)) return bad(`${what} must be an object`);
+    const problem = unrepresentable(v);
+    if (problem) bad(`${what} holds ${problem}`);
     return v;
   };
   switch (method) {
@@ -146,6 +148,27 @@ function clientAction(method: string, params: Obj | undefined, id: RequestId): A
   }
   if (CLIENT_HOUSEKEEPING.has(method)) return { kind: 'housekeeping' };
   return { kind: 'other' };
+}
+
+/**
+ * What JSON cannot carry out unchanged: a number that parsed to Infinity (1e400) would be sent on
+ * as null, a lone surrogate cannot be hashed canonically. Policy must not decide on a value the
+ * upstream would never receive, so such arguments are refused.
+ */
+export function unrepresentable(value: unknown): string | undefined {
+  const stack: unknown[] = [value];
+  while (stack.length) {
+    const v = stack.pop();
+    if (typeof v === 'number' && !Number.isFinite(v)) return 'a number out of range';
+    if (typeof v === 'string' && !(v as string & { isWellFormed(): boolean }).isWellFormed()) return 'a string with a lone surrogate';
+    if (typeof v === 'object' && v !== null) {
+      for (const [k, child] of Object.entries(v)) {
+        if (!(k as string & { isWellFormed(): boolean }).isWellFormed()) return 'a key with a lone surrogate';
+        stack.push(child);
+      }
+    }
+  }
+  return undefined;
 }
 
 /** The depth of nested objects and arrays, without recursion (a hostile body must not blow the stack). */
