@@ -99,7 +99,8 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
       await audit.append('decision', session.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
     } catch (e) {
       session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; request refused');
-      return errorResponse(m.id, INTERNAL_ERROR, `the gateway could not record its decision, so the request was not forwarded (PCL_AUDIT_WRITE_FAILED): ${(e as Error).message}`, { decisionId });
+      // An outage, not a policy answer: the client may retry; the store's own error stays in the log.
+      return errorResponse(m.id, INTERNAL_ERROR, 'Audit log unavailable: the request was not forwarded (PCL_AUDIT_WRITE_FAILED)', { code: 'PCL_AUDIT_WRITE_FAILED', decisionId, retryable: true });
     }
     if (decision.effect === 'allow') {
       x.authorized = mint(m.message, decision);

@@ -88,8 +88,9 @@ export class Gateway implements SessionHost {
     try {
       await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { sub: identity.sub, groups: identity.groups, via: identity.via } });
     } catch (e) {
+      session.log.error({ err: (e as Error).message }, 'audit write failed; session refused');
       session.end('its start could not be recorded');
-      throw Object.assign(new Error(`the gateway could not record the session start (PCL_AUDIT_WRITE_FAILED): ${(e as Error).message}`), { status: 503 });
+      throw Object.assign(new Error('Audit log unavailable: the session was not opened (PCL_AUDIT_WRITE_FAILED)'), { status: 503 });
     }
     this.sessions.set(id, session);
     this.metrics.sessions.inc({ server });
@@ -130,7 +131,11 @@ export class Gateway implements SessionHost {
     const checks: Record<string, string> = {};
     await Promise.all(Object.entries(this.config.servers).map(async ([name, server]) => (checks[`upstream:${name}`] = await probeUpstream(server, this.opts.baseDir ?? process.cwd()))));
     const audit = this.opts.health;
-    if (audit) checks.audit = audit.healthy() ? 'ok' : `failing: ${audit.lastError()?.message ?? 'write failed'}`;
+    if (audit) {
+      const { pending, oldestPendingMs } = audit.stats();
+      // A store that waits on a lock fails nothing for seconds: report the stall before it fails.
+      checks.audit = !audit.healthy() ? `failing: ${audit.lastError()?.message ?? 'write failed'}` : oldestPendingMs > 1000 ? `stalled: ${pending} appends waiting ${oldestPendingMs} ms` : 'ok';
+    }
     checks.auth = this.auth.ready() ? 'ok' : `not ready: ${this.auth.readinessProblem() ?? 'identity provider unavailable'}`;
     if (this.closing) checks.gateway = 'shutting down';
     return { ready: Object.values(checks).every((c) => c === 'ok'), checks };

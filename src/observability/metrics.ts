@@ -4,7 +4,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 export interface AuditHealth {
   healthy(): boolean;
   lastError(): Error | undefined;
-  stats(): { appended: number; failed: number; lastSeq: number };
+  stats(): { appended: number; failed: number; lastSeq: number; pending: number; oldestPendingMs: number };
 }
 
 export interface RecorderHealth {
@@ -17,6 +17,8 @@ export function registerAuditMetrics(registry: Registry, audit?: AuditHealth, re
     new Gauge({ name: 'portcullis_audit_healthy', help: '1 while audit records are being written, 0 after a failed write (requests are then refused)', registers: [registry], collect() { this.set(audit.healthy() ? 1 : 0); } });
     new Gauge({ name: 'portcullis_audit_records_appended', help: 'Audit records durably appended by this process', registers: [registry], collect() { this.set(audit.stats().appended); } });
     new Gauge({ name: 'portcullis_audit_write_failures', help: 'Audit appends that failed (their requests were refused)', registers: [registry], collect() { this.set(audit.stats().failed); } });
+    new Gauge({ name: 'portcullis_audit_pending', help: 'Audit appends waiting to be written', registers: [registry], collect() { this.set(audit.stats().pending); } });
+    new Gauge({ name: 'portcullis_audit_oldest_pending_seconds', help: 'Age of the oldest audit append still waiting (a stalled store shows here first)', registers: [registry], collect() { this.set(audit.stats().oldestPendingMs / 1000); } });
     new Gauge({ name: 'portcullis_audit_last_seq', help: 'Sequence number of the last audit record', registers: [registry], collect() { this.set(audit.stats().lastSeq); } });
   }
   if (recorder) {

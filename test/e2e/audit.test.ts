@@ -382,8 +382,9 @@ test('fail closed: while the audit write fails, tools/call is refused and never 
     );
     assert.ok('error' in refused, `the call was answered: ${JSON.stringify(refused)}`);
     assert.equal(refused.error.code, -32603);
-    assert.match(refused.error.message, /PCL_AUDIT_WRITE_FAILED/);
-    assert.match(refused.error.message, /disk on fire/);
+    assert.match(refused.error.message, /Audit log unavailable: the request was not forwarded \(PCL_AUDIT_WRITE_FAILED\)$/);
+    assert.doesNotMatch(refused.error.message, /disk on fire/, 'the store error stays in the gateway log, not with the client');
+    assert.equal((refused.error as Error & { data?: { retryable?: boolean } }).data?.retryable, true);
     const refusedDecision = (refused.error as Error & { data?: { decisionId?: string } }).data?.decisionId;
     const ready = await raw(gw.base, '/readyz', { method: 'GET' });
     assert.equal(ready.status, 503);
@@ -393,7 +394,7 @@ test('fail closed: while the audit write fails, tools/call is refused and never 
     assert.match(metrics, /^portcullis_audit_write_failures(_total)? [1-9]/m);
     // A new session cannot start either (its session.start record cannot be written), and leaves nothing behind.
     const sessionsBefore = gw.running.gateway.sessions.size;
-    await assert.rejects(connectHttp(gw.url('raw')), /503|session start/);
+    await assert.rejects(connectHttp(gw.url('raw')), /the session was not opened \(PCL_AUDIT_WRITE_FAILED\)/);
     assert.equal(gw.running.gateway.sessions.size, sessionsBefore, 'a session whose start was not recorded is not kept');
     // Its upstream was stopped (if it got as far as writing its pid, it must be gone).
     await new Promise((r) => setTimeout(r, 300));
@@ -456,8 +457,7 @@ test('fail closed on a locked store: a tools/call waits for the lock without fre
     const refused = await call;
     assert.ok('error' in refused, `the call was answered: ${JSON.stringify(refused)}`);
     assert.equal(refused.error.code, -32603);
-    assert.match(refused.error.message, /PCL_AUDIT_WRITE_FAILED|audit write failed/);
-    assert.match(refused.error.message, /locked|busy/i);
+    assert.match(refused.error.message, /PCL_AUDIT_WRITE_FAILED/);
     assert.ok(refused.ms >= 4_500 && refused.ms < 10_000, `refused after ${Math.round(refused.ms)} ms (the store's busy timeout is 5 s)`);
     const ready = await raw(gw.base, '/readyz', { method: 'GET' });
     assert.equal(ready.status, 503);
