@@ -8,7 +8,8 @@ export class BoundedEventStore implements EventStore {
   private readonly events = new Map<string, { streamId: string; message: JSONRPCMessage }>();
   private counter = 0;
 
-  constructor(private readonly capacity = 1000) {}
+  /** The last events of a session, enough to resume a dropped stream, not a session's history. */
+  constructor(private readonly capacity = 128) {}
 
   async storeEvent(streamId: string, message: JSONRPCMessage): Promise<string> {
     const eventId = `${streamId}.${++this.counter}`;
