@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tempDir } from '../../test/support/temp-dir.js';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { PortcullisError, type Problem } from '../errors.js';
@@ -93,7 +93,7 @@ describe('bundles', () => {
     assert.equal(bundleVersion({ ...files, 'x.test.yaml': 'tests: []' }), v1);
   });
   it('loadBundle reads a folder (recursively, skipping tests) and names files by path', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pcl-'));
+    const dir = tempDir('pcl-');
     mkdirSync(join(dir, 'team'));
     writeFileSync(join(dir, 'a.yaml'), files['a.yaml']);
     writeFileSync(join(dir, 'team', 'b.yml'), files['b.yaml']);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tempDir } from '../../test/support/temp-dir.js';
+import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { PortcullisError } from '../errors.js';
@@ -26,7 +26,7 @@ function until<T>(get: () => T | undefined, ms = 5000): Promise<T> {
 
 describe('PolicySource', () => {
   it('an edit puts a new version in force; a broken edit keeps the old one and reports every error', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pcl-watch-'));
+    const dir = tempDir('pcl-watch-');
     writeFileSync(join(dir, 'db.yaml'), doc('allow'));
     const reloads: CompiledBundle[] = [];
     const invalid: PortcullisError[] = [];
@@ -63,7 +63,7 @@ describe('PolicySource', () => {
   });
 
   it('watches a single file', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pcl-watch-'));
+    const dir = tempDir('pcl-watch-');
     const file = join(dir, 'db.yaml');
     writeFileSync(file, doc('allow'));
     const reloads: CompiledBundle[] = [];
@@ -78,7 +78,7 @@ describe('PolicySource', () => {
   });
 
   it('refuses to start on an invalid bundle', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pcl-watch-'));
+    const dir = tempDir('pcl-watch-');
     writeFileSync(join(dir, 'db.yaml'), doc('nope'));
     assert.throws(() => new PolicySource(dir, { watch: false }), (e: PortcullisError) => e.code === 'PCL_POLICY_INVALID' && e.problems[0].line === 6);
   });
