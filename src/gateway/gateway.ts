@@ -35,7 +35,6 @@ export class Gateway implements SessionHost {
   readonly sessions = new Map<string, Session & { channel: ClientChannel }>();
   readonly toUpstream: (x: Exchange) => Promise<Reply>;
   readonly toClient: (x: Exchange) => Promise<Reply>;
-  private readonly channels = new WeakMap<Session, ClientChannel>();
   private closing = false;
 
   constructor(

@@ -317,7 +317,6 @@ describe('sessions belong to the identity that opened them', () => {
   test('a stolen session id with another token or API key gets 404; the owner keeps working', async () => {
     const ownerToken = await tokenFor('analyst');
     const owner = await rawSession(bearer(ownerToken));
-    const sid = owner['mcp-session-id'];
     const list = { jsonrpc: '2.0', id: 1, method: 'tools/list' };
     const thieves: Array<[string, Record<string, string>]> = [
       ['another OIDC identity', bearer(await tokenFor('plain'))],
