@@ -32,7 +32,9 @@ export interface GatewayOptions {
 export class Gateway implements SessionHost {
   readonly log: Logger;
   readonly metrics: Metrics = createMetrics();
-  readonly sessions = new Map<string, Session & { channel: ClientChannel }>();
+  readonly sessions = new Map<string, Session>();
+  readonly limits: SessionLimits;
+  readonly auth: Authenticator;
   readonly toUpstream: (x: Exchange) => Promise<Reply>;
   readonly toClient: (x: Exchange) => Promise<Reply>;
   private closing = false;
@@ -54,9 +56,6 @@ export class Gateway implements SessionHost {
     this.limits = { upstreamTimeoutMs: l.upstreamTimeout, maxResultBytes: l.maxResultBytes, idleTimeoutMs: l.sessionIdleTimeout };
   }
 
-  readonly limits: SessionLimits;
-  readonly auth: Authenticator;
-
   /** The identity behind a request, or undefined after answering it (401 with where to log in, or 400). */
   async authenticate(req: IncomingMessage, res: ServerResponse, server: string): Promise<Identity | undefined> {
     const outcome = await this.auth.authenticate(req.headers.authorization, { server });
@@ -74,7 +73,7 @@ export class Gateway implements SessionHost {
     if (this.sessions.size >= this.config.limits.maxSessions) {
       throw Object.assign(new Error(`the gateway has ${this.sessions.size} sessions open, its limit (limits.maxSessions)`), { status: 503 });
     }
-    const session = Object.assign(new Session(id, server, identity, channel, this), { channel });
+    const session = new Session(id, server, identity, channel, this);
     let upstream;
     try {
       upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd());
@@ -98,7 +97,7 @@ export class Gateway implements SessionHost {
   }
 
   /** A session id is valid only on the path that created it and with the identity that created it. */
-  findSession(id: string, server: string, identity: Identity): (Session & { channel: ClientChannel }) | undefined {
+  findSession(id: string, server: string, identity: Identity): Session | undefined {
     const s = this.sessions.get(id);
     if (!s || s.server !== server || identityKey(s.identity) !== identityKey(identity)) return undefined;
     return s;

@@ -70,7 +70,8 @@ export class Session {
      *  with each request's freshly verified identity of the same principal (identityKey), so a
      *  refreshed token's groups and claims are the ones policy sees, not the first token's. */
     public identity: Identity,
-    private readonly client: ClientChannel,
+    /** The downstream side (the front's transport for this session). */
+    readonly channel: ClientChannel,
     private readonly host: SessionHost,
   ) {
     this.log = host.log.child({ session: id, server, sub: identity.sub });
@@ -118,7 +119,7 @@ export class Session {
     } finally {
       x.releaseTurn();
     }
-    if (reply && !this.isEnded) await this.client.send(reply, x.msg?.type === 'request' ? x.msg.id : undefined).catch((e) => this.log.debug({ err: e.message }, 'client went away before its reply'));
+    if (reply && !this.isEnded) await this.channel.send(reply, x.msg?.type === 'request' ? x.msg.id : undefined).catch((e) => this.log.debug({ err: e.message }, 'client went away before its reply'));
     // A session whose initialize failed can never be used (the client must start a new one):
     // end it now rather than hold an upstream and a place under limits.maxSessions until idle.
     if (x.msg?.type === 'request' && x.msg.method === 'initialize' && reply && 'error' in reply) this.end(`initialize failed: ${reply.error.message}`);
@@ -204,7 +205,7 @@ export class Session {
   }
 
   sendToClient(message: JSONRPCMessage, relatedRequestId?: RequestId): Promise<void> {
-    return this.client.send(message, relatedRequestId);
+    return this.channel.send(message, relatedRequestId);
   }
 
   /** Ends the session: in-flight requests fail with the reason, both sides are closed. Idempotent. */
@@ -218,10 +219,10 @@ export class Session {
     const errors: Promise<void>[] = [];
     for (const [id, f] of this.inFlight) {
       f.settle(undefined);
-      errors.push(this.client.send(errorResponse(id, UPSTREAM_ERROR, `session ended: ${reason}`), id).catch(() => undefined));
+      errors.push(this.channel.send(errorResponse(id, UPSTREAM_ERROR, `session ended: ${reason}`), id).catch(() => undefined));
     }
     this.host.ended(this, reason);
     void this.upstream?.close().catch(() => undefined);
-    void Promise.all(errors).then(() => this.client.close()).catch(() => undefined);
+    void Promise.all(errors).then(() => this.channel.close()).catch(() => undefined);
   }
 }
