@@ -4,7 +4,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PortcullisError } from '../errors.js';
 
-const EXAMPLES = resolve(dirname(fileURLToPath(import.meta.url)), '../../examples/policies');
+// src/cli when run from sources, dist/src/cli when compiled: the examples sit at the package root.
+const HERE = dirname(fileURLToPath(import.meta.url));
+const EXAMPLES = [resolve(HERE, '../../examples/policies'), resolve(HERE, '../../../examples/policies')].find((p) => existsSync(p))!;
 
 const STARTER = `# Portcullis configuration: see the README for every field.
 listen:
