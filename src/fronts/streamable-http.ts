@@ -33,7 +33,7 @@ export function mcpHandler(gw: Gateway, boundToLoopback: boolean) {
         // Same principal, maybe a refreshed token: its groups and claims are the ones in force now
         // (a group removed at the provider must stop counting in an open session).
         session.identity = identity;
-        return await (session.channel as HttpChannel).handle(req, res, body);
+        return await (session.channel as HttpChannel).handle(req, res, body, identity.expiresAt);
       }
       if (method !== 'POST' || !isInitialize(body)) throw new HttpRefusal(400, INVALID_REQUEST, 'Mcp-Session-Id header is required (send initialize first)');
       await openSession(gw, req, res, serverName, identity, body);
@@ -84,10 +84,25 @@ export class HttpChannel {
     return this.transport.send(message, { relatedRequestId });
   }
 
-  /** Serves one HTTP request of this session; after a GET, delivers what waited for its stream. */
-  async handle(req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
+  /** A cancelled request's SSE stream would otherwise stay open until the session ends. */
+  cancelled(id: RequestId): void {
+    this.transport.closeSSEStream(id);
+  }
+
+  /**
+   * Serves one HTTP request of this session; after a GET, delivers what waited for its stream.
+   * A GET stream outlives no token: it closes when the identity that opened it expires, and the
+   * client must come back with a valid one.
+   */
+  async handle(req: IncomingMessage, res: ServerResponse, body: unknown, expiresAt?: number): Promise<void> {
     const handled = this.transport.handleRequest(req, res, body);
-    if (req.method === 'GET' && this.waiting.length) void this.deliverWaiting();
+    if (req.method === 'GET') {
+      if (this.waiting.length) void this.deliverWaiting();
+      if (expiresAt !== undefined) {
+        const timer = setTimeout(() => this.transport.closeStandaloneSSEStream(), Math.min(Math.max(0, expiresAt - Date.now()), 2 ** 31 - 1)).unref();
+        res.once('close', () => clearTimeout(timer));
+      }
+    }
     await handled;
   }
 

@@ -13,6 +13,8 @@ import type { Exchange, Reply } from './pipeline.js';
 export interface ClientChannel {
   /** relatedRequestId ties a server-to-client message to the client request it belongs to. */
   send(message: JSONRPCMessage, relatedRequestId?: RequestId): Promise<void>;
+  /** The client cancelled this request: it gets no reply, so whatever waits for one can go. */
+  cancelled?(id: RequestId): void;
   close(): Promise<void>;
 }
 
@@ -177,7 +179,9 @@ export class Session {
 
   /** The client cancelled a request: it gets no reply (MCP cancellation semantics). */
   cancelled(id: RequestId): void {
-    this.inFlight.get(id)?.settle(undefined);
+    if (!this.inFlight.has(id)) return;
+    this.inFlight.get(id)!.settle(undefined);
+    this.channel.cancelled?.(id);
   }
 
   /** Settles an in-flight request with an error (the upstream could not be sent to). */

@@ -314,6 +314,17 @@ describe('a gateway listening on a wildcard address (0.0.0.0, as in containers)'
 });
 
 describe('sessions belong to the identity that opened them', () => {
+  test('a GET stream closes when the token that opened it expires', async () => {
+    const shortLived = await idp.sign({ sub: 'brief', groups: ['group-a'], aud: resourceOf('everything'), iss: idp.issuer, iat: now(), exp: now() + 2 });
+    const session = await rawSession(bearer(shortLived));
+    const started = Date.now();
+    const stream = await raw(gw.base, '/mcp/everything', { method: 'GET', headers: { ...session, accept: 'text/event-stream' }, timeoutMs: 10_000 });
+    const lasted = Date.now() - started;
+    assert.equal(stream.status, 200, stream.text);
+    // exp is whole seconds: the stream ends within ~2 s, long before the raw client's own 10 s timeout.
+    assert.ok(lasted < 4_000, `the stream stayed open ${lasted} ms after its token expired`);
+  });
+
   test('a stolen session id with another token or API key gets 404; the owner keeps working', async () => {
     const ownerToken = await tokenFor('analyst');
     const owner = await rawSession(bearer(ownerToken));
