@@ -12,6 +12,7 @@ import { delimiter, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ServerConfig } from '../config/schema.js';
 import type { Authorized } from '../gateway/decide.js';
+import { upstreamFetch } from './http-fetch.js';
 
 export interface Upstream {
   send(message: Authorized): Promise<void>;
@@ -102,8 +103,8 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
   const url = new URL(server.url);
   const transport =
     server.transport === 'http'
-      ? new StreamableHTTPClientTransport(url, { requestInit: { headers } })
-      : new SSEClientTransport(url, { requestInit: { headers } }); // the SDK applies these headers to the event stream too
+      ? new StreamableHTTPClientTransport(url, { requestInit: { headers }, fetch: upstreamFetch })
+      : new SSEClientTransport(url, { requestInit: { headers }, fetch: upstreamFetch }); // the SDK applies these headers to the event stream too
   const upstream = new TransportUpstream(transport, `upstream "${name}" (${server.url})`, slog);
   try {
     await upstream.start();
