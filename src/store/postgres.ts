@@ -97,9 +97,7 @@ export class PostgresStore implements Store {
   }
 
   private async migrate(mustExist: boolean): Promise<void> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return this.transaction(async (client) => {
       await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_MIGRATE]);
       const tables = (await client.query<{ t: string }>("SELECT table_name AS t FROM information_schema.tables WHERE table_schema = current_schema()")).rows.map((r) => r.t);
       let version = 0;
@@ -123,19 +121,11 @@ export class PostgresStore implements Store {
         "INSERT INTO portcullis_meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
         [String(POSTGRES_SCHEMA_VERSION)],
       );
-      await client.query('COMMIT');
-    } catch (e) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw e;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async appendAudit(seal: (head: ChainHead | undefined) => SealedBatch): Promise<SealedBatch> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return this.transaction(async (client) => {
       // Serialises appenders across replicas; released at COMMIT or ROLLBACK.
       await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_AUDIT]);
       const row = (await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1')).rows[0];
@@ -149,14 +139,8 @@ export class PostgresStore implements Store {
         );
       }
       for (const c of batch.checkpoints) await this.insertCheckpoint(client, c);
-      await client.query('COMMIT');
       return batch;
-    } catch (e) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw e;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async auditHead(): Promise<ChainHead | undefined> {
@@ -209,9 +193,7 @@ export class PostgresStore implements Store {
   }
 
   async appendRecordings(rows: RecordingRow[], payloads: Payload[]): Promise<void> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return this.transaction(async (client) => {
       // Shared with other appenders, exclusive with prune: a prune cannot delete a payload
       // that an uncommitted recording (on another replica) is about to reference.
       await client.query('SELECT pg_advisory_xact_lock_shared($1)', [LOCK_RECORDINGS]);
@@ -232,13 +214,7 @@ export class PostgresStore implements Store {
           [col('sessionId'), col('ts'), col('direction'), col('server'), col('sub'), col('method'), col('messageId'), col('decision'), col('body'), col('payloadHash'), col('truncatedFrom')],
         );
       }
-      await client.query('COMMIT');
-    } catch (e) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw e;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async readRecording(sessionId: string): Promise<RecordedMessage[]> {
@@ -267,14 +243,22 @@ export class PostgresStore implements Store {
   }
 
   async pruneRecordings(before: number): Promise<{ messages: number; payloads: number }> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return this.transaction(async (client) => {
       await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_RECORDINGS]);
       const messages = (await client.query('DELETE FROM recordings WHERE ts < $1', [before])).rowCount ?? 0;
       const payloads = (await client.query('DELETE FROM recording_payloads p WHERE NOT EXISTS (SELECT 1 FROM recordings r WHERE r.payload_hash = p.hash)')).rowCount ?? 0;
-      await client.query('COMMIT');
       return { messages, payloads };
+    });
+  }
+
+  /** Runs fn in one transaction on one pooled connection: COMMIT on success, ROLLBACK on any error. */
+  private async transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
     } catch (e) {
       await client.query('ROLLBACK').catch(() => {});
       throw e;
