@@ -21,8 +21,10 @@ export function upstreamFetch(input: string | URL, init: RequestInit = {}): Prom
   if (body !== undefined && typeof body !== 'string' && !(body instanceof Uint8Array)) {
     return Promise.reject(new TypeError('upstreamFetch sends string or byte bodies only'));
   }
+  // The SDK passes a Headers object: read it as it is rather than copying it into another one.
   const headers: Record<string, string> = {};
-  new Headers(init.headers).forEach((value, name) => (headers[name] = value));
+  const given = init.headers instanceof Headers ? init.headers : new Headers(init.headers);
+  for (const [name, value] of given) headers[name] = value;
   const method = init.method ?? 'GET';
 
   return new Promise<Response>((resolve, reject) => {
