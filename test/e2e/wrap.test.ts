@@ -141,7 +141,7 @@ describe('portcullis wrap: failures and lifecycle', () => {
     }
   });
 
-  test('unreadable lines on stdin are refused; the session keeps answering', async () => {
+  test('unreadable lines on stdin are refused with the same errors as on HTTP; the session keeps answering', async () => {
     const w = await rawWrap({ raw: upstreams.raw() }, 'raw');
     try {
       w.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: CLIENT_INFO } }));
@@ -153,8 +153,15 @@ describe('portcullis wrap: failures and lifecycle', () => {
       w.send('{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":42}}');
       w.send('[{"jsonrpc":"2.0","id":3,"method":"ping"}]');
       w.send(JSON.stringify({ jsonrpc: '2.0', id: 4, method: 'ping' }));
+      w.send('{"jsonrpc":"2.0","id":5,"method":"ping","params":' + '['.repeat(200) + ']'.repeat(200) + '}');
+      w.send(JSON.stringify({ jsonrpc: '2.0', id: 6, method: 'ping' }));
+      assert.deepEqual(await w.reply(6), { jsonrpc: '2.0', id: 6, result: {} });
       assert.deepEqual(await w.reply(4), { jsonrpc: '2.0', id: 4, result: {} });
       assert.equal(w.lines.find((l) => l.id === 2)?.error?.code, -32602, JSON.stringify(w.lines));
+      // Refusals that cannot name their request answer with id null, in the order they were sent.
+      const nulls = w.lines.filter((l) => l.id === null).map((l) => l.error.code);
+      assert.deepEqual(nulls, [-32700, -32600, -32600], JSON.stringify(w.lines));
+      assert.equal(w.lines.some((l) => l.id === 3 || l.id === 5), false, 'a batch and an over-deep message are not forwarded');
     } finally {
       await w.close();
     }
