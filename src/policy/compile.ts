@@ -165,9 +165,18 @@ function compileWho(who: WhoSpec | undefined): (identity: Identity) => boolean {
   };
 }
 
-function selector(patterns: string[] | undefined, uri: boolean): Selector | undefined {
+/** Compiles one selector field; a pattern that does not compile is a problem at its own line, never a throw. */
+function selector(patterns: string[] | undefined, uri: boolean, report: (index: number, message: string) => void): Selector | undefined {
   if (!patterns) return undefined;
-  return { patterns, matchers: patterns.map((p) => (uri ? compileUriGlob(p) : compileNameGlob(p))) };
+  const matchers = patterns.map((p, j) => {
+    try {
+      return uri ? compileUriGlob(p) : compileNameGlob(p);
+    } catch (e) {
+      report(j, `glob ${JSON.stringify(p)} does not compile: ${(e as Error).message}`);
+      return () => false;
+    }
+  });
+  return { patterns, matchers };
 }
 
 interface ParsedFile {
@@ -253,11 +262,12 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
         ruleNames.add(r.name);
         // The schema has already reported any problem of this expression (see schema.ts).
         const when = r.when !== undefined ? compileCel(r.when).compiled : undefined;
+        const field = (name: string) => (j: number, message: string) => problem('schema', ['rules', i, name, j], message);
         const selectors: CompiledRule['selectors'] = {
-          tool: selector(r.tools, false),
-          resource: selector(r.resources, true),
-          prompt: selector(r.prompts, false),
-          method: selector(r.methods, false),
+          tool: selector(r.tools, false, field('tools')),
+          resource: selector(r.resources, true, field('resources')),
+          prompt: selector(r.prompts, false, field('prompts')),
+          method: selector(r.methods, false, field('methods')),
         };
         document.rules.push({
           id: `${docName}/${r.name}`,
@@ -288,7 +298,11 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           document,
           file: shown,
           line: at(['masks', i]),
-          selectors: { tool: selector(m.tools, false), resource: selector(m.resources, true), prompt: selector(m.prompts, false) },
+          selectors: {
+            tool: selector(m.tools, false, (j, msg) => problem('schema', ['masks', i, 'tools', j], msg)),
+            resource: selector(m.resources, true, (j, msg) => problem('schema', ['masks', i, 'resources', j], msg)),
+            prompt: selector(m.prompts, false, (j, msg) => problem('schema', ['masks', i, 'prompts', j], msg)),
+          },
           custom,
         });
       });
