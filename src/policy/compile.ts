@@ -11,6 +11,7 @@ import type { Identity } from '../auth/identity.js';
 import type { Effect } from './decision.js';
 import { compileCel, type CompiledCel } from './cel.js';
 import { compileNameGlob, compileUriGlob, hasWildcard, type Matcher } from './glob.js';
+import { compileRe2, type Pattern } from './re2.js';
 import { policyDocument, type MaskSpec, type PolicyDocument, type RuleSpec, type WhoSpec } from './schema.js';
 
 /** What a policy problem is about; lint reports it as the finding's rule id. */
@@ -58,8 +59,8 @@ export interface CompiledMask {
   file: string;
   line?: number;
   selectors: Partial<Record<Kind, Selector>>;
-  /** Custom detectors, compiled. */
-  custom: { name: string; pattern: RegExp }[];
+  /** Custom detectors, compiled for re2js (linear time: they run on upstream results). */
+  custom: { name: string; pattern: Pattern }[];
 }
 
 export interface CompiledDocument {
@@ -117,7 +118,7 @@ export interface CompileOptions {
 
 /** Schema refinements report CEL and regex problems; lint tells them apart by their prefix. */
 const checkOf = (message: string): ProblemCheck =>
-  message.startsWith('CEL: ') ? 'cel' : /^(invalid regular expression|unsupported inline flag|pattern )/.test(message) ? 'regex' : 'schema';
+  message.startsWith('CEL: ') ? 'cel' : /^(invalid regular expression|pattern )/.test(message) ? 'regex' : 'schema';
 
 const EFFECT_RANK: Record<Effect, number> = { deny: 0, approve: 1, allow: 2 };
 const SERVER_PATTERN = /^[A-Za-z0-9_.*-]{1,64}$/;
@@ -291,7 +292,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
       spec.masks.forEach((m, i) => {
         if (maskNames.has(m.name)) problem('duplicate-name', ['masks', i, 'name'], `mask "${m.name}" is defined twice in policy "${docName}"`);
         maskNames.add(m.name);
-        const custom = (m.custom ?? []).map((c) => ({ name: c.name, pattern: new RegExp(c.pattern, 'gu') })); // checked by the schema
+        const custom = (m.custom ?? []).map((c) => ({ name: c.name, pattern: compileRe2(c.pattern) })); // checked by the schema
         document.masks.push({
           id: `${docName}/${m.name}`,
           spec: m,
