@@ -139,6 +139,59 @@ function findCalls(ast: ASTNode, fn: string): { calls: Node[]; patterns: Node[] 
   return { calls, patterns };
 }
 
+const ORDERING = new Set(['<', '<=', '>', '>=']);
+const JSON_NUMBER = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$/;
+
+/** Whether a node reads from `args` (`args.x`, `args["x"].y`): a JSON value the type check sees as dyn. */
+function readsArgs(n: unknown): n is Node {
+  while (isNode(n) && (n.op === '.' || n.op === '[]')) n = (n.args as unknown[])[0];
+  return isNode(n) && n.op === 'id' && n.args === 'args';
+}
+
+/** What a literal operand is, for the comparisons below; undefined when it is not a literal. */
+function literalKind(n: Node): string | undefined {
+  if (n.op === 'call') {
+    const [fn] = n.args as unknown[];
+    return fn === 'timestamp' || fn === 'duration' ? fn : undefined;
+  }
+  if (n.op !== 'value') return undefined;
+  const v = n.args;
+  if (v === null) return 'null';
+  if (v instanceof Uint8Array) return 'bytes';
+  return typeof v === 'bigint' || typeof v === 'number' ? 'number' : typeof v;
+}
+
+/**
+ * Comparisons of an argument with a literal that are wrong whatever the caller sends. `args` is a
+ * map of dyn (JSON values: null, bool, number, string, list, map), so the type check passes them
+ * all; these fail at runtime (a deny) or never hold, which in a deny rule means it never denies.
+ */
+function argumentComparisons(ast: ASTNode, text: string): CelProblem[] {
+  const problems: CelProblem[] = [];
+  eachNode(ast, (n) => {
+    if (n.op !== '==' && n.op !== '!=' && !ORDERING.has(n.op)) return;
+    const [l, r] = n.args as [Node, Node];
+    const arg = readsArgs(l) ? l : readsArgs(r) ? r : undefined;
+    const lit = arg === l ? r : l;
+    if (!arg || !isNode(lit)) return;
+    const kind = literalKind(lit);
+    if (!kind) return;
+    const path = renamed(text.slice(arg.start, arg.end));
+    const at = { column: lit.start + 1 };
+    if (kind === 'bytes' || kind === 'timestamp' || kind === 'duration') {
+      const always = n.op === '==' ? 'always false' : n.op === '!=' ? 'always true' : 'always an error at runtime (a deny)';
+      problems.push({ message: `${path} is a JSON value, never a ${kind}, so comparing it with one (${n.op}) is ${always}`, ...at });
+    } else if (ORDERING.has(n.op) && kind === 'string' && JSON_NUMBER.test(lit.args as string)) {
+      const num = lit.args as string;
+      problems.push({
+        message: `${path} is compared (${n.op}) with the string "${num}": a number argument makes that an error at runtime (a deny), a string one compares character by character ("10" < "5"); compare with the number ${num}`,
+        ...at,
+      });
+    }
+  });
+  return problems;
+}
+
 /**
  * Compiles a `when` expression. Returns the compiled expression or every problem found:
  * syntax errors, type errors (unknown variables, wrong operand types, a result that is not a
@@ -184,6 +237,7 @@ function compileUncached(source: string): { compiled?: CompiledCel; problems: Ce
   const checked = parsed.check();
   if (!checked.valid) problems.push(describe(checked.error));
   else if (checked.type !== 'bool' && checked.type !== 'dyn') problems.push({ message: `a when expression must be a bool, this one is a ${checked.type}` });
+  if (checked.valid) problems.push(...argumentComparisons(parsed.ast, text));
   for (const p of patterns) {
     if (p.op !== 'value') {
       problems.push({ message: 'invalid regular expression: the pattern of matches must be a string literal, so that it is checked at load and no caller can choose it', column: p.start + 1 });

@@ -42,6 +42,8 @@ export interface CompiledRule {
   file: string;
   line?: number;
   whenLine?: number;
+  /** The line of a field inside the rule (e.g. ["resources", 2]), for findings. */
+  lineOf: (path: PropertyKey[]) => number | undefined;
   matchesWho: (identity: Identity) => boolean;
   /** Per kind, the name globs; absent when the rule does not name that kind. */
   selectors: Partial<Record<Kind | 'method', Selector>>;
@@ -58,6 +60,8 @@ export interface CompiledMask {
   document: CompiledDocument;
   file: string;
   line?: number;
+  /** The line of a field inside the mask, for findings. */
+  lineOf: (path: PropertyKey[]) => number | undefined;
   selectors: Partial<Record<Kind, Selector>>;
   /** Custom detectors, compiled for re2js (linear time: they run on upstream results). */
   custom: { name: string; pattern: Pattern }[];
@@ -280,6 +284,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           file: shown,
           line: at(['rules', i]),
           whenLine: r.when !== undefined ? at(['rules', i, 'when']) : undefined,
+          lineOf: (path) => at(['rules', i, ...path]),
           matchesWho: compileWho(r.who),
           selectors,
           anyKind: !r.tools && !r.resources && !r.prompts && !r.methods,
@@ -299,6 +304,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           document,
           file: shown,
           line: at(['masks', i]),
+          lineOf: (path) => at(['masks', i, ...path]),
           selectors: {
             tool: selector(m.tools, false, (j, msg) => problem('schema', ['masks', i, 'tools', j], msg)),
             resource: selector(m.resources, true, (j, msg) => problem('schema', ['masks', i, 'resources', j], msg)),
