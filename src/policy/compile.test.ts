@@ -73,6 +73,16 @@ describe('invalid bundles are rejected with file, line and field', () => {
     const ps = problemsOf({ 'a.yaml': `${head}masks:\n  - name: m\n    detectors: [emails]\n    custom: [{ name: ticket, pattern: "TKT-(" }]\n` });
     assert.deepEqual(ps.map((p) => p.field).sort(), ['masks.0.custom.0.pattern', 'masks.0.detectors.0']);
   });
+  it('custom detectors are RE2 (linear time on upstream results): lookaround is refused, (?i) and (?P<name> work', () => {
+    const ps = problemsOf({ 'a.yaml': `${head}masks:\n  - { name: m, custom: [{ name: a, pattern: "x(?=y)" }, { name: b, pattern: "(a*)*" }] }\n` });
+    assert.deepEqual(ps.map((p) => [p.field, p.message.split(':')[0]]), [['masks.0.custom.0.pattern', 'invalid regular expression "x(?=y)"'], ['masks.0.custom.1.pattern', 'pattern matches the empty string, so it would mask nothing useful']]);
+    const b = compileBundle({ 'a.yaml': `${head}masks:\n  - { name: m, custom: [{ name: ticket, pattern: "(?i)(?P<id>tkt-[0-9]{6})" }] }\n` });
+    const [{ pattern }] = b.documents[0].masks[0].custom;
+    assert.equal(pattern.test('see TKT-123456'), true);
+    const t0 = performance.now();
+    assert.equal(compileBundle({ 'a.yaml': `${head}masks:\n  - { name: m, custom: [{ name: x, pattern: "(a+)+$" }] }\n` }).documents[0].masks[0].custom[0].pattern.test(`${'a'.repeat(100_000)}!`), false);
+    assert.ok(performance.now() - t0 < 1000);
+  });
   it('a server that is not a name or glob, and an empty bundle', () => {
     assert.equal(problemsOf({ 'a.yaml': head.replace('server: db', 'server: "db "') })[0].field, 'server');
     assert.match(problemsOf({ 'a.yaml': '# nothing\n' })[0].message, /no policy documents/);
