@@ -230,3 +230,21 @@ test('portcullis replay says when a recording fails verification and exits 1; in
   assert.equal(gone.status, 1);
   assert.match(gone.stderr, /session sess-r broken at message 1 \(deleted\): all 6 sealed messages are missing/);
 });
+
+test('an upgraded store: messages recorded before chaining are reported, not verified; an unlinked message after that is an insertion', async (t) => {
+  const { file, store, rec, log } = await session(t, 2, { end: true });
+  await rec.close();
+  await log.close();
+  const db = new Database(file);
+  const legacy = db.prepare("INSERT INTO recordings (id, session_id, ts, direction, server, body) VALUES (?, 'before-upgrade', 1, 'fromClient', 'srv', '{}')");
+  legacy.run(-2);
+  legacy.run(-1); // ids below the first chained one, as schema 1 left them
+  let report = await verifyStore(store);
+  assert.equal(report.ok, true, describeReport(report));
+  assert.equal(report.recordings!.legacyMessages, 2);
+  assert.match(report.warnings.join('\n'), /2 recorded messages predate chained recordings and are not verified/);
+  db.prepare("INSERT INTO recordings (session_id, ts, direction, server, body) VALUES ('fake', 1, 'fromClient', 'srv', '{}')").run();
+  db.close();
+  report = await verifyStore(store);
+  assert.deepEqual(report.recordings!.breaks.map((b) => [b.session, b.message, b.kind]), [['fake', 1, 'inserted']]);
+});
