@@ -369,6 +369,7 @@ export class Recorder {
 
 /** The text with lone surrogates replaced by U+FFFD, as the store would read them back. */
 function wellFormed(text: string): string {
+  if (!/[\ud800-\udfff]/.test(text)) return text;
   return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
 }
 

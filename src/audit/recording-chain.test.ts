@@ -248,3 +248,20 @@ test('an upgraded store: messages recorded before chaining are reported, not ver
   report = await verifyStore(store);
   assert.deepEqual(report.recordings!.breaks.map((b) => [b.session, b.message, b.kind]), [['fake', 1, 'inserted']]);
 });
+
+test('a method or sub with a lone surrogate is stored as it reads back, so its recording verifies', async (t) => {
+  const file = join(tempDir(t), 'r.db');
+  const store = SqliteStore.open(file);
+  t.after(() => store.close());
+  const log = await AuditLog.open(store);
+  const rec = new Recorder(store, { audit: log, pruneInterval: 0, sealInterval: 0 });
+  rec.record({ sessionId: 's', server: 'srv', identity: { sub: 'al\udc00ice' }, direction: 'fromClient', message: { jsonrpc: '2.0', id: 1, method: 'tools/\ud800call' } });
+  rec.endSession('s');
+  await rec.close();
+  await log.close();
+  const [m] = await store.readRecording('s');
+  assert.deepEqual([m.method, m.sub], ['tools/\ufffdcall', 'al\ufffdice']);
+  assert.equal(JSON.parse(m.body).method, 'tools/\ud800call', 'the body keeps the message as sent (JSON escapes it)');
+  const report = await verifyStore(store);
+  assert.equal(report.ok, true, describeReport(report));
+});
