@@ -76,9 +76,10 @@ function recorded(recorder: Recorder | undefined): Stage[] {
     async (x, next) => {
       const s = x.session;
       const base = { sessionId: s.id, server: s.server, identity: s.identity };
-      recorder.record({ ...base, direction: x.direction === 'toUpstream' ? 'fromClient' : 'toClient', message: x.raw });
+      // After its end a session's recording is sealed: what reaches it then reaches no client.
+      if (!s.isEnded) recorder.record({ ...base, direction: x.direction === 'toUpstream' ? 'fromClient' : 'toClient', message: x.raw });
       const reply = await next();
-      if (reply) recorder.record({ ...base, direction: 'toClient', message: reply, ...(x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } }) });
+      if (reply && !s.isEnded) recorder.record({ ...base, direction: 'toClient', message: reply, ...(x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } }) });
       return reply;
     },
   ];
