@@ -60,9 +60,11 @@ function earlyCheck(body: unknown): unknown {
 }
 
 /**
- * What the SDK's transport would refuse in a POST, refused here first with the same status: before
- * a session is opened for an initialize, and before a request takes its id in an open session (a
- * request the transport then refused would never be answered, and its id never freed).
+ * What the SDK's transport would refuse in a POST, refused here first with the same status. For an
+ * initialize, all of it, before a session (an upstream process, an audit record) exists. In an
+ * open session, the header checks and a second initialize (which the transport would pass on as a
+ * request when malformed); the schema check is left to the transport there, not paid twice per
+ * message: a request it refuses frees its id (inSession).
  */
 function transportChecks(req: IncomingMessage, body: unknown, initializing: boolean): void {
   const id = requestId(body) ?? null;
@@ -72,9 +74,9 @@ function transportChecks(req: IncomingMessage, body: unknown, initializing: bool
     throw new HttpRefusal(406, INVALID_REQUEST, 'Not Acceptable: the Accept header must list both application/json and text/event-stream', {}, id);
   }
   if (!isJsonContentType(req.headers['content-type'])) throw new HttpRefusal(415, INVALID_REQUEST, 'Content-Type must be application/json', {}, id);
-  const message = JSONRPCMessageSchema.safeParse(body);
-  if (!message.success) throw new HttpRefusal(400, INVALID_REQUEST, `not a valid JSON-RPC message: ${firstIssue(message.error)}`, {}, id);
   if (initializing) {
+    const message = JSONRPCMessageSchema.safeParse(body);
+    if (!message.success) throw new HttpRefusal(400, INVALID_REQUEST, `not a valid JSON-RPC message: ${firstIssue(message.error)}`, {}, id);
     const init = InitializeRequestSchema.safeParse(body);
     if (!init.success) throw new HttpRefusal(400, INVALID_PARAMS, `initialize: ${firstIssue(init.error)}`, {}, id);
     return;

@@ -212,9 +212,12 @@ describe('validate before allocating: a refused initialize starts nothing', () =
     assertRefused(res, 400, -32600, /unsupported MCP-Protocol-Version "1999-01-01"/, 'protocol version');
     const again = await post(gw, 'raw', { jsonrpc: '2.0', id: 5, method: 'initialize', params: INIT_PARAMS }, s);
     assertRefused(again, 400, -32600, /already initialized/, 're-initialize');
-    // Id 5 was not left taken by either refusal.
+    // …and one the transport itself refuses (a progress token must be a string or a number).
+    const badMeta = await post(gw, 'raw', { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'echo', arguments: { tag: 'bad-meta' }, _meta: { progressToken: {} } } }, s);
+    assert.equal(badMeta.status, 400, badMeta.text);
+    // Id 5 was not left taken by any of the refusals.
     assert.equal(textOf(answerTo(await callTool(s, 5, 'echo', { tag: 'five' }), 5)), '{"tag":"five"}');
-    assert.ok(!received().some(([, t]) => t === 'bad-version'));
+    assert.ok(!received().some(([, t]) => t === 'bad-version' || t === 'bad-meta'));
     await end(s);
   });
 });
