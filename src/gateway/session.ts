@@ -64,6 +64,9 @@ export class Session {
   private readonly inFlight = new Map<RequestId, InFlight>();
   /** Client request ids from acceptance until their answer is sent (see admit). */
   private readonly admitted = new Map<RequestId, Admission>();
+  /** Ids the upstream still owes an answer the client no longer waits for (timed out, cancelled):
+   *  not free yet, or that late answer would settle a new request with the same id. */
+  private readonly abandoned = new Set<RequestId>();
   /** The credential this session is bound to (identityKey of the identity that opened it). */
   readonly principal: string;
   /** The identity of the latest client message, for messages the upstream sends on its own (see toClient). */
@@ -122,7 +125,7 @@ export class Session {
    * (the SDK's HTTP transport) admit before doing so; fromClient admits the rest.
    */
   admit(id: RequestId): Admission | undefined {
-    if (this.admitted.has(id)) return undefined;
+    if (this.admitted.has(id) || this.abandoned.has(id)) return undefined;
     const admission: Admission = {
       delivered: false,
       release: () => {
@@ -188,7 +191,10 @@ export class Session {
     const m = message as { id?: RequestId; method?: unknown };
     if (m.method === undefined && m.id !== undefined) {
       const waiting = this.inFlight.get(m.id);
-      if (!waiting) return this.log.debug({ id: m.id }, 'dropped a reply nobody waits for (timed out or cancelled)');
+      if (!waiting) {
+        this.abandoned.delete(m.id);
+        return this.log.debug({ id: m.id }, 'dropped a reply nobody waits for (timed out or cancelled)');
+      }
       const size = Buffer.byteLength(JSON.stringify(message));
       const reply = size > this.host.limits.maxResultBytes ? errorResponse(m.id, UPSTREAM_ERROR, `the upstream's answer is ${size} bytes, over the gateway's limit of ${this.host.limits.maxResultBytes} (limits.maxResultBytes)`) : message;
       // After the server messages that came before it: a request's last progress notification
@@ -222,12 +228,15 @@ export class Session {
     }
   }
 
-  /** Registers a client request as in flight; its reply arrives through fromUpstream. */
+  /** Registers a client request as in flight; its reply arrives through fromUpstream (admit keeps its id unique). */
   expect(id: RequestId, progressToken: unknown): Promise<Reply> {
     // admit() keeps ids unique; reaching this would be a bug, and the throw fails closed before sending.
     if (this.inFlight.has(id)) throw new Error(`request id ${JSON.stringify(id)} is already in flight in this session`);
     return new Promise<Reply>((resolve) => {
-      const timer = setTimeout(() => settle(errorResponse(id, UPSTREAM_ERROR, `the upstream did not answer within ${this.host.limits.upstreamTimeoutMs} ms (limits.upstreamTimeout)`)), this.host.limits.upstreamTimeoutMs);
+      const timer = setTimeout(() => {
+        this.abandon(id);
+        settle(errorResponse(id, UPSTREAM_ERROR, `the upstream did not answer within ${this.host.limits.upstreamTimeoutMs} ms (limits.upstreamTimeout)`));
+      }, this.host.limits.upstreamTimeoutMs);
       const settle = (reply: Reply) => {
         if (this.inFlight.get(id) !== entry) return;
         clearTimeout(timer);
@@ -242,8 +251,15 @@ export class Session {
   /** The client cancelled a request: it gets no reply (MCP cancellation semantics). */
   cancelled(id: RequestId): void {
     if (!this.inFlight.has(id)) return;
+    this.abandon(id);
     this.inFlight.get(id)!.settle(undefined);
     this.channel.cancelled?.(id);
+  }
+
+  private abandon(id: RequestId): void {
+    // Bounded: an upstream that never answers must not grow this without end.
+    if (this.abandoned.size >= MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value!);
+    this.abandoned.add(id);
   }
 
   /** Settles an in-flight request with an error (the upstream could not be sent to). */
@@ -293,6 +309,8 @@ export class Session {
   }
 }
 
+const MAX_ABANDONED = 10_000;
+
 /** The id of a client request (a message with a method and an id), else undefined. */
 export function requestId(raw: unknown): RequestId | undefined {
   const m = raw as { method?: unknown; id?: unknown } | null;
@@ -302,5 +320,5 @@ export function requestId(raw: unknown): RequestId | undefined {
 
 /** The refusal of a request whose id is already in flight in its session. */
 export function duplicateId(id: RequestId): JSONRPCMessage {
-  return errorResponse(id, INVALID_REQUEST, `request id ${JSON.stringify(id)} is already in flight in this session: wait for its answer or use another id`);
+  return errorResponse(id, INVALID_REQUEST, `request id ${JSON.stringify(id)} is already in flight in this session (or the upstream still owes its answer after a timeout or cancellation): use another id`);
 }

@@ -268,6 +268,21 @@ describe('a request id reused while the first is in flight', () => {
     await end(s);
   });
 
+  test('HTTP: an id whose request was cancelled stays taken until the upstream has answered it, so that late answer cannot settle a new request', async () => {
+    const s = await open(bearer(keys.b));
+    const first = callTool(s, 'c1', 'slow', { ms: 600, tag: 'c1-first' });
+    await waitFor('the first to reach the upstream', () => received().some(([, t]) => t === 'c1-first'));
+    assert.equal((await post(gw, 'raw', { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'c1', reason: 'test' } }, s)).status, 202);
+    await first; // its stream closes without an answer
+    const reused = await callTool(s, 'c1', 'slow', { ms: 1_000, tag: 'c1-second' });
+    assertRefused(reused, 400, -32600, /request id "c1" is already in flight/, 'reused after cancel');
+    assert.ok(!received().some(([, t]) => t === 'c1-second'));
+    // The upstream's late answer arrives and is dropped; then the id is free.
+    await sleep(700);
+    assert.equal(textOf(answerTo(await callTool(s, 'c1', 'slow', { ms: 0, tag: 'c1-third' }), 'c1')), 'slow done: c1-third');
+    await end(s);
+  });
+
   test('HTTP, many interleavings: each request gets its own answer or a refusal naming its id; a refused one is neither decided nor forwarded', async () => {
     const s = await open(bearer(keys.b));
     let run = 0;
