@@ -42,6 +42,8 @@ const limits = z.strictObject({
   upstreamTimeout: duration.default(60_000),
   sessionIdleTimeout: duration.default(30 * 60_000),
   maxSessions: positiveInt.default(1000),
+  /** Sessions one credential (identityKey) may hold at once, so one caller cannot take all of maxSessions. */
+  maxSessionsPerIdentity: positiveInt.default(100),
 });
 
 const stdioServer = z.strictObject({

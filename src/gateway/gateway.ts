@@ -3,8 +3,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { createAuthenticator, identityKey, type Authenticator } from '../auth/authenticate.js';
-import type { Identity } from '../auth/identity.js';
+import { createAuthenticator, type Authenticator } from '../auth/authenticate.js';
+import { identityKey, identityLabel, type Identity } from '../auth/identity.js';
 import { handleWellKnown, resourceMetadataUrl, wwwAuthenticate } from '../auth/protected-resource.js';
 import type { Config } from '../config/schema.js';
 import { mcpHandler } from '../fronts/streamable-http.js';
@@ -38,6 +38,10 @@ export class Gateway implements SessionHost {
   readonly toUpstream: (x: Exchange) => Promise<Reply>;
   readonly toClient: (x: Exchange) => Promise<Reply>;
   private closing = false;
+  /** Sessions being opened (their upstream starting): they count against the limits already. */
+  private opening = 0;
+  /** Sessions open or being opened, per credential (identityKey), for limits.maxSessionsPerIdentity. */
+  private readonly perPrincipal = new Map<string, number>();
 
   constructor(
     readonly config: Config,
@@ -67,48 +71,76 @@ export class Gateway implements SessionHost {
     return undefined;
   }
 
-  /** Opens a session: starts its upstream first, so a client never holds a session without one. */
+  /**
+   * Opens a session: starts its upstream first, so a client never holds a session without one.
+   * The limits are checked and the place taken before anything is started, so concurrent opens
+   * cannot overshoot them.
+   */
   async openSession(id: string, server: string, identity: Identity, channel: ClientChannel): Promise<Session> {
     if (this.closing) throw Object.assign(new Error('the gateway is shutting down'), { status: 503 });
-    if (this.sessions.size >= this.config.limits.maxSessions) {
-      throw Object.assign(new Error(`the gateway has ${this.sessions.size} sessions open, its limit (limits.maxSessions)`), { status: 503 });
+    const l = this.config.limits;
+    if (this.sessions.size + this.opening >= l.maxSessions) {
+      throw Object.assign(new Error(`the gateway has ${this.sessions.size + this.opening} sessions open, its limit (limits.maxSessions)`), { status: 503 });
     }
-    const session = new Session(id, server, identity, channel, this);
-    let upstream;
+    const principal = identityKey(identity);
+    const held = this.perPrincipal.get(principal) ?? 0;
+    if (held >= l.maxSessionsPerIdentity) {
+      this.log.warn({ ...identityLabel(identity), sessions: held }, 'session refused: per-identity limit');
+      throw Object.assign(new Error(`this identity has ${held} sessions open, its limit (limits.maxSessionsPerIdentity): end one (DELETE) before opening another`), { status: 429 });
+    }
+    this.perPrincipal.set(principal, held + 1);
+    this.opening++;
+    let opened = false;
     try {
-      upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd());
-    } catch (e) {
-      this.metrics.upstreamFailures.inc({ server });
-      session.log.error({ err: (e as Error).message }, 'upstream could not be started');
-      throw e;
+      const session = new Session(id, server, identity, channel, this);
+      let upstream;
+      try {
+        upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd());
+      } catch (e) {
+        this.metrics.upstreamFailures.inc({ server });
+        session.log.error({ err: (e as Error).message }, 'upstream could not be started');
+        throw e;
+      }
+      session.attach(upstream);
+      try {
+        await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { ...identityLabel(identity), groups: identity.groups, via: identity.via } });
+      } catch (e) {
+        session.log.error({ err: (e as Error).message }, 'audit write failed; session refused');
+        session.end('its start could not be recorded');
+        throw Object.assign(new Error('Audit log unavailable: the session was not opened (PCL_AUDIT_WRITE_FAILED)'), { status: 503 });
+      }
+      if (session.isEnded) throw new Error(`the upstream ended before the session opened`);
+      this.sessions.set(id, session);
+      opened = true;
+      this.metrics.sessions.inc({ server });
+      session.log.info('session started');
+      return session;
+    } finally {
+      this.opening--;
+      if (!opened) this.release(principal);
     }
-    session.attach(upstream);
-    try {
-      await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { sub: identity.sub, groups: identity.groups, via: identity.via } });
-    } catch (e) {
-      session.log.error({ err: (e as Error).message }, 'audit write failed; session refused');
-      session.end('its start could not be recorded');
-      throw Object.assign(new Error('Audit log unavailable: the session was not opened (PCL_AUDIT_WRITE_FAILED)'), { status: 503 });
-    }
-    this.sessions.set(id, session);
-    this.metrics.sessions.inc({ server });
-    session.log.info('session started');
-    return session;
   }
 
-  /** A session id is valid only on the path that created it and with the identity that created it. */
+  private release(principal: string): void {
+    const n = (this.perPrincipal.get(principal) ?? 1) - 1;
+    if (n > 0) this.perPrincipal.set(principal, n);
+    else this.perPrincipal.delete(principal);
+  }
+
+  /** A session id is valid only on the path that created it and with the credential that created it. */
   findSession(id: string, server: string, identity: Identity): Session | undefined {
     const s = this.sessions.get(id);
-    if (!s || s.server !== server || identityKey(s.identity) !== identityKey(identity)) return undefined;
+    if (!s || s.server !== server || s.principal !== identityKey(identity)) return undefined;
     return s;
   }
 
   ended(session: Session, reason: string): void {
     this.opts.recorder?.endSession(session.id);
     if (!this.sessions.delete(session.id)) return;
+    this.release(session.principal);
     this.metrics.sessions.dec({ server: session.server });
     session.log.info({ reason }, 'session ended');
-    this.opts.audit.append('session.end', session.identity.sub, { session: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
+    this.opts.audit.append('session.end', session.openedBy.sub, { session: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
   }
 
   /** A new policy version is in force: every open session is told its lists may have changed. */

@@ -75,7 +75,7 @@ function recorded(recorder: Recorder | undefined): Stage[] {
   return [
     async (x, next) => {
       const s = x.session;
-      const base = { sessionId: s.id, server: s.server, identity: s.identity };
+      const base = { sessionId: s.id, server: s.server, identity: x.identity };
       // After its end a session's recording is sealed: what reaches it then reaches no client.
       if (!s.isEnded) recorder.record({ ...base, direction: x.direction === 'toUpstream' ? 'fromClient' : 'toClient', message: x.raw });
       const reply = await next();
@@ -117,7 +117,8 @@ const filterLists: Stage = async (x, next) => {
   const spec = LIST_ITEMS[m.action.list];
   const items = (reply.result as Record<string, unknown>)[spec.field];
   if (!Array.isArray(items)) return reply;
-  const { identity, server } = x.session;
+  const { identity } = x;
+  const { server } = x.session;
   const shown = items.filter((item) => {
     const name = (item as Record<string, unknown> | null)?.[spec.key];
     return typeof name === 'string' && x.policy!.visible(identity, server, spec.kind, name);
