@@ -52,9 +52,15 @@ const stdioServer = z.strictObject({
   cwd: z.string().optional(),
 });
 
+/** Credentials in "user:pass@" would travel wherever a URL does (logs, errors); headers carry them instead. */
+const upstreamUrl = z.url({ protocol: /^https?$/ }).refine((u) => {
+  const url = new URL(u);
+  return url.username === '' && url.password === '';
+}, 'credentials in the URL ("user:pass@") are not accepted: put them in headers, e.g. headers: { Authorization: "Basic ${env:CRM_BASIC}" } or { Authorization: "Bearer ${env:CRM_TOKEN}" }');
+
 const httpServer = z.strictObject({
   transport: z.enum(['http', 'sse']),
-  url: z.url({ protocol: /^https?$/ }),
+  url: upstreamUrl,
   headers: z.record(z.string(), z.string()).default({}),
 });
 

@@ -78,8 +78,7 @@ export class Gateway implements SessionHost {
     try {
       upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd());
     } catch (e) {
-      this.metrics.upstreamFailures.inc({ server });
-      session.log.error({ err: (e as Error).message }, 'upstream could not be started');
+      this.metrics.upstreamFailures.inc({ server }); // connectUpstream logged why
       throw e;
     }
     session.attach(upstream);
@@ -124,20 +123,32 @@ export class Gateway implements SessionHost {
     this.auth.close();
   }
 
-  /** Ready when every upstream can be reached (HTTP answers; a stdio command exists). */
+  /**
+   * Ready when every upstream can be reached (HTTP answers; a stdio command exists). /readyz is
+   * public, so it says names and states only; why a check fails (a command, an address, a store
+   * error) goes to the log, once each time it changes.
+   */
   async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
-    const checks: Record<string, string> = {};
+    const checks: Record<string, { state: string; detail?: string }> = {};
     await Promise.all(Object.entries(this.config.servers).map(async ([name, server]) => (checks[`upstream:${name}`] = await probeUpstream(server, this.opts.baseDir ?? process.cwd()))));
     const audit = this.opts.health;
     if (audit) {
       const { pending, oldestPendingMs } = audit.stats();
       // A store that waits on a lock fails nothing for seconds: report the stall before it fails.
-      checks.audit = !audit.healthy() ? `failing: ${audit.lastError()?.message ?? 'write failed'}` : oldestPendingMs > 1000 ? `stalled: ${pending} appends waiting ${oldestPendingMs} ms` : 'ok';
+      checks.audit = !audit.healthy() ? { state: 'failing', detail: audit.lastError()?.message ?? 'write failed' } : oldestPendingMs > 1000 ? { state: 'stalled', detail: `${pending} appends waiting ${oldestPendingMs} ms` } : { state: 'ok' };
     }
-    checks.auth = this.auth.ready() ? 'ok' : `not ready: ${this.auth.readinessProblem() ?? 'identity provider unavailable'}`;
-    if (this.closing) checks.gateway = 'shutting down';
-    return { ready: Object.values(checks).every((c) => c === 'ok'), checks };
+    checks.auth = this.auth.ready() ? { state: 'ok' } : { state: 'not ready', detail: this.auth.readinessProblem() ?? 'identity provider unavailable' };
+    if (this.closing) checks.gateway = { state: 'shutting down' };
+    const states: Record<string, string> = {};
+    for (const [name, { state, detail }] of Object.entries(checks)) {
+      states[name] = state;
+      const said = detail === undefined ? state : `${state}: ${detail}`;
+      if (this.readinessSaid.get(name) !== said && (state !== 'ok' || this.readinessSaid.has(name))) this.log[state === 'ok' ? 'info' : 'warn']({ check: name, state, detail }, 'readiness check changed');
+      this.readinessSaid.set(name, said);
+    }
+    return { ready: Object.values(states).every((c) => c === 'ok'), checks: states };
   }
+  private readonly readinessSaid = new Map<string, string>();
 }
 
 export interface RunningGateway {

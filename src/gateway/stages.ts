@@ -148,7 +148,7 @@ const forward: Stage = async (x) => {
   }
   const meta = m.params?._meta as { progressToken?: unknown } | undefined;
   const reply = s.expect(m.id, meta?.progressToken);
-  upstream.send(authorized).catch((e: Error) => s.failed(m.id, `could not send to the upstream: ${e.message}`));
+  upstream.send(authorized).catch((e: Error) => s.failed(m.id, e.message));
   x.releaseTurn();
   const answer = await reply;
   if (m.method === 'initialize' && answer && 'result' in answer) {
