@@ -123,6 +123,14 @@ const audit = z.strictObject({
     .prefault({}),
 });
 
+/** Scrapers of /metrics: with tokens listed, only `Authorization: Bearer <token>` with a listed SHA-256 reads them. */
+const metrics = z.strictObject({
+  tokens: z
+    .array(z.strictObject({ id: z.string().min(1), sha256: sha256Hex }))
+    .refine((ts) => new Set(ts.map((t) => t.sha256)).size === ts.length, 'two tokens have the same sha256: each token must be distinct')
+    .default([]),
+});
+
 const logging = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -140,6 +148,7 @@ export const configSchema = z.strictObject({
   admin: admin.prefault({}),
   approvals: approvals.prefault({}),
   audit: audit.prefault({}),
+  metrics: metrics.prefault({}),
   logging: logging.prefault({}),
 });
 
