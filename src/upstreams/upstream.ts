@@ -14,6 +14,7 @@ import type { ServerConfig } from '../config/schema.js';
 import type { Authorized } from '../gateway/decide.js';
 import { PortcullisError } from '../errors.js';
 import { upstreamFetch } from './http-fetch.js';
+import { redactedUrl, scrubber } from './redact.js';
 
 export interface Upstream {
   send(message: Authorized): Promise<void>;
@@ -153,37 +154,6 @@ export async function probeUpstream(server: ServerConfig, baseDir: string): Prom
 /** An error's message and its cause's ("fetch failed (connect ECONNREFUSED …)"). */
 function describeError(e: Error): string {
   return e.cause instanceof Error ? `${e.message} (${e.cause.message})` : e.message;
-}
-
-const REDACTED = '[REDACTED]';
-
-/** A URL for logs: every query value hidden, since SaaS MCP servers take keys there (?api_key=…). */
-export function redactedUrl(url: string): string {
-  const u = new URL(url);
-  for (const key of [...new Set(u.searchParams.keys())]) u.searchParams.set(key, REDACTED);
-  return u.href.replaceAll(encodeURIComponent(REDACTED), REDACTED);
-}
-
-/** Values shorter than this are not scrubbed from text: "1" or "json" are no secrets, and erasing them garbles. */
-const MIN_SECRET_LENGTH = 6;
-
-/**
- * Removes the upstream's secrets from text that came from elsewhere (an error, an upstream's
- * response body): the URL, each query value and each header value, raw and URL-encoded.
- */
-export function scrubber(server: ServerConfig): (text: string) => string {
-  if (server.transport === 'stdio') return (text) => text;
-  const u = new URL(server.url);
-  const rawQueryValues = u.search.slice(1).split('&').map((pair) => pair.slice(pair.indexOf('=') + 1));
-  const values = [server.url, u.href, ...rawQueryValues, ...u.searchParams.values(), ...Object.values(server.headers)];
-  for (const v of [...values]) {
-    values.push(encodeURIComponent(v));
-    // "Bearer <token>": the token alone can be echoed too.
-    const sp = v.indexOf(' ');
-    if (sp !== -1) values.push(v.slice(sp + 1));
-  }
-  const secrets = [...new Set(values)].filter((v) => v.length >= MIN_SECRET_LENGTH).sort((a, b) => b.length - a.length);
-  return (text) => secrets.reduce((t, secret) => t.replaceAll(secret, REDACTED), text);
 }
 
 function commandExists(command: string, cwd: string): boolean {
