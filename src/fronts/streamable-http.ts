@@ -13,18 +13,20 @@ import { classify, INVALID_PARAMS, INVALID_REQUEST, ShapeError, UPSTREAM_ERROR }
 import type { Gateway } from '../gateway/gateway.js';
 import { duplicateId, requestId, type Session } from '../gateway/session.js';
 import { BoundedEventStore } from './event-store.js';
-import { checkHostAndOrigin, HttpRefusal, readJsonBody, sendRefusal } from './http-request.js';
+import { HttpRefusal, readJsonBody, sendRefusal } from './http-request.js';
 
 const SESSION_HEADER = 'mcp-session-id';
 
-export function mcpHandler(gw: Gateway, boundToLoopback: boolean) {
+/** Host and Origin were checked for every route before this (gateway.ts). */
+export function mcpHandler(gw: Gateway) {
   return async (req: IncomingMessage, res: ServerResponse, serverName: string): Promise<void> => {
     let id: unknown = null;
     try {
-      checkHostAndOrigin(req, gw.config.listen, boundToLoopback);
-      if (!Object.hasOwn(gw.config.servers, serverName)) throw new HttpRefusal(404, INVALID_REQUEST, `no server named "${serverName}" on this gateway`);
+      // Authenticate first: an unauthenticated caller gets the same answer for a server that
+      // exists and one that does not, so it cannot list the gateway's servers by probing.
       const identity = await gw.authenticate(req, res, serverName);
       if (!identity) return; // the authenticator answered (401 with how to log in)
+      if (!Object.hasOwn(gw.config.servers, serverName)) throw new HttpRefusal(404, INVALID_REQUEST, `no server named "${serverName}" on this gateway`);
       const method = req.method ?? 'GET';
       if (method !== 'POST' && method !== 'GET' && method !== 'DELETE') throw new HttpRefusal(405, INVALID_REQUEST, `${method} is not supported on /mcp`, { allow: 'GET, POST, DELETE' });
       const body = method === 'POST' ? await readJsonBody(req, gw.config.limits) : undefined;

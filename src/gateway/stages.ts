@@ -4,7 +4,7 @@
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import type { Recorder } from '../audit/recorder.js';
-import type { Metrics } from '../observability/metrics.js';
+import { methodLabel, type Metrics } from '../observability/metrics.js';
 import { classify, errorResponse, INTERNAL_ERROR, ShapeError } from './classify.js';
 import { decideStage, type AuditSink, type PolicyPoint } from './decide.js';
 import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
@@ -42,7 +42,7 @@ function observed(log: Logger, metrics: Metrics): Stage {
     const m = x.msg;
     if (m?.type !== 'request') return reply;
     const server = x.session.server;
-    metrics.requests.inc({ server, method: m.method, effect: x.decision?.effect ?? (x.direction === 'toClient' ? 'server-request' : 'refused') });
+    metrics.requests.inc({ server, method: methodLabel(m.method), effect: x.decision?.effect ?? (x.direction === 'toClient' ? 'server-request' : 'refused') });
     if (x.direction === 'toUpstream') metrics.latency.observe({ server }, (performance.now() - x.startedAt) / 1000);
     if (log.isLevelEnabled('info')) {
       const a = m.action;
@@ -150,7 +150,7 @@ const forward: Stage = async (x) => {
   }
   const meta = m.params?._meta as { progressToken?: unknown } | undefined;
   const reply = s.expect(m.id, meta?.progressToken);
-  upstream.send(authorized).catch((e: Error) => s.failed(m.id, `could not send to the upstream: ${e.message}`));
+  upstream.send(authorized).catch((e: Error) => s.failed(m.id, e.message));
   x.releaseTurn();
   const answer = await reply;
   if (m.method === 'initialize' && answer && 'result' in answer) {

@@ -390,7 +390,8 @@ test('fail closed: while the audit write fails, tools/call is refused and never 
     const refusedDecision = (refused.error as Error & { data?: { decisionId?: string } }).data?.decisionId;
     const ready = await raw(gw.base, '/readyz', { method: 'GET' });
     assert.equal(ready.status, 503);
-    assert.match(ready.json.checks.audit, /^failing: .*disk on fire/);
+    assert.equal(ready.json.checks.audit, 'failing');
+    assert.doesNotMatch(ready.text, /disk on fire/, '/readyz says states, the log says why');
     const metrics = (await raw(gw.base, '/metrics', { method: 'GET' })).text;
     assert.match(metrics, /^portcullis_audit_healthy 0$/m);
     assert.match(metrics, /^portcullis_audit_write_failures(_total)? [1-9]/m);
@@ -463,7 +464,7 @@ test('fail closed on a locked store: a tools/call waits for the lock without fre
     assert.ok(refused.ms >= 4_500 && refused.ms < 10_000, `refused after ${Math.round(refused.ms)} ms (the store's busy timeout is 5 s)`);
     const ready = await raw(gw.base, '/readyz', { method: 'GET' });
     assert.equal(ready.status, 503);
-    assert.match(ready.json.checks.audit, /^failing: .*(locked|busy)/i);
+    assert.equal(ready.json.checks.audit, 'failing');
     assert.equal(readFileSync(received, 'utf8').includes('MUST-NOT-ARRIVE'), false, 'the upstream received the refused call');
 
     db.exec('COMMIT');

@@ -12,7 +12,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import type { z } from 'zod';
 import { loadConfig } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
@@ -65,6 +65,10 @@ export interface TestGatewayOptions {
   policy?: PolicyPoint;
   /** Defaults to anonymous access. */
   auth?: ConfigInput['auth'];
+  /** More of portcullis.yaml (e.g. auth, metrics); auth defaults to anonymous access. */
+  config?: Partial<ConfigInput>;
+  /** The gateway's logger; quiet by default (PORTCULLIS_TEST_LOG=debug shows it). */
+  log?: Logger;
 }
 
 /** A policy document that allows everything on every server (methods included). */
@@ -98,8 +102,9 @@ export async function startTestGateway(servers: ServersInput, opts: TestGatewayO
     servers,
     auth: opts.auth ?? { anonymous: true },
     logging: { level: 'silent' },
+    ...opts.config,
   } satisfies ConfigInput);
-  const running = await startGateway(config, { policy, audit: sink, log: testLogger(), baseDir: ROOT });
+  const running = await startGateway(config, { policy, audit: sink, log: opts.log ?? testLogger(), baseDir: ROOT });
   const port = (running.server.address() as AddressInfo).port;
   return {
     running,
