@@ -1,8 +1,8 @@
-// Upstream connectors: the SDK's client transports (stdio child, Streamable HTTP, legacy SSE)
-// behind one interface. send() accepts only an Authorized message, which only the decide stage
+// Upstream connectors: a stdio child (./stdio.ts, its own process group) and the SDK's client
+// transports for Streamable HTTP and legacy SSE, behind one interface. send() accepts only an Authorized message, which only the decide stage
 // can make: a message without a decision cannot reach an upstream, by construction.
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
-import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
@@ -13,6 +13,7 @@ import { createInterface } from 'node:readline';
 import type { ServerConfig } from '../config/schema.js';
 import type { Authorized } from '../gateway/decide.js';
 import { upstreamFetch } from './http-fetch.js';
+import { StdioUpstreamTransport } from './stdio.js';
 
 export interface Upstream {
   send(message: Authorized): Promise<void>;
@@ -34,6 +35,8 @@ class TransportUpstream implements Upstream {
     private readonly transport: Transport,
     private readonly describe: string,
     log: Logger,
+    /** Why the transport closed, when it knows better than "closed" (a child's exit status). */
+    closeReason?: () => string | undefined,
   ) {
     transport.onmessage = (m) => this.onmessage?.(m);
     transport.onerror = (e) => {
@@ -41,7 +44,7 @@ class TransportUpstream implements Upstream {
       // Closing a session tears its streams down on purpose: that is not worth a warning.
       log[this.closed ? 'debug' : 'warn']({ err: e.message }, 'upstream transport error');
     };
-    transport.onclose = () => this.gone(this.lastError ? `${describe} closed: ${this.lastError}` : `${describe} closed`);
+    transport.onclose = () => this.gone(closeReason?.() ?? (this.lastError ? `${describe} closed: ${this.lastError}` : `${describe} closed`));
   }
 
   gone(reason: string): void {
@@ -80,23 +83,21 @@ class TransportUpstream implements Upstream {
 export async function connectUpstream(name: string, server: ServerConfig, log: Logger, baseDir: string): Promise<Upstream> {
   const slog = log.child({ upstream: name });
   if (server.transport === 'stdio') {
-    const transport = new StdioClientTransport({
+    const transport = new StdioUpstreamTransport({
       command: server.command,
       args: server.args,
       env: { ...getDefaultEnvironment(), ...server.env },
       cwd: resolve(baseDir, server.cwd ?? '.'),
-      stderr: 'pipe',
     });
-    const upstream = new TransportUpstream(transport, `upstream "${name}" (${server.command})`, slog);
-    // The child's stderr is its log: keep it, line by line, attributed to the server.
-    createInterface({ input: transport.stderr as unknown as NodeJS.ReadableStream }).on('line', (line) => slog.info({ stderr: line }, 'upstream stderr'));
+    const exited = () => (transport.exitStatus ? `upstream "${name}" exited (${transport.exitStatus})` : undefined);
+    const upstream = new TransportUpstream(transport, `upstream "${name}" (${server.command})`, slog, exited);
     try {
       await upstream.start();
     } catch (e) {
       throw new Error(`cannot start upstream "${name}": ${(e as Error).message}`);
     }
-    const child = (transport as unknown as { _process?: import('node:child_process').ChildProcess })._process;
-    child?.on('exit', (code, signal) => upstream.gone(`upstream "${name}" exited (${signal ?? `code ${code}`})`));
+    // The child's stderr is its log: keep it, line by line, attributed to the server.
+    createInterface({ input: transport.stderr! }).on('line', (line) => slog.info({ stderr: line }, 'upstream stderr'));
     return upstream;
   }
   const headers = server.headers;
