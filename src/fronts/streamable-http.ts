@@ -139,4 +139,7 @@ async function openSession(gw: Gateway, req: IncomingMessage, res: ServerRespons
   channel.transport.onmessage = (message) => void session.fromClient(message);
   channel.transport.onclose = () => session.end('client closed the session');
   await channel.handle(req, res, body);
+  // The SDK transport refused the initialize (a wrong Accept header, say): no client can use
+  // this session, so it must not keep its upstream (a process group, for stdio) until idle.
+  if (!channel.transport.sessionId) session.end('initialize refused');
 }
