@@ -6,7 +6,7 @@
 // its way out. (A side effect: a Ctrl-C at the terminal reaches the gateway, not its upstreams,
 // so requests in flight can still finish while the gateway drains.)
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { Readable } from 'node:stream';
+import { createInterface } from 'node:readline';
 import { ReadBuffer, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
@@ -19,6 +19,8 @@ export interface StdioParams {
   args: string[];
   env: Record<string, string>;
   cwd: string;
+  /** Each line the child writes to stderr (its log). Always read: an unread pipe would block the child once full, and hold its close back. */
+  stderr?: (line: string) => void;
   graceMs?: number;
 }
 
@@ -54,10 +56,6 @@ export class StdioUpstreamTransport implements Transport {
     this.closed = new Promise((r) => (this.resolveClosed = r));
   }
 
-  get stderr(): Readable | null {
-    return this.child?.stderr ?? null;
-  }
-
   get pid(): number | undefined {
     return this.child?.pid;
   }
@@ -87,6 +85,8 @@ export class StdioUpstreamTransport implements Transport {
         this.onmessage?.(message);
       }
     });
+    const stderr = this.params.stderr;
+    createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', (line) => stderr?.(line));
     child.stdin!.on('error', (e) => this.onerror?.(e));
     child.stdout!.on('error', (e) => this.onerror?.(e));
     child.once('exit', (code, signal) => {
@@ -132,18 +132,20 @@ export class StdioUpstreamTransport implements Transport {
     this.signal('SIGKILL');
   }
 
-  /** SIGTERM to the group, SIGKILL to whatever is left of it after the grace period. */
+  /**
+   * SIGTERM to the group; SIGKILL to whatever is left of it once every pipe to it is closed (its
+   * servers are done: what remains has let go of its stdio, or is a zombie not yet reaped) or
+   * after the grace period, whichever comes first.
+   */
   private endGroup(): Promise<void> {
     return (this.ending ??= (async () => {
-      if (!this.signal('SIGTERM')) return void live.delete(this); // the group is empty already
-      const deadline = delay(this.graceMs);
-      await Promise.race([this.closed, deadline.done]);
-      // A member that closed its pipes but still runs has no event to wait for: give it the rest of the grace.
-      if (this.signal(0)) await deadline.done;
-      deadline.cancel();
-      if (this.signal('SIGKILL')) {
-        // A member outside the group may still hold a pipe open: stop waiting for it.
-        for (const s of [this.child!.stdin, this.child!.stdout, this.child!.stderr]) s?.destroy();
+      if (this.signal('SIGTERM')) {
+        await within(this.closed, this.graceMs);
+        if (this.signal('SIGKILL')) {
+          // A process that left the group may still hold a pipe open: stop waiting for it.
+          for (const s of [this.child!.stdin, this.child!.stdout, this.child!.stderr]) s?.destroy();
+          await within(this.closed, this.graceMs);
+        }
       }
       live.delete(this);
     })());

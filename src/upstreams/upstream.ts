@@ -9,7 +9,6 @@ import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { existsSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { ServerConfig } from '../config/schema.js';
 import type { Authorized } from '../gateway/decide.js';
 import { upstreamFetch } from './http-fetch.js';
@@ -88,6 +87,8 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
       args: server.args,
       env: { ...getDefaultEnvironment(), ...server.env },
       cwd: resolve(baseDir, server.cwd ?? '.'),
+      // The child's stderr is its log: keep it, line by line, attributed to the server.
+      stderr: (line) => slog.info({ stderr: line }, 'upstream stderr'),
     });
     const exited = () => (transport.exitStatus ? `upstream "${name}" exited (${transport.exitStatus})` : undefined);
     const upstream = new TransportUpstream(transport, `upstream "${name}" (${server.command})`, slog, exited);
@@ -96,8 +97,6 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
     } catch (e) {
       throw new Error(`cannot start upstream "${name}": ${(e as Error).message}`);
     }
-    // The child's stderr is its log: keep it, line by line, attributed to the server.
-    createInterface({ input: transport.stderr! }).on('line', (line) => slog.info({ stderr: line }, 'upstream stderr'));
     return upstream;
   }
   const headers = server.headers;
