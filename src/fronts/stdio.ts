@@ -10,9 +10,10 @@ import { createInterface } from 'node:readline';
 import type { Identity } from '../auth/identity.js';
 import { classify, depthExceeds, errorResponse, INVALID_REQUEST, PARSE_ERROR, ShapeError } from '../gateway/classify.js';
 
+import type { Gateway } from '../gateway/gateway.js';
+
 /** JSON-RPC implementation-defined server error: not now, try again. */
 const SERVER_BUSY = -32000;
-import type { Gateway } from '../gateway/gateway.js';
 
 /** Lines read while the session opens (its upstream starting, its store answering) wait, in order, up to these bounds. */
 export const PENDING_LINES = 1_000;
