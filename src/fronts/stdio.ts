@@ -9,7 +9,6 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import type { Identity } from '../auth/identity.js';
 import { classify, depthExceeds, errorResponse, INVALID_REQUEST, PARSE_ERROR, ShapeError } from '../gateway/classify.js';
-
 import type { Gateway } from '../gateway/gateway.js';
 
 /** JSON-RPC implementation-defined server error: not now, try again. */
