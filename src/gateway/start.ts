@@ -8,7 +8,7 @@ import { formatProblem, PortcullisError } from '../errors.js';
 import { createLogger } from '../observability/log.js';
 import { PolicySource } from '../policy/watch.js';
 import { policyPoint } from './decide.js';
-import { Gateway, startGateway, type GatewayOptions, type RunningGateway } from './gateway.js';
+import { Gateway, startGateway, type GatewayOptions, type RunningGateway, type ShutdownOptions } from './gateway.js';
 
 export interface Wiring {
   log: Logger;
@@ -19,9 +19,9 @@ export interface Wiring {
   close(): Promise<void>;
 }
 
-export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean } = {}): Promise<Wiring> {
+export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): Promise<Wiring> {
   const { config, baseDir } = loaded;
-  const log = createLogger(config.logging.level, opts.logToStderr);
+  const log = opts.log ?? createLogger(config.logging.level);
   if (!config.policy || !('path' in config.policy)) {
     throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (policy pushed to the store through the admin API is not available in this version)`);
   }
@@ -57,15 +57,19 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean }
   };
 }
 
-export async function serveFromConfig(loaded: LoadedConfig): Promise<RunningGateway & { wiring: Wiring }> {
-  const wiring = await wire(loaded);
+export async function serveFromConfig(loaded: LoadedConfig, log?: Logger): Promise<RunningGateway & { wiring: Wiring }> {
+  const wiring = await wire(loaded, { log });
   const running = await startGateway(loaded.config, wiring.options);
   wiring.onPolicyChange(() => running.gateway.policyChanged());
-  return { ...running, wiring, close: async () => (await running.close(), await wiring.close()) };
+  // The sessions end (their session.end records queued) before the audit log writes its closing checkpoint.
+  let closing: Promise<void> | undefined;
+  const close = (opts?: ShutdownOptions) => (closing ??= running.close(opts).finally(() => wiring.close()));
+  return { ...running, wiring, close };
 }
 
-export async function gatewayFromConfig(loaded: LoadedConfig): Promise<{ gateway: Gateway; wiring: Wiring }> {
-  const wiring = await wire(loaded, { logToStderr: true });
+/** For the stdio front: logs go to stderr (stdout carries the protocol). */
+export async function gatewayFromConfig(loaded: LoadedConfig, log: Logger = createLogger(loaded.config.logging.level, true)): Promise<{ gateway: Gateway; wiring: Wiring }> {
+  const wiring = await wire(loaded, { log });
   const gateway = new Gateway(loaded.config, wiring.options);
   wiring.onPolicyChange(() => gateway.policyChanged());
   return { gateway, wiring };

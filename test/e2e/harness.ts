@@ -353,8 +353,8 @@ export async function connectWrap(servers: ServersInput, server: string, opts: W
 }
 
 /** `portcullis wrap` with a raw stdin/stdout: what an SDK client would never send, and the wire as written. */
-export async function rawWrap(servers: ServersInput, server: string, policies?: Record<string, string>) {
-  const { file, dir } = writeConfig({ servers, logging: { level: 'warn' } }, policies);
+export async function rawWrap(servers: ServersInput, server: string, policies?: Record<string, string>, config: Omit<Parameters<typeof writeConfig>[0], 'servers'> = {}) {
+  const { file, dir } = writeConfig({ servers, logging: { level: 'warn' }, ...config }, policies);
   const p = runPortcullis(['wrap', '-c', file, '--server', server, '--identity', 'alice']);
   const lines: any[] = [];
   let buf = '';
@@ -367,6 +367,9 @@ export async function rawWrap(servers: ServersInput, server: string, policies?: 
     }
   });
   return {
+    p,
+    file,
+    dir: dir.path,
     lines,
     send: (line: string) => void p.child.stdin!.write(`${line}\n`),
     reply: (id: unknown) => waitFor(`the reply to ${JSON.stringify(id)}`, () => lines.find((l) => l.id === id && l.method === undefined), 15_000),
