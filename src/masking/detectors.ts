@@ -56,8 +56,12 @@ interface RunDetector {
   kind?: string;
   /** The characters a value is made of: runs of them are candidates. */
   alphabet: string;
+  /** Shortest run that can hold a value. */
+  minLength: number;
+  /** Literals of which a text must hold one for this detector to look at it (a native indexOf). */
+  needles?: string[];
   /** A cheap test a run must pass before the pattern runs on it. */
-  trigger: (run: string) => boolean;
+  trigger?: (run: string) => boolean;
   pattern: string;
   validate?: (value: string) => boolean;
   word?: Uint8Array;
@@ -75,15 +79,16 @@ function runDetector(spec: RunDetector): Detector {
     name: spec.name,
     find(text) {
       const spans: Span[] = [];
+      if (spec.needles && !spec.needles.some((x) => text.includes(x))) return spans;
       const n = text.length;
       let i = 0;
       while (i < n) {
         while (i < n && !has(alphabet, text.charCodeAt(i))) i++;
         const runStart = i;
         while (i < n && has(alphabet, text.charCodeAt(i))) i++;
-        if (i === runStart) continue;
+        if (i - runStart < spec.minLength) continue;
         const run = text.slice(runStart, i);
-        if (!spec.trigger(run)) continue;
+        if (spec.trigger && !spec.trigger(run)) continue;
         const m = re.matcher(run);
         let from = 0;
         // A candidate that fails its checks is left whole: the search goes on after it.
@@ -220,6 +225,7 @@ function validPhone(value: string): boolean {
 }
 
 const PEM_BEGIN = '-----BEGIN ';
+const PEM_LABEL = RE2JS.compile('^-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----');
 const PEM_BODY = table('A-Za-z0-9+/= \t\r\n:,-');
 
 /** PEM private key blocks (PKCS#1, PKCS#8, EC, OpenSSH, encrypted), BEGIN line to END line. */
@@ -227,13 +233,12 @@ const privateKey: Detector = {
   name: 'private_key',
   find(text) {
     const spans: Span[] = [];
-    const label = RE2JS.compile('^-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----');
     let from = 0;
     for (;;) {
       const start = text.indexOf(PEM_BEGIN, from);
       if (start < 0) break;
       const head = text.slice(start, start + 80);
-      const m = label.matcher(head);
+      const m = PEM_LABEL.matcher(head);
       if (!m.lookingAt()) {
         from = start + PEM_BEGIN.length;
         continue;
@@ -255,7 +260,8 @@ const AWS_SECRET = table('A-Za-z0-9/+');
 const awsKey = runDetector({
   name: 'aws_access_key',
   alphabet: 'A-Z0-9',
-  trigger: (r) => r.length >= 20 && /AKIA|ASIA|ABIA|ACCA|A3T/.test(r),
+  minLength: 20,
+  needles: ['AKIA', 'ASIA', 'ABIA', 'ACCA', 'A3T'],
   pattern: '(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}',
   joiners: '',
 });
@@ -267,6 +273,7 @@ const aws: Detector = {
   find(text) {
     const keys = awsKey.find(text);
     const spans = [...keys];
+    if (!keys.length && !SECRET_LABEL.test(text)) return spans;
     const n = text.length;
     let i = 0;
     while (i < n) {
@@ -288,6 +295,8 @@ export const BUILTIN: Record<string, Detector> = {
   email: runDetector({
     name: 'email',
     alphabet: "A-Za-z0-9._%+'@-",
+    minLength: 6,
+    needles: ['@'],
     trigger: (r) => r.includes('@'),
     pattern: "[A-Za-z0-9](?:[A-Za-z0-9._%+'-]{0,62}[A-Za-z0-9_%+-])?@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\\.[A-Za-z]{2,24}",
     validate: (v) => !v.includes('..') && v.length <= 254,
@@ -295,6 +304,7 @@ export const BUILTIN: Record<string, Detector> = {
   phone: runDetector({
     name: 'phone',
     alphabet: '0-9 ().+-',
+    minLength: 8,
     trigger: (r) => digitCount(r) >= 8,
     pattern: [
       '\\+[1-9][0-9]{0,2}(?:[ .-]?\\(?[0-9]{1,5}\\)?){1,6}',
@@ -309,6 +319,7 @@ export const BUILTIN: Record<string, Detector> = {
   credit_card: runDetector({
     name: 'credit_card',
     alphabet: '0-9 -',
+    minLength: 13,
     trigger: (r) => digitCount(r) >= 13,
     pattern: '[0-9](?:[ -]?[0-9]){12,18}',
     validate: validCard,
@@ -316,21 +327,22 @@ export const BUILTIN: Record<string, Detector> = {
   iban: runDetector({
     name: 'iban',
     alphabet: 'A-Z0-9 ',
-    trigger: (r) => r.length >= 15,
+    minLength: 15,
     pattern: '[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)',
     validate: mod97,
   }),
   us_ssn: runDetector({
     name: 'us_ssn',
     alphabet: '0-9 -',
-    trigger: (r) => digitCount(r) >= 9,
+    minLength: 11,
     pattern: '[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4}',
     validate: validSsn,
   }),
   ipv4: runDetector({
     name: 'ipv4',
     alphabet: '0-9.',
-    trigger: (r) => r.length >= 7,
+    minLength: 7,
+    needles: ['.'],
     pattern: '[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}',
     validate: validIpv4,
     joiners: '.',
@@ -338,6 +350,8 @@ export const BUILTIN: Record<string, Detector> = {
   ipv6: runDetector({
     name: 'ipv6',
     alphabet: '0-9A-Fa-f:.',
+    minLength: 3,
+    needles: [':'],
     trigger: (r) => r.indexOf(':') !== r.lastIndexOf(':'),
     pattern: '(?:[0-9A-Fa-f]{0,4}:){2,8}(?:[0-9]{1,3}(?:\\.[0-9]{1,3}){3}|[0-9A-Fa-f]{0,4})',
     validate: (v) => /[0-9A-Fa-f]/.test(v) && isIPv6(v),
@@ -347,6 +361,8 @@ export const BUILTIN: Record<string, Detector> = {
   jwt: runDetector({
     name: 'jwt',
     alphabet: 'A-Za-z0-9_.-',
+    minLength: 20,
+    needles: ['eyJ'],
     trigger: (r) => r.includes('eyJ'),
     pattern: 'eyJ[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]*',
     validate: validJwt,
@@ -357,13 +373,15 @@ export const BUILTIN: Record<string, Detector> = {
   github_token: runDetector({
     name: 'github_token',
     alphabet: 'A-Za-z0-9_',
-    trigger: (r) => r.includes('gh') || r.includes('github_pat_'),
+    minLength: 40,
+    needles: ['ghp_', 'gho_', 'ghu_', 'ghs_', 'ghr_', 'github_pat_'],
     pattern: 'gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}',
   }),
   slack_token: runDetector({
     name: 'slack_token',
     alphabet: 'A-Za-z0-9.-',
-    trigger: (r) => r.includes('xox') || r.includes('xapp-'),
+    minLength: 15,
+    needles: ['xox', 'xapp-'],
     pattern: 'xox[abposre]-[0-9]{6,}-[A-Za-z0-9-]{8,}|xox[abposre]-[A-Za-z0-9]{10,}(?:-[A-Za-z0-9]+)*|xapp-[0-9]-[A-Z0-9]{8,}-[0-9]+-[a-f0-9]{32,}',
   }),
 };
