@@ -6,7 +6,9 @@ import type { Logger } from 'pino';
 import type { Recorder } from '../audit/recorder.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Masker } from '../masking/mask.js';
+import { fitToSchema } from '../masking/output-schema.js';
 import type { MaskTarget } from '../masking/select.js';
+import type { Session } from './session.js';
 import { classify, errorResponse, INTERNAL_ERROR, ShapeError, type Action, type Classified } from './classify.js';
 import { decideStage, type AuditSink, type PolicyPoint } from './decide.js';
 import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
@@ -172,11 +174,15 @@ function masking(points: PolicyPoint): Stage {
     x.recordable = masker ? maskClientMessage(m, masker) : m.message;
     x.recordNow?.();
     const reply = await next();
+    if (m.type === 'request' && m.action.kind === 'list' && m.action.list === 'tools' && reply && 'result' in reply) rememberOutputSchemas(s, reply.result);
     // Only what came from the upstream: the gateway's own refusals carry nothing to mask.
     if (!masker || !reply || x.decision?.effect !== 'allow') return reply;
     if ('result' in reply) {
-      const result = masker.envelope(reply.result);
-      return result === reply.result ? reply : ({ ...reply, result } as JSONRPCMessage);
+      let result = masker.envelope(reply.result) as Record<string, unknown>;
+      if (result === reply.result) return reply;
+      const schema = target?.kind === 'tool' ? outputSchemas.get(s)?.get(target.name) : undefined;
+      if (schema && 'structuredContent' in result) result = { ...result, structuredContent: fitToSchema(reply.result.structuredContent, result.structuredContent, schema) };
+      return { ...reply, result } as JSONRPCMessage;
     }
     if ('error' in reply) {
       const error = masker.envelope(reply.error);
@@ -184,6 +190,17 @@ function masking(points: PolicyPoint): Stage {
     }
     return reply;
   };
+}
+
+/** Each session's tools' outputSchemas, from its tools/list replies, so masked structuredContent keeps fitting them. */
+const outputSchemas = new WeakMap<Session, Map<string, unknown>>();
+
+function rememberOutputSchemas(s: Session, result: Record<string, unknown>): void {
+  const tools = result.tools;
+  if (!Array.isArray(tools)) return;
+  let known = outputSchemas.get(s);
+  if (!known) outputSchemas.set(s, (known = new Map()));
+  for (const t of tools as Array<{ name?: unknown; outputSchema?: unknown }>) if (typeof t?.name === 'string' && t.outputSchema !== undefined && known.size < 10_000) known.set(t.name, t.outputSchema);
 }
 
 function maskTarget(a: Action): MaskTarget {

@@ -46,7 +46,7 @@ metadata: { name: files }
 server: "*"
 default: deny
 rules:
-  - { name: read, effect: allow, tools: [read_text_file, read_file, note], resources: ["file:///**"] }
+  - { name: read, effect: allow, tools: [read_text_file, read_file, note, contact], resources: ["file:///**"] }
 masks:
   - name: secrets-and-emails
     exempt: { groups: [auditors] }
@@ -54,6 +54,9 @@ masks:
   - name: customer-records
     resources: ["file:///*.json"]
     fields: ["$.customer.ssn", "$..card", "$.orders[*].total"]
+  - name: contact-dates
+    tools: [contact]
+    fields: ["$.since", "$.homepage"]
   - name: no-binaries
     resources: ["file:///*.bin"]
     blobs: drop
@@ -115,6 +118,15 @@ describe('masking through the gateway: server-filesystem and file resources', ()
     assert.deepEqual(parsed, { customer: { name: 'Bob', ssn: '[REDACTED:ssn]', email: '[REDACTED:email]' }, orders: [{ total: 0, card: '[REDACTED:card]' }, { total: 0 }] });
     const bin = await alice.readResource({ uri: 'file:///key.bin' });
     assert.deepEqual(bin.contents[0], { uri: 'file:///key.bin', mimeType: 'application/octet-stream', text: '[REDACTED:blob]' });
+    await alice.close();
+  });
+
+  it('structuredContent masked in a string with a format still fits the outputSchema (the SDK client validates it)', async () => {
+    const alice = await connect(gw.url('docs'), KEYS.alice);
+    await alice.listTools();
+    const r = (await alice.callTool({ name: 'contact', arguments: {} })) as CallToolResult;
+    assert.deepEqual(r.structuredContent, { email: 'redacted-email@redacted.invalid', since: '1970-01-01', homepage: 'urn:redacted:redacted-homepage' });
+    assert.deepEqual(JSON.parse(textOf(r)), { email: '[REDACTED:email]', since: '[REDACTED:since]', homepage: '[REDACTED:homepage]' });
     await alice.close();
   });
 
