@@ -88,7 +88,14 @@ function recorded(recorder: Recorder | undefined, policy: PolicyPoint): Stage[] 
       x.recordNow = () => {
         if (done) return;
         done = true;
-        const message = x.recordable ?? (x.raw === null || typeof x.raw !== 'object' ? x.raw : (x.policy ?? policy.current()).masker(s.identity, s.server, undefined)?.envelope(x.raw) ?? x.raw);
+        let message: unknown = x.recordable;
+        if (message === undefined) {
+          try {
+            message = x.raw === null || typeof x.raw !== 'object' ? x.raw : ((x.policy ?? policy.current()).masker(s.identity, s.server, undefined)?.envelope(x.raw) ?? x.raw);
+          } catch (e) {
+            message = { unrecordable: `masking failed: ${(e as Error).message}` }; // never the message in clear
+          }
+        }
         recorder.record({ ...base, ts, direction: x.direction === 'toUpstream' ? 'fromClient' : 'toClient', message });
       };
       let reply: Reply;
