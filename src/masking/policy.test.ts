@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import type { Identity } from '../auth/identity.js';
 import { PortcullisError } from '../errors.js';
 import { compileBundle, usesHash } from '../policy/compile.js';
+import { explain, formatExplanation } from '../policy/explain.js';
 import { lintFiles } from '../policy/lint.js';
 import { maskerFor } from './select.js';
 
@@ -63,5 +64,15 @@ describe('lint: masks that match nothing', () => {
     const denyAll = head.replace('default: allow', 'default: deny');
     assert.match(ids(`${denyAll}rules:\n  - { name: no, effect: deny, tools: ["*"] }\nmasks:\n  - { name: m, detectors: [email] }\n`)[0], /never applies/);
     assert.deepEqual(ids(`${denyAll}rules:\n  - { name: yes, effect: allow, tools: [q] }\nmasks:\n  - { name: m, detectors: [email] }\n`), []);
+  });
+});
+
+describe('explain names the masks a result gets', () => {
+  it('for this identity and target only', () => {
+    const bundle = compileBundle({ 'p.yaml': `${head}masks:\n  - { name: staff, who: { groups: [staff] }, tools: [query], detectors: [email, { name: phone, strategy: partial }] }\n  - { name: other, tools: [report], fields: ["$.ssn"] }\n` });
+    const input = (groups: string[]) => ({ identity: who('amy', groups), server: 'db', method: 'tools/call', tool: 'query', args: {}, time: new Date() });
+    assert.deepEqual(explain(bundle, input(['staff'])).masks.map((m) => [m.mask, m.detectors]), [['p/staff', ['email', 'phone (partial)']]]);
+    assert.deepEqual(explain(bundle, input([])).masks, []);
+    assert.match(formatExplanation(explain(bundle, input(['staff']))), /^masks: \n {2}p\/staff \(p\.yaml:7\): email, phone \(partial\); redact$/m);
   });
 });
