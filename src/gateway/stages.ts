@@ -86,7 +86,8 @@ function recorded(recorder: Recorder | undefined, policy: PolicyPoint): Stage[] 
       const ts = Date.now();
       let done = false;
       x.recordNow = () => {
-        if (done) return;
+        // After its end a session's recording is sealed: what reaches it then reaches no client.
+        if (done || s.isEnded) return;
         done = true;
         let message: unknown = x.recordable;
         if (message === undefined) {
@@ -104,7 +105,7 @@ function recorded(recorder: Recorder | undefined, policy: PolicyPoint): Stage[] 
       } finally {
         x.recordNow();
       }
-      if (reply) recorder.record({ ...base, direction: 'toClient', message: reply, ...(x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } }) });
+      if (reply && !s.isEnded) recorder.record({ ...base, direction: 'toClient', message: reply, ...(x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } }) });
       return reply;
     },
   ];

@@ -8,6 +8,7 @@
 // that value.
 import { isIPv6 } from 'node:net';
 import { RE2JS } from 're2js';
+import { compileRe2 } from '../policy/re2.js';
 
 export interface Span {
   start: number;
@@ -394,7 +395,7 @@ export type ValidatorName = keyof typeof VALIDATORS;
 
 /** A policy's own detector: an RE2 pattern (linear time), optionally validated; the match is its value. */
 export function customDetector(name: string, pattern: string, validator?: ValidatorName): Detector {
-  const re = RE2JS.compile(pattern);
+  const re = compileRe2(pattern);
   const validate = validator ? VALIDATORS[validator] : undefined;
   return {
     name,

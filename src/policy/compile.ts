@@ -44,6 +44,8 @@ export interface CompiledRule {
   file: string;
   line?: number;
   whenLine?: number;
+  /** The line of a field inside the rule (e.g. ["resources", 2]), for findings. */
+  lineOf: (path: PropertyKey[]) => number | undefined;
   matchesWho: (identity: Identity) => boolean;
   /** Per kind, the name globs; absent when the rule does not name that kind. */
   selectors: Partial<Record<Kind | 'method', Selector>>;
@@ -60,10 +62,12 @@ export interface CompiledMask {
   document: CompiledDocument;
   file: string;
   line?: number;
+  /** The line of a field inside the mask, for findings. */
+  lineOf: (path: PropertyKey[]) => number | undefined;
   selectors: Partial<Record<Kind, Selector>>;
   /** Whether the mask applies to this caller (`who`, less `exempt`). */
   appliesTo: (identity: Identity) => boolean;
-  /** Detectors (built-in and custom) and field paths, compiled. */
+  /** Detectors (built-in and custom, on re2js: linear time) and field paths, compiled. */
   rules: MaskRules;
 }
 
@@ -122,7 +126,7 @@ export interface CompileOptions {
 
 /** Schema refinements report CEL and regex problems; lint tells them apart by their prefix. */
 const checkOf = (message: string): ProblemCheck =>
-  message.startsWith('CEL: ') ? 'cel' : /^(invalid regular expression|unsupported inline flag|pattern )/.test(message) ? 'regex' : 'schema';
+  message.startsWith('CEL: ') ? 'cel' : /^(invalid regular expression|pattern )/.test(message) ? 'regex' : 'schema';
 
 const EFFECT_RANK: Record<Effect, number> = { deny: 0, approve: 1, allow: 2 };
 const SERVER_PATTERN = /^[A-Za-z0-9_.*-]{1,64}$/;
@@ -170,9 +174,18 @@ function compileWho(who: WhoSpec | undefined): (identity: Identity) => boolean {
   };
 }
 
-function selector(patterns: string[] | undefined, uri: boolean): Selector | undefined {
+/** Compiles one selector field; a pattern that does not compile is a problem at its own line, never a throw. */
+function selector(patterns: string[] | undefined, uri: boolean, report: (index: number, message: string) => void): Selector | undefined {
   if (!patterns) return undefined;
-  return { patterns, matchers: patterns.map((p) => (uri ? compileUriGlob(p) : compileNameGlob(p))) };
+  const matchers = patterns.map((p, j) => {
+    try {
+      return uri ? compileUriGlob(p) : compileNameGlob(p);
+    } catch (e) {
+      report(j, `glob ${JSON.stringify(p)} does not compile: ${(e as Error).message}`);
+      return () => false;
+    }
+  });
+  return { patterns, matchers };
 }
 
 interface ParsedFile {
@@ -258,11 +271,12 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
         ruleNames.add(r.name);
         // The schema has already reported any problem of this expression (see schema.ts).
         const when = r.when !== undefined ? compileCel(r.when).compiled : undefined;
+        const field = (name: string) => (j: number, message: string) => problem('schema', ['rules', i, name, j], message);
         const selectors: CompiledRule['selectors'] = {
-          tool: selector(r.tools, false),
-          resource: selector(r.resources, true),
-          prompt: selector(r.prompts, false),
-          method: selector(r.methods, false),
+          tool: selector(r.tools, false, field('tools')),
+          resource: selector(r.resources, true, field('resources')),
+          prompt: selector(r.prompts, false, field('prompts')),
+          method: selector(r.methods, false, field('methods')),
         };
         document.rules.push({
           id: `${docName}/${r.name}`,
@@ -274,6 +288,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           file: shown,
           line: at(['rules', i]),
           whenLine: r.when !== undefined ? at(['rules', i, 'when']) : undefined,
+          lineOf: (path) => at(['rules', i, ...path]),
           matchesWho: compileWho(r.who),
           selectors,
           anyKind: !r.tools && !r.resources && !r.prompts && !r.methods,
@@ -294,7 +309,12 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           document,
           file: shown,
           line: at(['masks', i]),
-          selectors: { tool: selector(m.tools, false), resource: selector(m.resources, true), prompt: selector(m.prompts, false) },
+          lineOf: (path) => at(['masks', i, ...path]),
+          selectors: {
+            tool: selector(m.tools, false, (j, msg) => problem('schema', ['masks', i, 'tools', j], msg)),
+            resource: selector(m.resources, true, (j, msg) => problem('schema', ['masks', i, 'resources', j], msg)),
+            prompt: selector(m.prompts, false, (j, msg) => problem('schema', ['masks', i, 'prompts', j], msg)),
+          },
           appliesTo: (identity) => matchesWho(identity) && !exempt(identity),
           rules: compileMaskRules(m), // patterns and paths were checked by the schema
         });

@@ -3,9 +3,9 @@
 // rule. The JSON Schema in schema/policy.schema.json is generated from here (see
 // policyJsonSchema and the test that checks the committed file is up to date).
 import { z } from 'zod';
-import { RE2JS } from 're2js';
 import { parsePath } from '../masking/jsonpath.js';
 import { compileCel } from './cel.js';
+import { compileRe2, type Pattern } from './re2.js';
 
 /** Document and rule names appear in decisions as "<document>/<rule>": no "/" inside. */
 const name = z
@@ -50,7 +50,7 @@ export const rule = z.strictObject({
     .superRefine((source, ctx) => {
       // Compiled here so that CEL errors are reported together with every other schema error.
       for (const p of compileCel(source).problems) {
-        const regex = /^(invalid regular expression|unsupported inline flag)/.test(p.message);
+        const regex = p.message.startsWith('invalid regular expression');
         ctx.addIssue({ code: 'custom', message: `${regex ? '' : 'CEL: '}${p.message}${p.column ? ` (column ${p.column})` : ''}` });
       }
     })
@@ -70,14 +70,14 @@ const re2Pattern = z
   .string()
   .min(1)
   .superRefine((pattern, ctx) => {
-    let re: RE2JS;
+    let re: Pattern;
     try {
-      re = RE2JS.compile(pattern);
+      re = compileRe2(pattern);
     } catch (e) {
-      ctx.addIssue({ code: 'custom', message: `invalid regular expression: ${(e as Error).message}` });
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
       return;
     }
-    if (re.matches('')) ctx.addIssue({ code: 'custom', message: 'pattern matches the empty string, so it would mask nothing useful' });
+    if (re.test('')) ctx.addIssue({ code: 'custom', message: 'pattern matches the empty string, so it would mask nothing useful' });
   });
 
 export const mask = z.strictObject({
