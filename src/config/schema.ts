@@ -135,6 +135,11 @@ const metrics = z.strictObject({
     .default([]),
 });
 
+const masking = z.strictObject({
+  /** HMAC key of the hash strategy: stable within a deployment, unlinkable across deployments. */
+  hashKey: z.string().min(32, 'use at least 32 characters (e.g. ${file:./keys/masking.key} with 32 random bytes, hex)').optional(),
+});
+
 const logging = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -153,6 +158,7 @@ export const configSchema = z.strictObject({
   approvals: approvals.prefault({}),
   audit: audit.prefault({}),
   metrics: metrics.prefault({}),
+  masking: masking.prefault({}),
   logging: logging.prefault({}),
 });
 

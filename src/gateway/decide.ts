@@ -7,6 +7,8 @@ import type { Identity } from '../auth/identity.js';
 import type { CompiledBundle, Kind } from '../policy/compile.js';
 import { decisionAuditData, type AuditType } from '../audit/chain.js';
 import { decide, visible } from '../policy/decide.js';
+import type { Masker } from '../masking/mask.js';
+import { maskerFor, type MaskTarget } from '../masking/select.js';
 import type { Decision, DecisionInput } from '../policy/decision.js';
 import { errorResponse, FORBIDDEN_BY_POLICY, INTERNAL_ERROR, type Classified } from './classify.js';
 import type { Exchange, Reply, Stage } from './pipeline.js';
@@ -28,6 +30,8 @@ export interface PolicyView {
   readonly version: string;
   decide(input: DecisionInput): Decision;
   visible(identity: Identity, server: string, kind: Kind, name: string): boolean;
+  /** The masks this version applies to a result for this caller (undefined: none). */
+  masker(identity: Identity, server: string, target: MaskTarget): Masker | undefined;
 }
 
 /** What the decide stage asks of the policy engine: the view in force now. */
@@ -35,16 +39,20 @@ export interface PolicyPoint {
   current(): PolicyView;
 }
 
-const views = new WeakMap<CompiledBundle, PolicyView>();
-
-/** The gateway's policy point over compiled bundles (a PolicySource, or a fixed bundle). */
-export function policyPoint(source: { current(): CompiledBundle }): PolicyPoint {
+/** The gateway's policy point over compiled bundles (a PolicySource, or a fixed bundle); `hashKey` is masking.hashKey. */
+export function policyPoint(source: { current(): CompiledBundle }, masking: { hashKey?: Buffer } = {}): PolicyPoint {
+  const views = new WeakMap<CompiledBundle, PolicyView>();
   return {
     current() {
       const bundle = source.current();
       let view = views.get(bundle);
       if (!view) {
-        view = { version: bundle.version, decide: (input) => decide(bundle, input), visible: (identity, server, kind, name) => visible(bundle, identity, server, kind, name) };
+        view = {
+          version: bundle.version,
+          decide: (input) => decide(bundle, input),
+          visible: (identity, server, kind, name) => visible(bundle, identity, server, kind, name),
+          masker: (identity, server, target) => maskerFor(bundle, identity, server, target, masking.hashKey),
+        };
         views.set(bundle, view);
       }
       return view;
@@ -68,7 +76,8 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
   return async (x, next) => {
     const m = x.msg!;
     const session = x.session;
-    const policy = (x.policy = points.current());
+    // The masking stage may have taken the version already: one version governs the whole exchange.
+    const policy = (x.policy ??= points.current());
     if (m.type === 'response') {
       // A client's answer to a server's request (sampling, elicitation, roots): only ids the
       // upstream actually asked for go up, so a client cannot inject answers.

@@ -6,6 +6,7 @@ import { openAuditing, type Auditing } from '../audit/open.js';
 import type { LoadedConfig } from '../config/load.js';
 import { formatProblem, PortcullisError } from '../errors.js';
 import { createLogger } from '../observability/log.js';
+import { usesHash } from '../policy/compile.js';
 import { PolicySource } from '../policy/watch.js';
 import { policyPoint } from './decide.js';
 import { Gateway, startGateway, type GatewayOptions, type RunningGateway, type ShutdownOptions } from './gateway.js';
@@ -26,8 +27,12 @@ export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): P
     throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (policy pushed to the store through the admin API is not available in this version)`);
   }
   const reloadListeners: Array<() => void> = [];
+  const hashKey = config.masking.hashKey === undefined ? undefined : Buffer.from(config.masking.hashKey, 'utf8');
   const source = new PolicySource(resolve(baseDir, config.policy.path), {
     watch: config.policy.watch,
+    check: (bundle) => {
+      if (!hashKey && usesHash(bundle)) throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: a mask uses strategy hash, which needs masking.hashKey (e.g. hashKey: \${file:./keys/masking.key}); the policy was not loaded`);
+    },
     onReload: (bundle, previous) => {
       log.info({ version: bundle.version, previous: previous.version }, 'policy reloaded');
       for (const listener of reloadListeners) listener();
@@ -42,7 +47,7 @@ export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): P
     source.close();
     throw e;
   }
-  const policy = policyPoint(source);
+  const policy = policyPoint(source, { hashKey });
   log.info({ version: source.current().version, path: source.path }, 'policy loaded');
   return {
     log,

@@ -11,7 +11,9 @@ import type { Identity } from '../auth/identity.js';
 import type { Effect } from './decision.js';
 import { compileCel, type CompiledCel } from './cel.js';
 import { compileNameGlob, compileUriGlob, hasWildcard, type Matcher } from './glob.js';
-import { compileRe2, type Pattern } from './re2.js';
+import { BUILTIN, customDetector, SECRET_KINDS } from '../masking/detectors.js';
+import { parsePath } from '../masking/jsonpath.js';
+import type { MaskRules } from '../masking/mask.js';
 import { policyDocument, type MaskSpec, type PolicyDocument, type RuleSpec, type WhoSpec } from './schema.js';
 
 /** What a policy problem is about; lint reports it as the finding's rule id. */
@@ -63,8 +65,10 @@ export interface CompiledMask {
   /** The line of a field inside the mask, for findings. */
   lineOf: (path: PropertyKey[]) => number | undefined;
   selectors: Partial<Record<Kind, Selector>>;
-  /** Custom detectors, compiled for re2js (linear time: they run on upstream results). */
-  custom: { name: string; pattern: Pattern }[];
+  /** Whether the mask applies to this caller (`who`, less `exempt`). */
+  appliesTo: (identity: Identity) => boolean;
+  /** Detectors (built-in and custom, on re2js: linear time) and field paths, compiled. */
+  rules: MaskRules;
 }
 
 export interface CompiledDocument {
@@ -297,7 +301,8 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
       spec.masks.forEach((m, i) => {
         if (maskNames.has(m.name)) problem('duplicate-name', ['masks', i, 'name'], `mask "${m.name}" is defined twice in policy "${docName}"`);
         maskNames.add(m.name);
-        const custom = (m.custom ?? []).map((c) => ({ name: c.name, pattern: compileRe2(c.pattern) })); // checked by the schema
+        const matchesWho = compileWho(m.who);
+        const exempt = m.exempt ? compileWho(m.exempt) : () => false;
         document.masks.push({
           id: `${docName}/${m.name}`,
           spec: m,
@@ -310,7 +315,8 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
             resource: selector(m.resources, true, (j, msg) => problem('schema', ['masks', i, 'resources', j], msg)),
             prompt: selector(m.prompts, false, (j, msg) => problem('schema', ['masks', i, 'prompts', j], msg)),
           },
-          custom,
+          appliesTo: (identity) => matchesWho(identity) && !exempt(identity),
+          rules: compileMaskRules(m), // patterns and paths were checked by the schema
         });
       });
       documents.push(document);
@@ -421,16 +427,44 @@ export function selects(rule: CompiledRule, kind: Kind | 'method', name: string)
   return kind !== 'method' && rule.anyKind;
 }
 
-/** The masks that apply to a result (for the masking stage): every covering document's masks that select it. */
-export function masksFor(bundle: CompiledBundle, server: string, kind: Kind, name: string): CompiledMask[] {
+/**
+ * The masks that apply to a result (for the masking stage): every covering document's masks that
+ * select it, in bundle order. Without a target (server notifications, which belong to no one
+ * tool), every mask of the server.
+ */
+export function masksFor(bundle: CompiledBundle, server: string, target?: { kind: Kind; name: string }): CompiledMask[] {
   return bundle
     .view(server)
     .documents.flatMap((d) => d.masks)
     .filter((m) => {
+      if (!target) return true;
       const any = !m.selectors.tool && !m.selectors.resource && !m.selectors.prompt;
-      const s = m.selectors[kind];
-      return any || (s !== undefined && s.matchers.some((x) => x(name)));
+      const s = m.selectors[target.kind];
+      return any || (s !== undefined && s.matchers.some((x) => x(target.name)));
     });
+}
+
+/** Whether any mask of the bundle hashes (then masking.hashKey is required). */
+export function usesHash(bundle: CompiledBundle): boolean {
+  return bundle.documents.some((d) => d.masks.some((m) => [...m.rules.detectors, ...m.rules.fields].some((r) => r.strategy === 'hash')));
+}
+
+function compileMaskRules(m: MaskSpec): MaskRules {
+  const detectors: MaskRules['detectors'] = [];
+  for (const entry of m.detectors ?? []) {
+    const name = typeof entry === 'string' ? entry : entry.name;
+    const strategy = typeof entry === 'string' ? m.strategy : entry.strategy;
+    const names = name === 'secrets' ? SECRET_KINDS : [name];
+    for (const n of names) detectors.push({ detector: BUILTIN[n], strategy });
+  }
+  for (const c of m.custom ?? []) detectors.push({ detector: customDetector(c.name, c.pattern, c.validator), strategy: c.strategy ?? m.strategy });
+  const fields = (m.fields ?? []).map((f) => {
+    const path = parsePath(f);
+    const last = [...path].reverse().find((s) => s.t === 'member' || s.t === 'deep') as { name: string } | undefined;
+    const kind = last && /^[A-Za-z0-9_]+$/.test(last.name) ? last.name.toLowerCase() : 'field';
+    return { path, strategy: m.strategy, kind };
+  });
+  return { detectors, fields, dropBlobs: m.blobs === 'drop' };
 }
 
 const SKIP_DIRS = new Set(['node_modules']);

@@ -2,6 +2,7 @@
 // (warnings). A bundle with no errors always loads: lint runs the gateway's own compiler.
 import { compileWithProblems, readPolicyFiles, type CompiledBundle, type CompiledRule, type CompileOptions, type Kind } from './compile.js';
 import { globCovers, globsOverlap, hasWildcard } from './glob.js';
+import type { WhoSpec } from './schema.js';
 
 export type Level = 'error' | 'warning';
 
@@ -75,9 +76,12 @@ const subset = (inner: readonly unknown[] | undefined, outer: readonly unknown[]
 
 /** Whether every identity that `r` admits is admitted by `e`. */
 function whoCovers(e: CompiledRule, r: CompiledRule): boolean {
-  const ew = e.spec.who;
+  return whoSpecCovers(e.spec.who, r.spec.who);
+}
+
+/** Whether every identity `rw` admits is admitted by `ew` (absent: everyone). */
+function whoSpecCovers(ew: WhoSpec | undefined, rw: WhoSpec | undefined): boolean {
   if (!ew) return true;
-  const rw = r.spec.who;
   if (!rw) return false;
   if (ew.sub !== undefined && !subset(asList(rw.sub), asList(ew.sub)!)) return false;
   if (ew.groups !== undefined && !subset(asList(rw.groups), asList(ew.groups)!)) return false;
@@ -146,12 +150,17 @@ function semanticFindings(bundle: CompiledBundle, options: LintOptions): Finding
         if (why) add('uri-matches-nothing', m.file, m.lineOf(['resources', j]) ?? m.line, `${m.id}: ${JSON.stringify(p)} ${why}`, `${field}.resources.${j}`);
       });
       const at = (msg: string) => add('mask-matches-nothing', m.file, m.line, `${m.id}: ${msg}`, field);
-      if (!m.spec.detectors && !m.spec.custom && !m.spec.fields) return at('no detectors, custom detectors or fields: it masks nothing');
+      if (!m.spec.detectors && !m.spec.custom && !m.spec.fields && m.spec.blobs !== 'drop') return at('no detectors, custom detectors or fields: it masks nothing');
+      if (m.spec.exempt && whoSpecCovers(m.spec.exempt, m.spec.who)) return at('exempt covers every identity its who admits, so it applies to nobody');
       // A mask on tools (resources, prompts) that no allow or approve rule of a covering policy can reach.
       const related = bundle.documents.filter((o) => globsOverlap(o.server, d.server, false));
       if (related.some((o) => o.default === 'allow')) return;
       const usable = related.flatMap((o) => o.rules).filter((r) => r.effect !== 'deny');
       if (usable.some((r) => r.anyKind)) return;
+      const selectsAny = m.selectors.tool || m.selectors.resource || m.selectors.prompt;
+      if (!selectsAny && !usable.some((r) => r.selectors.tool || r.selectors.resource || r.selectors.prompt)) {
+        return at(`no allow or approve rule for server "${d.server}" lets any tool, resource or prompt through, so it never applies`);
+      }
       for (const kind of ['tool', 'resource', 'prompt'] as Kind[]) {
         const s = m.selectors[kind];
         if (!s) continue;

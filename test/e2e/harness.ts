@@ -92,7 +92,7 @@ export async function startTestGateway(servers: ServersInput, opts: TestGatewayO
   const policy: PolicyPoint = {
     current: () => {
       const view = inner.current();
-      return { version: view.version, visible: view.visible, decide: (input) => (decisions.push(input), view.decide(input)) };
+      return { ...view, decide: (input) => (decisions.push(input), view.decide(input)) };
     },
   };
   const sink: AuditSink = { append: async (type, actor, data) => void audit.push({ type, actor, data }) };
