@@ -4,10 +4,8 @@
 //
 // Names (servers, tools, prompts, methods): "*" matches any run of characters, "/" included.
 // Resource URIs: "*" matches any run of characters within one path segment (no "/"), "**" any
-// run across segments. A URI holding a dot segment ("." or "..", also percent-encoded, also
-// between backslashes) never matches a pattern with a wildcard: upstream servers resolve such
-// segments, so "file:///srv/data/../secret" must not pass for "file:///srv/data/**". Such a URI
-// can only be matched by a pattern without wildcards (spelled out exactly).
+// run across segments. Policy decides on canonical URIs only (uri.ts refuses dot segments, odd
+// encodings, case that servers fold…), so what a glob matches is what the upstream serves.
 //
 // There is no escape for a literal "*" and no "?" wildcard: a policy never needs to name a tool
 // with a "*" in it, and fewer metacharacters means fewer surprises.
@@ -50,13 +48,6 @@ export function compileNameGlob(pattern: string): Matcher {
 
 const escapeRegExp = (s: string) => s.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&');
 
-const DOT_SEGMENT = /(?:^|[/\\])\.{1,2}(?:[/\\?#]|$)/;
-/** True when the URI has a "." or ".." segment, spelled plainly or percent-encoded. */
-export function hasDotSegment(uri: string): boolean {
-  const decoded = uri.includes('%') ? uri.replace(/%2e/gi, '.').replace(/%2f/gi, '/').replace(/%5c/gi, '\\') : uri;
-  return DOT_SEGMENT.test(decoded);
-}
-
 /** A resource URI glob: "*" within a segment, "**" across segments. */
 export function compileUriGlob(pattern: string): Matcher {
   if (!hasWildcard(pattern)) return (v) => v === pattern;
@@ -76,7 +67,7 @@ export function compileUriGlob(pattern: string): Matcher {
     }
   }
   const re = new RegExp(`^${source}$`, 'u');
-  return (v) => re.test(v) && !hasDotSegment(v);
+  return (v) => re.test(v);
 }
 
 /**
