@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import type { Identity } from '../auth/identity.js';
 import { compileBundle } from './compile.js';
 import { decide, MALFORMED, visible } from './decide.js';
+import { NAME, resolved, uriSpellings } from '../../test/support/uri-spellings.js';
 import { templateProblem, uriProblem } from './uri.js';
 
 const alice: Identity = { sub: 'alice', groups: [], claims: {}, via: 'api-key' };
@@ -17,93 +18,11 @@ const bundle = compileBundle({
 });
 const read = (server: string, uri: string) => decide(bundle, { identity: alice, server, method: 'resources/read', resource: uri, time });
 
-/**
- * What an upstream makes of a URI, at its most lenient: the SDK's `new URL()`, then a file system
- * that decodes every percent-encoding ("%2F" included), takes "\" for "/", merges "//" and
- * resolves dot segments, with the host's case folded. Undefined: no upstream could parse it.
- */
-function resolved(uri: string): string | undefined {
-  let u: URL;
-  try {
-    u = new URL(uri);
-  } catch {
-    return undefined;
-  }
-  let path = u.pathname;
-  try {
-    path = decodeURIComponent(path);
-  } catch {
-    // left encoded
-  }
-  return `${u.protocol}//${u.hostname.toLowerCase()}${posix.normalize(path.replace(/\\/g, '/'))}`;
-}
-
-const SCHEMES = { file: { host: '', root: ['srv'] }, demo: { host: 'host', root: [] as string[] } } as const;
-const NAME = fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,6}$/).filter((s) => s !== '.' && s !== '..');
-const DOT = fc.constantFrom('.', '%2e', '%2E');
-const DOTDOT = fc.constantFrom('..', '.%2e', '%2e.', '%2E%2E', '%2e%2e', '.%2E');
-/** Mostly the canonical choice, sometimes one of the others. */
-const mostly = <T,>(canonical: T, ...others: T[]) => fc.oneof({ weight: 6, arbitrary: fc.constant(canonical) }, { weight: 1, arbitrary: fc.constantFrom(...others) });
-const SEPARATOR = mostly('/', '\\', '%2F', '%2f', '%5C', '//');
-const NOISE = fc.constantFrom('\t', '\n', '\r', ' ', '\0', '\x1f', '\x7f', '\u00a0', '\u200b', '\u2028', '\ufeff');
-const TRAILING = mostly('', '?', '#', '?q=1', '#top', '/', '/.', '/..', '%20');
-
-/** A path to `dir/<name>` with detours: dot segments, another directory and back, empty segments. */
-const segments = (dir: string, root: readonly string[]) =>
-  fc
-    .record({
-      names: fc.array(NAME, { minLength: 1, maxLength: 2 }),
-      detours: fc.array(fc.tuple(fc.nat(4), fc.oneof(DOT.map((d) => [d]), fc.tuple(fc.constantFrom('public', 'secret', 'x'), DOTDOT).map(([a, b]) => [a, b]))), { maxLength: 3, size: 'xsmall' }),
-    })
-    .map(({ names, detours }) => {
-      const path = [...root, dir, ...names];
-      for (const [at, detour] of detours) path.splice(Math.min(at, path.length - 1), 0, ...detour);
-      return path;
-    });
-
-/** Percent-encodes some characters of a segment, in either hex case. */
-const encoded = (segment: string) =>
-  fc.array(fc.tuple(fc.boolean(), fc.boolean()), { minLength: segment.length, maxLength: segment.length }).map((flags) =>
-    [...segment]
-      .map((c, i) => {
-        if (!flags[i]![0] || c === '%') return c;
-        const h = c.charCodeAt(0).toString(16).padStart(2, '0');
-        return `%${flags[i]![1] ? h.toUpperCase() : h}`;
-      })
-      .join(''),
-  );
-
-/** Upper-cases some letters. */
-const recased = (s: string) =>
-  fc.array(fc.boolean(), { minLength: s.length, maxLength: s.length }).map((flags) => [...s].map((c, i) => (flags[i] ? c.toUpperCase() : c)).join(''));
-
-/** Many spellings of a resource under `dir/` of either scheme. */
-function spellings(dir: string) {
-  return fc.constantFrom('file', 'demo').chain((scheme) => {
-    const { host, root } = SCHEMES[scheme as keyof typeof SCHEMES];
-    return segments(dir, root).chain((path) =>
-      fc
-        .record({
-          scheme: fc.oneof({ weight: 6, arbitrary: fc.constant(scheme) }, recased(scheme)),
-          authority: host ? mostly(host, 'HOST', 'Host', `user@${host}`, `${host}:`, `${host}:080`, `${host}.`) : mostly('', 'localhost', 'LOCALHOST'),
-          slashes: mostly('//', '/', '///'),
-          segments: fc.tuple(...path.map((s) => fc.oneof({ weight: 8, arbitrary: fc.constant(s) }, { weight: 1, arbitrary: encoded(s) }))),
-          separators: fc.array(SEPARATOR, { minLength: path.length, maxLength: path.length }),
-          trailing: TRAILING,
-          noise: fc.array(fc.tuple(fc.nat(200), NOISE), { maxLength: 2, size: 'xsmall' }),
-        })
-        .map((p) => {
-          let uri = `${p.scheme}:${p.slashes}${p.authority}${p.segments.map((s, i) => p.separators[i] + s).join('')}${p.trailing}`;
-          for (const [at, c] of p.noise) {
-            const i = at % (uri.length + 1);
-            uri = uri.slice(0, i) + c + uri.slice(i);
-          }
-          return uri;
-        }),
-    );
-  });
-}
-
+const BASES = [
+  { scheme: 'file', host: '', root: ['srv'] },
+  { scheme: 'demo', host: 'host', root: [] },
+];
+const spellings = (dir: string) => uriSpellings(BASES, dir);
 const under = (uri: string | undefined, dir: string) => uri !== undefined && (uri.startsWith(`file:///srv/${dir}/`) || uri.startsWith(`demo://host/${dir}/`));
 const RUNS = { numRuns: 3000 };
 
