@@ -5,7 +5,9 @@
 // Names (servers, tools, prompts, methods): "*" matches any run of characters, "/" included.
 // Resource URIs: "*" matches any run of characters within one path segment (no "/"), "**" any
 // run across segments. Policy decides on canonical URIs only (uri.ts refuses dot segments, odd
-// encodings, case that servers fold…), so what a glob matches is what the upstream serves.
+// encodings, case that servers fold…), so what a glob matches is what the upstream serves. A
+// pattern without "?" is matched against the URI without its query: a query parameterises a
+// resource (a file server ignores it), so a deny on "file:///x" holds for "file:///x?v=1".
 //
 // There is no escape for a literal "*" and no "?" wildcard: a policy never needs to name a tool
 // with a "*" in it, and fewer metacharacters means fewer surprises.
@@ -48,8 +50,17 @@ export function compileNameGlob(pattern: string): Matcher {
 
 const escapeRegExp = (s: string) => s.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&');
 
-/** A resource URI glob: "*" within a segment, "**" across segments. */
+/** A resource URI glob: "*" within a segment, "**" across segments; the query aside unless the pattern has one. */
 export function compileUriGlob(pattern: string): Matcher {
+  const match = compileUriPattern(pattern);
+  if (pattern.includes('?')) return match;
+  return (v) => {
+    const q = v.indexOf('?');
+    return match(q < 0 ? v : v.slice(0, q));
+  };
+}
+
+function compileUriPattern(pattern: string): Matcher {
   if (!hasWildcard(pattern)) return (v) => v === pattern;
   let source = '';
   for (let i = 0; i < pattern.length; ) {

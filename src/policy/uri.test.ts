@@ -96,6 +96,8 @@ describe('uriProblem names the problem', () => {
     ['file:///srv/public/..%2Fsecret', /encoded "\/"/],
     ['file:///srv/public/..%5Csecret', /encoded "\\"/],
     ['file:///srv/a%c3%a9', /write %C3 \(uppercase hex\)/],
+    ['file:///srv/public/%252E%252E/secret', /%252E, a "\." or separator encoded twice/],
+    ['file:///srv/public/..%252Fsecret', /%252F/],
     ['file:///srv/a%C0%AE', /not UTF-8/],
     ['file:///srv/a%0A', /encoded control/],
     ['file:///srv/a%zz', /not followed by two hex digits/],
@@ -152,6 +154,15 @@ describe('uriProblem names the problem', () => {
     assert.match(templateProblem('FILE:///tree/{+path}')!, /lowercase/);
     assert.match(templateProblem('file:///tree/{path')!, /not a URI template/);
     assert.match(templateProblem('file:///tree/{a}}')!, /"\}"/);
+  });
+
+  it('a pattern without "?" holds for the URI with any query; one with "?" matches it whole', () => {
+    const b = compileBundle({
+      'q.yaml': doc('q', 'allow', '  - { name: top, effect: deny, resources: ["file:///srv/top.txt", "file:///srv/d/*.txt", "file:///srv/q.txt?v=1"] }\n'),
+    });
+    const effect = (uri: string) => decide(b, { identity: alice, server: 'q', method: 'resources/read', resource: uri, time }).effect;
+    for (const uri of ['file:///srv/top.txt', 'file:///srv/top.txt?v=1', 'file:///srv/top.txt?a/b', 'file:///srv/d/x.txt?raw', 'file:///srv/q.txt?v=1']) assert.equal(effect(uri), 'deny', uri);
+    for (const uri of ['file:///srv/top.txt2', 'file:///srv/d/x.md?.txt', 'file:///srv/q.txt', 'file:///srv/q.txt?v=2']) assert.equal(effect(uri), 'allow', uri);
   });
 
   it('lists hide what no request could name', () => {

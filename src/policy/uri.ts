@@ -55,6 +55,8 @@ function badEncoding(uri: string): string | undefined {
 function badPath(path: string): string | undefined {
   const separator = /%2F|%5C/.exec(path)?.[0];
   if (separator) return `it holds ${separator}, an encoded "${separator === '%2F' ? '/' : '\\'}" that a server may decode into a path separator`;
+  const twice = /%25(?:2[EF]|5C)/i.exec(path)?.[0];
+  if (twice) return `it holds ${twice}, a "." or separator encoded twice, which a server that decodes twice resolves`;
   const segments = path.split('/');
   for (let i = 0; i < segments.length; i++) {
     const s = segments[i];
@@ -69,7 +71,8 @@ function badPath(path: string): string | undefined {
  * Why `uri` is not a canonical absolute URI, or undefined when it is. Canonical: only RFC 3986
  * characters; percent-encodings in uppercase hex, never of an unreserved character or a control,
  * and UTF-8; a lowercase scheme and host; no userinfo, no empty or leading-zero port; a path
- * without dot segments, empty segments or an encoded "/" or "\"; no empty query, no fragment;
+ * without dot segments, empty segments, an encoded "/" or "\", or "." "/" "\" encoded twice; no
+ * empty query, no fragment;
  * and unchanged by `new URL()`.
  */
 export function uriProblem(uri: string): string | undefined {
