@@ -126,7 +126,8 @@ export function fallback(bundle: CompiledBundle, view: ServerView, kind: Kind | 
  * For tools/list, resources/list, resources/templates/list and prompts/list: whether to show
  * an item. True when some allow or approve rule could let this identity use it (`when` is
  * ignored: arguments are unknown at list time) or the covering default allows it, unless a deny
- * rule without `when` applies to it, or it is a URI that is not canonical. Costs the same lookups as a decision, without CEL.
+ * rule without `when` applies to it or it is a URI that is not canonical. Costs the same lookups
+ * as a decision, without CEL.
  */
 export function visible(bundle: CompiledBundle, identity: Identity, server: string, kind: Kind, name: string): boolean {
   const view = bundle.view(server);
