@@ -1,6 +1,7 @@
 // The data path, in order. Messages from the client run through `toUpstream`, outermost first;
 // the reply comes back through the same stages in reverse. Messages the upstream sends on its
 // own (notifications, sampling/elicitation/roots requests) run through `toClient`.
+import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import type { Recorder } from '../audit/recorder.js';
@@ -10,7 +11,7 @@ import { fitToSchema } from '../masking/output-schema.js';
 import type { MaskTarget } from '../masking/select.js';
 import type { Session } from './session.js';
 import { classify, errorResponse, INTERNAL_ERROR, ShapeError, type Action, type Classified } from './classify.js';
-import { decideStage, type AuditSink, type PolicyPoint } from './decide.js';
+import { decideStage, type AuditSink, type PolicyPoint, type PolicyView } from './decide.js';
 import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
 
 export interface PipelineDeps {
@@ -23,7 +24,7 @@ export interface PipelineDeps {
 
 export function buildPipelines(deps: PipelineDeps): { toUpstream: (x: Exchange) => Promise<Reply>; toClient: (x: Exchange) => Promise<Reply> } {
   return {
-    toUpstream: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(true), filterLists, masking(deps.policy), decideStage(deps.policy, deps.audit), forward]),
+    toUpstream: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(true), filterLists, filterCompletions, masking(deps.policy), decideStage(deps.policy, deps.audit), forward]),
     toClient: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(false), masking(deps.policy), deliver]),
   };
 }
@@ -234,6 +235,44 @@ function maskClientMessage(m: Classified, masker: Masker): unknown {
   const masked = key ? masker.data(p[key]) : m.type === 'notification' ? masker.data(p) : p;
   if (masked === (key ? p[key] : p)) return raw;
   return { ...raw, params: key ? { ...p, [key]: masked } : masked };
+}
+
+
+/**
+ * Completions reveal nothing that lists hide. A value is kept only when the request it would
+ * complete could be made: for a ref/resource, the template expanded (the SDK's UriTemplate) with
+ * the value and the context arguments is a URI the caller may read; for a ref/prompt, prompts/get
+ * with those arguments is not denied. Decided by the same policy version as the completion
+ * request. Values are removed, never rewritten; `total` goes when any was, since it would count
+ * the hidden ones.
+ */
+const filterCompletions: Stage = async (x, next) => {
+  const reply = await next();
+  const m = x.msg!;
+  if (m.type !== 'request' || m.action.kind !== 'completion' || !reply || !('result' in reply) || !x.policy) return reply;
+  const completion = (reply.result as Record<string, unknown>).completion as Record<string, unknown> | undefined;
+  if (!Array.isArray(completion?.values)) return reply;
+  const usable = completionUsable(x.policy, x, m.action);
+  const values = completion.values.filter((v): v is string => typeof v === 'string' && usable(v));
+  if (values.length === completion.values.length) return reply;
+  const { total: _hidden, ...rest } = completion;
+  return { ...reply, result: { ...reply.result, completion: { ...rest, values } } } as JSONRPCMessage;
+};
+
+function completionUsable(policy: PolicyView, x: Exchange, a: Extract<Action, { kind: 'completion' }>): (value: string) => boolean {
+  const base = { identity: x.identity, server: x.session.server, time: new Date() };
+  const args = (value: string) => ({ ...a.context, [a.argument]: value });
+  if (a.prompt !== undefined) return (value) => policy.decide({ ...base, method: 'prompts/get', prompt: a.prompt, args: args(value) }).effect !== 'deny';
+  const template = new UriTemplate(a.resource!); // classify has checked that it parses
+  return (value) => {
+    let resource: string;
+    try {
+      resource = template.expand(args(value));
+    } catch {
+      return false; // a value the SDK refuses to expand (over its length limits)
+    }
+    return policy.decide({ ...base, method: 'resources/read', resource }).effect !== 'deny';
+  };
 }
 
 /** Innermost stage toward the upstream: sends the Authorized message and waits for its reply. */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Identity } from '../auth/identity.js';
 import { compileBundle } from './compile.js';
-import { decide, visible } from './decide.js';
+import { decide, MALFORMED, visible } from './decide.js';
 import type { DecisionInput } from './decision.js';
 
 const alice: Identity = { sub: 'alice', groups: ['analysts'], claims: { dept: 'finance', roles: ['reader', 'auditor'] }, via: 'oidc' };
@@ -157,21 +157,23 @@ describe('names are compared exactly', () => {
     assert.equal(decide(b, tool('echo', {}, alice, 'DB')).effect, 'deny');
     assert.equal(decide(b, tool('echo', {}, alice, 'db ')).effect, 'deny');
   });
-  it('resource globs: "*" stays in a segment, "**" crosses, dot segments never match a wildcard', () => {
+  it('resource globs: "*" stays in a segment, "**" crosses; a URI that is not canonical is denied as malformed', () => {
     const r = compileBundle({ 'p.yaml': policy('fs', '  - { name: data, effect: allow, resources: ["file:///srv/data/**", "demo://doc/*.md", "file:///exact/../x"] }\n') });
-    const read = (uri: string) => decide(r, { identity: alice, server: 'fs', method: 'resources/read', resource: uri, time }).effect;
+    const decision = (uri: string) => decide(r, { identity: alice, server: 'fs', method: 'resources/read', resource: uri, time });
+    const read = (uri: string) => decision(uri).effect;
     assert.equal(read('file:///srv/data/a/b/c.txt'), 'allow');
     assert.equal(read('file:///srv/data/'), 'allow');
     assert.equal(read('file:///srv/data'), 'deny');
-    assert.equal(read('file:///srv/data/../secret'), 'deny');
-    assert.equal(read('file:///srv/data/%2e%2E/secret'), 'deny');
-    assert.equal(read('file:///srv/data/..%2fsecret'), 'deny');
-    assert.equal(read('file:///srv/data/a/./b'), 'deny');
     assert.equal(read('file:///srv/data/..hidden'), 'allow');
     assert.equal(read('demo://doc/a.md'), 'allow');
     assert.equal(read('demo://doc/a/b.md'), 'deny');
     assert.equal(read('demo://doc/a.MD'), 'deny');
-    assert.equal(read('file:///exact/../x'), 'allow'); // spelled out exactly
+    for (const uri of ['file:///srv/data/../secret', 'file:///srv/data/%2e%2E/secret', 'file:///srv/data/..%2fsecret', 'file:///srv/data/a/./b', 'file:///exact/../x', 'FILE:///srv/data/a', 'file:///srv/data/a\tb']) {
+      const d = decision(uri);
+      assert.equal(d.effect, 'deny', uri);
+      assert.equal(d.rule, MALFORMED, uri);
+      assert.match(d.message!, /^the URI is not canonical: /, uri);
+    }
   });
 });
 

@@ -4,7 +4,8 @@
 // - The documents whose `server` matches cover the request; their rules are pooled.
 // - What a rule governs: `tools` → tools/call; `resources` → resources/read, resources/subscribe,
 //   resources/unsubscribe; `prompts` → prompts/get; completion/complete → `prompts` for a
-//   ref/prompt, `resources` for a ref/resource (the URI template, compared literally). A rule
+//   ref/prompt, `resources` for a ref/resource (the URI template, compared literally). A URI (or
+//   template) that is not canonical (uri.ts) is denied as malformed before any rule. A rule
 //   naming none of tools, resources, prompts and methods governs every tool, resource and prompt.
 //   Any other method is governed only by rules with `methods:` globs.
 // - Among the rules that apply (server, selector, `who`, and `when` true): deny beats approve
@@ -19,6 +20,7 @@ import type { Identity } from '../auth/identity.js';
 import { celErrorMessage, type CelContext } from './cel.js';
 import { candidates, type CompiledBundle, type CompiledRule, type Kind, type ServerView } from './compile.js';
 import type { Decision, DecisionInput } from './decision.js';
+import { templateProblem, uriProblem } from './uri.js';
 
 /** Built-in rule names a decision can carry. */
 export const NO_POLICY = '(no policy covers this request)';
@@ -36,14 +38,20 @@ export function targetOf(input: Pick<DecisionInput, 'method' | 'tool' | 'resourc
   const need = (kind: Kind, value: string | undefined): Target =>
     typeof value === 'string' ? { kind, name: value } : { malformed: `${method} without a ${kind} name` };
   if (method === 'tools/call') return need('tool', input.tool);
-  if (RESOURCE_METHODS.has(method)) return need('resource', input.resource);
+  if (RESOURCE_METHODS.has(method)) return canonical(need('resource', input.resource), uriProblem);
   if (method === 'prompts/get') return need('prompt', input.prompt);
   if (method === 'completion/complete') {
     if (typeof input.prompt === 'string') return { kind: 'prompt', name: input.prompt };
-    if (typeof input.resource === 'string') return { kind: 'resource', name: input.resource };
+    if (typeof input.resource === 'string') return canonical({ kind: 'resource', name: input.resource }, templateProblem);
     return { malformed: 'completion/complete without a prompt or resource reference' };
   }
   return { kind: 'method', name: method };
+}
+
+/** Policy decides on canonical URIs only (see uri.ts); the gateway refuses others before deciding. */
+function canonical(target: Target, problem: (uri: string) => string | undefined): Target {
+  const why = 'name' in target ? problem(target.name) : undefined;
+  return why ? { malformed: `the URI is not canonical: ${why}` } : target;
 }
 
 export function celContext(input: DecisionInput): CelContext {
@@ -118,11 +126,14 @@ export function fallback(bundle: CompiledBundle, view: ServerView, kind: Kind | 
  * For tools/list, resources/list, resources/templates/list and prompts/list: whether to show
  * an item. True when some allow or approve rule could let this identity use it (`when` is
  * ignored: arguments are unknown at list time) or the covering default allows it, unless a deny
- * rule without `when` applies to it. Costs the same lookups as a decision, without CEL.
+ * rule without `when` applies to it or it is a URI that is not canonical. Costs the same lookups
+ * as a decision, without CEL.
  */
 export function visible(bundle: CompiledBundle, identity: Identity, server: string, kind: Kind, name: string): boolean {
   const view = bundle.view(server);
   if (!view.documents.length) return false;
+  // A URI (or template) that no request could name canonically cannot be used.
+  if (kind === 'resource' && templateProblem(name)) return false;
   let usable = false;
   for (const r of candidates(view, kind, name, identity)) {
     if (!r.matchesWho(identity)) continue;
