@@ -13,7 +13,13 @@ import type { Exchange, Reply, Stage } from './pipeline.js';
 
 let mint: (message: JSONRPCMessage, decision: Decision) => Authorized;
 
+/**
+ * A message the gateway decided to send upstream, its decision's audit record durable. The private
+ * #brand makes the class nominal: an object literal of the same shape does not typecheck (see
+ * authorized.test.ts), and `Authorized.is` tells a forged one apart at run time.
+ */
 export class Authorized {
+  readonly #brand = true;
   static {
     mint = (message, decision) => new Authorized(message, decision);
   }
@@ -21,6 +27,9 @@ export class Authorized {
     readonly message: JSONRPCMessage,
     readonly decision: Decision,
   ) {}
+  static is(value: unknown): value is Authorized {
+    return typeof value === 'object' && value !== null && #brand in value;
+  }
 }
 
 /** One bundle version of the policy: a request is decided, and its list reply filtered, by one view. */

@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ServerConfig } from '../config/schema.js';
-import type { Authorized } from '../gateway/decide.js';
+import { Authorized } from '../gateway/decide.js';
 import { upstreamFetch } from './http-fetch.js';
 
 export interface Upstream {
@@ -55,6 +55,8 @@ class TransportUpstream implements Upstream {
   }
 
   send(a: Authorized): Promise<void> {
+    // The type already forbids anything else; this holds against a cast too.
+    if (!Authorized.is(a)) return Promise.reject(new Error(`${this.describe}: refused a message that carries no decision`));
     if (this.closed) return Promise.reject(new Error(`${this.describe} is closed`));
     // Name the upstream and the underlying cause ("fetch failed" alone says neither which nor why).
     return this.transport.send(a.message).catch((e: Error) => {
