@@ -22,9 +22,7 @@ export interface Wiring {
 export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean } = {}): Promise<Wiring> {
   const { config, baseDir } = loaded;
   const log = createLogger(config.logging.level, opts.logToStderr);
-  if (!config.policy || !('path' in config.policy)) {
-    throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (policy pushed to the store through the admin API is not available in this version)`);
-  }
+  if (!config.policy) throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (a file or folder of policy documents)`);
   const reloadListeners: Array<() => void> = [];
   const source = new PolicySource(resolve(baseDir, config.policy.path), {
     watch: config.policy.watch,
