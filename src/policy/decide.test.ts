@@ -100,6 +100,37 @@ describe('decision table', () => {
     assert.deepEqual([call('x/unknown').effect, call('x/unknown').rule], ['deny', '(no rule allows this method)']);
   });
 
+  it('a request the server sends to the client is governed only by serverRequests rules; methods and defaults do not reach it', () => {
+    const b = compileBundle({
+      'p.yaml': policy(
+        'db',
+        [
+          '  - { name: every-method, effect: allow, methods: ["*"] }',
+          '  - { name: all-kinds, effect: allow }',
+          '  - { name: roots, effect: allow, serverRequests: [roots/list] }',
+          '  - { name: analysts-sample, effect: allow, who: { groups: [analysts] }, serverRequests: ["sampling/*"], when: "args.maxTokens <= 100" }',
+          '  - { name: no-elicit, effect: deny, serverRequests: ["elicitation/*"], message: servers do not question our users }',
+          '',
+        ].join('\n'),
+        'default: allow\n',
+      ),
+    });
+    const asked = (method: string, args: Record<string, unknown> = {}, identity = alice) => decide(b, { identity, server: 'db', method, from: 'server', args, time });
+    const doc = `p-db-${'default: allow\n'.length}`;
+    assert.deepEqual([asked('roots/list').effect, asked('roots/list').rule], ['allow', `${doc}/roots`]);
+    assert.deepEqual([asked('sampling/createMessage', { maxTokens: 50 }).effect, asked('sampling/createMessage', { maxTokens: 50 }).rule], ['allow', `${doc}/analysts-sample`]);
+    assert.equal(asked('sampling/createMessage', { maxTokens: 500 }).effect, 'deny', 'when is evaluated on the params');
+    assert.equal(asked('sampling/createMessage', { maxTokens: 50 }, bob).effect, 'deny', 'who is the client being asked');
+    assert.deepEqual(asked('elicitation/create'), { effect: 'deny', rule: `${doc}/no-elicit`, message: 'servers do not question our users', bundleVersion: b.version });
+    // methods: ["*"] and the allow default govern client requests only.
+    assert.deepEqual([asked('tasks/get').effect, asked('tasks/get').rule], ['deny', '(no rule allows this server request)']);
+    assert.equal(decide(b, { identity: alice, server: 'db', method: 'tasks/get', time }).effect, 'allow', 'the same method from the client is a methods matter');
+    assert.equal(decide(b, { identity: alice, server: 'db', method: 'roots/list', time }).rule, `${doc}/every-method`);
+    // Names compare exactly here too.
+    assert.equal(asked('Roots/list').effect, 'deny');
+    assert.equal(asked('roots/list ').effect, 'deny');
+  });
+
   it('resources, prompts and completion map to the right selectors', () => {
     const b = compileBundle({
       'p.yaml': policy(

@@ -61,10 +61,10 @@ function whoCovers(e: CompiledRule, r: CompiledRule): boolean {
 /** Whether `e` selects every name `r` selects. */
 function selectorCovers(e: CompiledRule, r: CompiledRule): boolean {
   if (r.anyKind) return e.anyKind;
-  for (const kind of ['tool', 'resource', 'prompt', 'method'] as const) {
+  for (const kind of ['tool', 'resource', 'prompt', 'method', 'serverRequest'] as const) {
     const rs = r.selectors[kind];
     if (!rs) continue;
-    if (e.anyKind && kind !== 'method') continue;
+    if (e.anyKind && kind !== 'method' && kind !== 'serverRequest') continue;
     const es = e.selectors[kind];
     if (!es || !rs.patterns.every((p) => es.patterns.some((o) => globCovers(o, p, kind === 'resource')))) return false;
   }
