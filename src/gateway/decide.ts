@@ -87,12 +87,22 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
     }
     if (m.type === 'notification') {
       // Protocol notifications pass; any other is decided like an unknown method (denied unless
-      // policy allows it), and a denied notification is dropped, since it gets no reply.
-      const decision = CLIENT_NOTIFICATIONS.has(m.method)
-        ? builtIn('protocol/notification', policy.version)
-        : policy.decide({ identity: session.identity, server: session.server, method: m.method, time: new Date() });
+      // a methods rule allows it) and audited; a denied notification is dropped, since it gets no reply.
+      if (CLIENT_NOTIFICATIONS.has(m.method)) {
+        x.authorized = mint(m.message, builtIn('protocol/notification', policy.version));
+        return next();
+      }
+      const input: DecisionInput = { identity: session.identity, server: session.server, method: m.method, time: new Date() };
+      const decision = (x.decision = policy.decide(input));
+      const decisionId = (x.decisionId = randomUUID());
+      try {
+        await audit.append('decision', session.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id }));
+      } catch (e) {
+        session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; notification dropped');
+        return undefined;
+      }
       if (decision.effect !== 'allow') {
-        session.log.warn({ method: m.method, rule: decision.rule }, 'notification dropped by policy');
+        session.log.warn({ method: m.method, rule: decision.rule, decisionId }, 'notification dropped by policy');
         return undefined;
       }
       x.authorized = mint(m.message, decision);

@@ -122,7 +122,7 @@ describe('server requests through the HTTP front (anonymous caller)', () => {
     assert.deepEqual([rec.data.method, rec.data.effect, rec.data.rule], ['ping', 'allow', 'protocol/housekeeping']);
   });
 
-  test('tasks/* without a methods rule are denied (-32003) and never reach the upstream', async () => {
+  test('tasks/* and custom notifications without a methods rule are denied and never reach the upstream', async () => {
     const s = await rawSession(gw, 'asks');
     const calls = [
       ['tasks/get', { taskId: 'task-of-someone-else' }],
@@ -141,6 +141,13 @@ describe('server requests through the HTTP front (anonymous caller)', () => {
     const methods = received(record).map((m) => m.method);
     assert.ok(methods.includes('tools/call'), 'the recording works');
     assert.deepEqual(methods.filter((m) => typeof m === 'string' && m.startsWith('tasks/')), []);
+    // A notification that is not protocol plumbing is decided the same way: denied, dropped, audited.
+    const note = await post(gw, 'asks', { jsonrpc: '2.0', method: 'notifications/x-custom', params: {} }, s.headers);
+    assert.equal(note.status, 202);
+    const rec = gw.audit.find((r) => r.type === 'decision' && r.data.method === 'notifications/x-custom');
+    assert.deepEqual([rec?.data.effect, rec?.data.rule], ['deny', '(no rule allows this method)']);
+    await ask(client, 'ping'); // the upstream has read everything sent before this call
+    assert.deepEqual(received(record).filter((m) => m.method === 'notifications/x-custom'), []);
     // The SDK client sees the same denial.
     await assert.rejects(client.request({ method: 'tasks/get', params: { taskId: 'x' } }, ResultSchema), (e: unknown) => e instanceof McpError && e.code === -32003);
   });
