@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import type { Identity } from '../auth/identity.js';
 import { compileBundle } from './compile.js';
 import { decide, visible } from './decide.js';
@@ -129,6 +130,21 @@ describe('decision table', () => {
     // Names compare exactly here too.
     assert.equal(asked('Roots/list').effect, 'deny');
     assert.equal(asked('roots/list ').effect, 'deny');
+  });
+
+  it('a server request is allowed only under its exact name: every other spelling is denied', () => {
+    const b = compileBundle({ 'p.yaml': policy('db', '  - { name: s, effect: allow, serverRequests: [sampling/createMessage, "roots/*"] }\n', 'default: allow\n') });
+    const name = 'sampling/createMessage';
+    // Near spellings (case, whitespace, Unicode look-alikes, NUL, prefixes) and arbitrary strings.
+    const near = fc.tuple(fc.nat(name.length - 1), fc.constantFrom('S', 'A', ' ', '\u0000', '\u0430', '\u200b', '/', 'e\u0301', '')).map(([i, c]) => name.slice(0, i) + c + name.slice(i + 1));
+    fc.assert(
+      fc.property(fc.oneof(near, fc.string(), fc.string({ unit: 'grapheme' })), (method) => {
+        const d = decide(b, { identity: alice, server: 'db', method, from: 'server', args: {}, time });
+        const allowed = method === name || method.startsWith('roots/');
+        return (d.effect === 'allow') === allowed;
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('resources, prompts and completion map to the right selectors', () => {
