@@ -29,7 +29,9 @@ export type AuditType =
   | 'decision'
   | `approval.${string}`
   | 'policy.change'
-  | `admin.${string}`;
+  | `admin.${string}`
+  | 'recording.seal'
+  | 'recording.prune';
 
 /**
  * The data of a `decision` record (what the gateway should pass). argsDigest, not the

@@ -115,6 +115,8 @@ const audit = z.strictObject({
       enabled: z.boolean().default(true),
       retention: duration.default(30 * 86_400_000),
       maxMessageBytes: positiveInt.default(256 * 1024),
+      /** Open sessions' recordings are sealed into the audit chain at least this often. */
+      sealInterval: duration.default(30_000),
     })
     .prefault({}),
 });

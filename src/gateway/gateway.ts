@@ -104,6 +104,7 @@ export class Gateway implements SessionHost {
   }
 
   ended(session: Session, reason: string): void {
+    this.opts.recorder?.endSession(session.id);
     if (!this.sessions.delete(session.id)) return;
     this.metrics.sessions.dec({ server: session.server });
     session.log.info({ reason }, 'session ended');

@@ -93,16 +93,17 @@ function recorded(recorder: Recorder | undefined): Stage[] {
       const s = x.session;
       const base = { sessionId: s.id, server: s.server, identity: s.identity };
       const decided = () => x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } };
+      // After its end a session's recording is sealed: what reaches it then reaches no client.
       if (x.direction === 'toClient') {
         // Only what the client saw: a server message refused (malformed, denied) is not, and
         // the refusal went to the upstream; the audit log holds the decision.
         const reply = await next();
-        if (!reply && x.msg) recorder.record({ ...base, direction: 'toClient', message: x.raw, ...decided() });
+        if (!reply && x.msg && !s.isEnded) recorder.record({ ...base, direction: 'toClient', message: x.raw, ...decided() });
         return reply;
       }
-      recorder.record({ ...base, direction: 'fromClient', message: x.raw });
+      if (!s.isEnded) recorder.record({ ...base, direction: 'fromClient', message: x.raw });
       const reply = await next();
-      if (reply) recorder.record({ ...base, direction: 'toClient', message: reply, ...decided() });
+      if (reply && !s.isEnded) recorder.record({ ...base, direction: 'toClient', message: reply, ...decided() });
       return reply;
     },
   ];
