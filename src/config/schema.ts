@@ -94,23 +94,25 @@ const auth = z.strictObject({
   resourceUrl: z.url().optional(),
 });
 
-const policy = z.union([
-  z.strictObject({ path: z.string().min(1), watch: z.boolean().default(true) }),
-  z.strictObject({ source: z.literal('store') }),
-]);
+/**
+ * A section of SPEC's config whose capability this version does not have. Accepting it would
+ * let an operator believe it is in force (an admin token that opens nothing, an approval timeout
+ * that times nothing), so its presence is a load error that says so.
+ */
+const notInForce = (what: string) =>
+  z
+    .unknown()
+    .superRefine((_v, ctx) => ctx.addIssue({ code: 'custom', message: `${what} is not available in this version, so this setting would do nothing: remove it` }))
+    .optional();
+
+const policy = z.strictObject({
+  path: z.string().min(1),
+  watch: z.boolean().default(true),
+  source: notInForce('policy pushed through the admin API (source: store)'),
+});
 
 const store = z.strictObject({
   url: z.string().regex(/^(sqlite:|postgres:\/\/|postgresql:\/\/)/, 'must start with sqlite: or postgres://').default('sqlite:./data/portcullis.db'),
-});
-
-const admin = z.strictObject({
-  tokens: z.array(z.strictObject({ id: z.string().min(1), sha256: sha256Hex })).default([]),
-  groups: z.array(z.string()).default([]),
-});
-
-const approvals = z.strictObject({
-  timeout: duration.default(5 * 60_000),
-  webhooks: z.array(z.strictObject({ url: z.url(), headers: z.record(z.string(), z.string()).default({}) })).default([]),
 });
 
 const audit = z.strictObject({
@@ -154,8 +156,8 @@ export const configSchema = z.strictObject({
   auth: auth.prefault({}),
   policy: policy.optional(),
   store: store.prefault({}),
-  admin: admin.prefault({}),
-  approvals: approvals.prefault({}),
+  admin: notInForce('the admin API'),
+  approvals: notInForce('holding calls for approval'),
   audit: audit.prefault({}),
   metrics: metrics.prefault({}),
   masking: masking.prefault({}),

@@ -16,9 +16,13 @@ export const UPSTREAM_ERROR = -32010;
 
 type Obj = Record<string, unknown>;
 
-/** What policy governs about a request; `housekeeping` is protocol plumbing that is always allowed. */
+/**
+ * What policy governs about a request; `housekeeping` is protocol plumbing that is always allowed.
+ * `serverRequest` is a request the upstream sends to the client (sampling, elicitation, roots…).
+ */
 export type Action =
   | { kind: 'housekeeping' }
+  | { kind: 'serverRequest' }
   | { kind: 'list'; list: 'tools' | 'resources' | 'resourceTemplates' | 'prompts' }
   | { kind: 'tool'; tool: string; args: Obj }
   | { kind: 'resource'; resource: string }
@@ -50,11 +54,11 @@ const LISTS: Record<string, Extract<Action, { kind: 'list' }>['list']> = {
   'prompts/list': 'prompts',
 };
 
-/** Requests a client may send that carry nothing for policy to decide on. */
-const CLIENT_HOUSEKEEPING = new Set(['initialize', 'ping', 'logging/setLevel', 'tasks/get', 'tasks/list', 'tasks/result', 'tasks/cancel']);
-
-/** Requests a server may send to a client (they travel downstream, never upstream). */
-export const SERVER_REQUESTS = new Set(['ping', 'sampling/createMessage', 'elicitation/create', 'roots/list', 'tasks/get', 'tasks/list', 'tasks/result', 'tasks/cancel']);
+/**
+ * Requests a client may send that carry nothing for policy to decide on. tasks/* are not among
+ * them: a task's result is the answer to a call that policy decided, so reading it is decided too.
+ */
+const CLIENT_HOUSEKEEPING = new Set(['initialize', 'ping', 'logging/setLevel']);
 
 /** Validates the JSON-RPC envelope. `fromClient` selects which request methods are expected. */
 export function classify(raw: unknown, fromClient: boolean): Classified {
@@ -92,7 +96,7 @@ export function classify(raw: unknown, fromClient: boolean): Classified {
     return { type: 'notification', method, params, message };
   }
   if (isNotificationMethod) throw new ShapeError(INVALID_REQUEST, `${method} is a notification: it must not carry an id`, id as RequestId);
-  const action = fromClient ? clientAction(method, params, id as RequestId) : ({ kind: 'housekeeping' } as const);
+  const action: Action = fromClient ? clientAction(method, params, id as RequestId) : { kind: method === 'ping' ? 'housekeeping' : 'serverRequest' };
   return { type: 'request', id: id as RequestId, method, params, action, message };
 }
 
@@ -151,6 +155,14 @@ function clientAction(method: string, params: Obj | undefined, id: RequestId): A
     case 'logging/setLevel':
       if (typeof p.level !== 'string') bad('params.level must be a string');
       return { kind: 'housekeeping' };
+    case 'tasks/get':
+    case 'tasks/result':
+    case 'tasks/cancel':
+      if (typeof p.taskId !== 'string') bad('params.taskId must be a string');
+      return { kind: 'other' };
+    case 'tasks/list':
+      if (p.cursor !== undefined && typeof p.cursor !== 'string') bad('params.cursor must be a string');
+      return { kind: 'other' };
   }
   const list = LISTS[method];
   if (list) {

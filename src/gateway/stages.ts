@@ -1,6 +1,7 @@
 // The data path, in order. Messages from the client run through `toUpstream`, outermost first;
 // the reply comes back through the same stages in reverse. Messages the upstream sends on its
-// own (notifications, sampling/elicitation/roots requests) run through `toClient`.
+// own (notifications, sampling/elicitation/roots requests) run through `toClient`; there, the
+// reply to a request is the gateway's refusal of it, answered to the upstream.
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
@@ -11,7 +12,7 @@ import { fitToSchema } from '../masking/output-schema.js';
 import type { MaskTarget } from '../masking/select.js';
 import type { Session } from './session.js';
 import { classify, errorResponse, INTERNAL_ERROR, ShapeError, type Action, type Classified } from './classify.js';
-import { decideStage, type AuditSink, type PolicyPoint, type PolicyView } from './decide.js';
+import { answerForUpstream, decideServerRequest, decideStage, type AuditSink, type PolicyPoint, type PolicyView } from './decide.js';
 import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
 
 export interface PipelineDeps {
@@ -25,19 +26,34 @@ export interface PipelineDeps {
 export function buildPipelines(deps: PipelineDeps): { toUpstream: (x: Exchange) => Promise<Reply>; toClient: (x: Exchange) => Promise<Reply> } {
   return {
     toUpstream: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(true), filterLists, filterCompletions, masking(deps.policy), decideStage(deps.policy, deps.audit), forward]),
-    toClient: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(false), masking(deps.policy), deliver]),
+    toClient: compose([answerUpstream, failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(false), decideServerRequest(deps.policy, deps.audit), masking(deps.policy), deliver]),
   };
 }
 
-/** An error inside any stage is a refusal, never a pass: the client gets an error, nothing is forwarded by it. */
+/**
+ * An error inside any stage is a refusal, never a pass: the sender of a request gets an error
+ * (the client; toward the client, the upstream), nothing is forwarded by it.
+ */
 const failClosed: Stage = async (x, next) => {
   try {
     return await next();
   } catch (e) {
     x.session.log.error({ err: (e as Error).message, stack: (e as Error).stack }, 'stage failed; message refused');
     const id = x.msg?.type === 'request' ? x.msg.id : undefined;
-    return id === undefined || x.direction === 'toClient' ? undefined : errorResponse(id, INTERNAL_ERROR, `gateway error: ${(e as Error).message}`);
+    return id === undefined ? undefined : errorResponse(id, INTERNAL_ERROR, `gateway error: ${(e as Error).message}`);
   }
+};
+
+/**
+ * Outermost toward the client: the reply to a server's request is the gateway's refusal of it
+ * (denied, unaudited, failed). It goes to the upstream, which would otherwise wait for an answer
+ * the client will never give, since the client never saw the request.
+ */
+const answerUpstream: Stage = async (x, next) => {
+  const reply = await next();
+  const answer = reply && answerForUpstream(x, reply);
+  if (answer) await x.session.upstream?.send(answer);
+  return reply;
 };
 
 /** One structured log line and the metrics per request: who, what, the decision and how long it took. */
@@ -84,6 +100,7 @@ function recorded(recorder: Recorder | undefined, policy: PolicyPoint): Stage[] 
     async (x, next) => {
       const s = x.session;
       const base = { sessionId: s.id, server: s.server, identity: x.identity };
+      const decided = () => x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } };
       const ts = Date.now();
       let done = false;
       x.recordNow = () => {
@@ -98,15 +115,19 @@ function recorded(recorder: Recorder | undefined, policy: PolicyPoint): Stage[] 
             message = { unrecordable: `masking failed: ${(e as Error).message}` }; // never the message in clear
           }
         }
-        recorder.record({ ...base, ts, direction: x.direction === 'toUpstream' ? 'fromClient' : 'toClient', message });
+        const toClient = x.direction === 'toClient';
+        recorder.record({ ...base, ts, direction: toClient ? 'toClient' : 'fromClient', message, ...(toClient && decided()) });
       };
       let reply: Reply;
       try {
         reply = await next();
       } finally {
-        x.recordNow();
+        // Toward the client, only what it saw: a server message refused (malformed, denied) is not,
+        // and the refusal went to the upstream; the audit log holds the decision.
+        if (x.direction === 'toUpstream' || (!reply && x.msg)) x.recordNow();
       }
-      if (reply && !s.isEnded) recorder.record({ ...base, direction: 'toClient', message: reply, ...(x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } }) });
+      if (x.direction === 'toClient') return reply;
+      if (reply && !s.isEnded) recorder.record({ ...base, direction: 'toClient', message: reply, ...decided() });
       return reply;
     },
   ];
@@ -119,7 +140,8 @@ function classifyStage(fromClient: boolean): Stage {
     } catch (e) {
       if (!(e instanceof ShapeError)) throw e;
       x.session.log.warn({ err: e.message }, 'malformed message refused');
-      return e.id === null || !fromClient ? undefined : errorResponse(e.id, e.code, e.message);
+      // A malformed request from the upstream is answered to the upstream (see answerUpstream).
+      return e.id === null ? undefined : errorResponse(e.id, e.code, e.message);
     }
     return next();
   };
@@ -313,7 +335,13 @@ const forward: Stage = async (x) => {
 const deliver: Stage = async (x) => {
   const m = x.msg!;
   const s = x.session;
+  // The client's answer may go up only for a request it was actually sent.
   if (m.type === 'request') s.rememberServerRequest(m.id);
-  await s.sendToClient(m.message as JSONRPCMessage, s.relatedRequest(m.message));
+  try {
+    await s.sendToClient(m.message as JSONRPCMessage, s.relatedRequest(m.message));
+  } catch (e) {
+    if (m.type === 'request') s.takeServerRequest(m.id);
+    throw e;
+  }
   return undefined;
 };

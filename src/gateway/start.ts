@@ -23,9 +23,7 @@ export interface Wiring {
 export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): Promise<Wiring> {
   const { config, baseDir } = loaded;
   const log = opts.log ?? createLogger(config.logging.level);
-  if (!config.policy || !('path' in config.policy)) {
-    throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (policy pushed to the store through the admin API is not available in this version)`);
-  }
+  if (!config.policy) throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (a file or folder of policy documents)`);
   const reloadListeners: Array<() => void> = [];
   const hashKey = config.masking.hashKey === undefined ? undefined : Buffer.from(config.masking.hashKey, 'utf8');
   const source = new PolicySource(resolve(baseDir, config.policy.path), {

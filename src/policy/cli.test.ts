@@ -175,6 +175,16 @@ describe('portcullis explain', () => {
     assert.equal(e.decision.rule, 'db/sel');
     assert.match(e.rules[0].when.error, /No such key: sql/);
   });
+  it('explains a request the server sends to the client (--server-request), governed only by serverRequests', () => {
+    const dir = folder({ 'db.yaml': `${head('db')}default: allow\nrules:\n  - { name: every-method, effect: allow, methods: ["*"] }\n  - { name: small, effect: allow, who: { groups: [analysts] }, serverRequests: [sampling/createMessage], when: 'args.maxTokens <= 100' }\n` });
+    const ok = cli('explain', '--policy', dir, '--identity', 'alice', '--groups', 'analysts', '--server', 'db', '--server-request', 'sampling/createMessage', '--args', '{"maxTokens":50}');
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /^decision: ALLOW by db\/small/);
+    assert.match(ok.out, /no match db\/every-method .*\n.*the rule governs only methods, not this server request/);
+    const no = cli('explain', '--policy', dir, '--identity', 'alice', '--server', 'db', '--server-request', 'roots/list');
+    assert.match(no.out, /^decision: DENY by \(no rule allows this server request\)/);
+    assert.equal(cli('explain', '--policy', dir, '--identity', 'a', '--server', 'db', '--server-request', 'roots/list', '--method', 'x').code, 2);
+  });
   it('reads the policy path from a config with -c', () => {
     const r = cli('explain', '-c', 'examples/demo/portcullis.yaml', '--identity', 'anonymous', '--server', 'files', '--tool', 'write_file', '--args', '{"path":"a.md","content":"x"}');
     assert.equal(r.code, 0, r.err);

@@ -26,6 +26,8 @@ export type Kind = 'tool' | 'resource' | 'prompt';
 export const KINDS: readonly Kind[] = ['tool', 'resource', 'prompt'];
 /** The rule field that names each kind. */
 export const SELECTOR = { tool: 'tools', resource: 'resources', prompt: 'prompts' } as const;
+/** What a rule's selector can name: a tool, resource or prompt; another client method (`methods`); a server's request (`serverRequests`). */
+export type Selectable = Kind | 'method' | 'serverRequest';
 
 export interface Selector {
   patterns: string[];
@@ -48,8 +50,8 @@ export interface CompiledRule {
   lineOf: (path: PropertyKey[]) => number | undefined;
   matchesWho: (identity: Identity) => boolean;
   /** Per kind, the name globs; absent when the rule does not name that kind. */
-  selectors: Partial<Record<Kind | 'method', Selector>>;
-  /** A rule naming none of tools, resources, prompts, methods governs every tool, resource and prompt. */
+  selectors: Partial<Record<Selectable, Selector>>;
+  /** A rule naming none of tools, resources, prompts, methods, serverRequests governs every tool, resource and prompt. */
   anyKind: boolean;
   when?: CompiledCel;
   message?: string;
@@ -104,7 +106,7 @@ interface KindIndex {
 /** Everything needed to decide for one server: the covering documents merged into one index. */
 export interface ServerView {
   documents: CompiledDocument[];
-  kinds: Record<Kind | 'method', KindIndex>;
+  kinds: Record<Selectable, KindIndex>;
   /** The decision when no rule matches (tools, resources, prompts): deny wins over allow. */
   fallback: { effect: 'allow' | 'deny'; rule: string };
 }
@@ -277,6 +279,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           resource: selector(r.resources, true, field('resources')),
           prompt: selector(r.prompts, false, field('prompts')),
           method: selector(r.methods, false, field('methods')),
+          serverRequest: selector(r.serverRequests, false, field('serverRequests')),
         };
         document.rules.push({
           id: `${docName}/${r.name}`,
@@ -291,7 +294,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           lineOf: (path) => at(['rules', i, ...path]),
           matchesWho: compileWho(r.who),
           selectors,
-          anyKind: !r.tools && !r.resources && !r.prompts && !r.methods,
+          anyKind: !r.tools && !r.resources && !r.prompts && !r.methods && !r.serverRequests,
           when,
           message: r.message,
           approvers: r.approvers ? JSON.parse(JSON.stringify({ sub: list(r.approvers.sub), groups: list(r.approvers.groups) })) : undefined,
@@ -359,9 +362,12 @@ function partition(rules: CompiledRule[]): Partition {
   return { general, byGroup };
 }
 
-function buildKindIndex(rules: CompiledRule[], kind: Kind | 'method'): KindIndex {
+/** Any-kind rules govern tools, resources and prompts; methods and server requests only by name. */
+const namedOnly = (kind: Selectable): kind is 'method' | 'serverRequest' => kind === 'method' || kind === 'serverRequest';
+
+function buildKindIndex(rules: CompiledRule[], kind: Selectable): KindIndex {
   const named = rules.filter((r) => r.selectors[kind]);
-  const general = kind === 'method' ? [] : rules.filter((r) => r.anyKind);
+  const general = namedOnly(kind) ? [] : rules.filter((r) => r.anyKind);
   const globRules = named.filter((r) => r.selectors[kind]!.patterns.some(hasWildcard));
   const names = new Set<string>();
   for (const r of named) for (const p of r.selectors[kind]!.patterns) if (!hasWildcard(p)) names.add(p);
@@ -380,6 +386,7 @@ function buildView(documents: CompiledDocument[]): ServerView {
       resource: buildKindIndex(rules, 'resource'),
       prompt: buildKindIndex(rules, 'prompt'),
       method: buildKindIndex(rules, 'method'),
+      serverRequest: buildKindIndex(rules, 'serverRequest'),
     },
     fallback: denying
       ? { effect: 'deny', rule: `${denying.name}/default` }
@@ -394,7 +401,7 @@ const EMPTY: CompiledRule[] = [];
  * precedence order: the selector holds; `who` is still to be checked (sub and claims, and
  * groups for rules that name no group are not filtered here).
  */
-export function candidates(view: ServerView, kind: Kind | 'method', name: string, identity: Identity): CompiledRule[] {
+export function candidates(view: ServerView, kind: Selectable, name: string, identity: Identity): CompiledRule[] {
   const index = view.kinds[kind];
   const hit = index.byName.get(name);
   const part = hit ?? index.rest;
@@ -420,11 +427,11 @@ export function candidates(view: ServerView, kind: Kind | 'method', name: string
   return out.length ? out : EMPTY;
 }
 
-/** Whether a rule's tools/resources/prompts/methods select this name (ignoring server, who, when). */
-export function selects(rule: CompiledRule, kind: Kind | 'method', name: string): boolean {
+/** Whether a rule's tools/resources/prompts/methods/serverRequests select this name (ignoring server, who, when). */
+export function selects(rule: CompiledRule, kind: Selectable, name: string): boolean {
   const s = rule.selectors[kind];
   if (s) return s.matchers.some((m) => m(name));
-  return kind !== 'method' && rule.anyKind;
+  return !namedOnly(kind) && rule.anyKind;
 }
 
 /**

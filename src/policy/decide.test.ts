@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import type { Identity } from '../auth/identity.js';
 import { compileBundle } from './compile.js';
 import { decide, MALFORMED, visible } from './decide.js';
@@ -98,6 +99,52 @@ describe('decision table', () => {
     const call = (method: string) => decide(b, { identity: alice, server: 'db', method, time });
     assert.deepEqual([call('tasks/get').effect, call('tasks/get').rule], ['allow', `p-db-${'default: allow\n'.length}/tasks`]);
     assert.deepEqual([call('x/unknown').effect, call('x/unknown').rule], ['deny', '(no rule allows this method)']);
+  });
+
+  it('a request the server sends to the client is governed only by serverRequests rules; methods and defaults do not reach it', () => {
+    const b = compileBundle({
+      'p.yaml': policy(
+        'db',
+        [
+          '  - { name: every-method, effect: allow, methods: ["*"] }',
+          '  - { name: all-kinds, effect: allow }',
+          '  - { name: roots, effect: allow, serverRequests: [roots/list] }',
+          '  - { name: analysts-sample, effect: allow, who: { groups: [analysts] }, serverRequests: ["sampling/*"], when: "args.maxTokens <= 100" }',
+          '  - { name: no-elicit, effect: deny, serverRequests: ["elicitation/*"], message: servers do not question our users }',
+          '',
+        ].join('\n'),
+        'default: allow\n',
+      ),
+    });
+    const asked = (method: string, args: Record<string, unknown> = {}, identity = alice) => decide(b, { identity, server: 'db', method, from: 'server', args, time });
+    const doc = `p-db-${'default: allow\n'.length}`;
+    assert.deepEqual([asked('roots/list').effect, asked('roots/list').rule], ['allow', `${doc}/roots`]);
+    assert.deepEqual([asked('sampling/createMessage', { maxTokens: 50 }).effect, asked('sampling/createMessage', { maxTokens: 50 }).rule], ['allow', `${doc}/analysts-sample`]);
+    assert.equal(asked('sampling/createMessage', { maxTokens: 500 }).effect, 'deny', 'when is evaluated on the params');
+    assert.equal(asked('sampling/createMessage', { maxTokens: 50 }, bob).effect, 'deny', 'who is the client being asked');
+    assert.deepEqual(asked('elicitation/create'), { effect: 'deny', rule: `${doc}/no-elicit`, message: 'servers do not question our users', bundleVersion: b.version });
+    // methods: ["*"] and the allow default govern client requests only.
+    assert.deepEqual([asked('tasks/get').effect, asked('tasks/get').rule], ['deny', '(no rule allows this server request)']);
+    assert.equal(decide(b, { identity: alice, server: 'db', method: 'tasks/get', time }).effect, 'allow', 'the same method from the client is a methods matter');
+    assert.equal(decide(b, { identity: alice, server: 'db', method: 'roots/list', time }).rule, `${doc}/every-method`);
+    // Names compare exactly here too.
+    assert.equal(asked('Roots/list').effect, 'deny');
+    assert.equal(asked('roots/list ').effect, 'deny');
+  });
+
+  it('a server request is allowed only under its exact name: every other spelling is denied', () => {
+    const b = compileBundle({ 'p.yaml': policy('db', '  - { name: s, effect: allow, serverRequests: [sampling/createMessage, "roots/*"] }\n', 'default: allow\n') });
+    const name = 'sampling/createMessage';
+    // Near spellings (case, whitespace, Unicode look-alikes, NUL, prefixes) and arbitrary strings.
+    const near = fc.tuple(fc.nat(name.length - 1), fc.constantFrom('S', 'A', ' ', '\u0000', '\u0430', '\u200b', '/', 'e\u0301', '')).map(([i, c]) => name.slice(0, i) + c + name.slice(i + 1));
+    fc.assert(
+      fc.property(fc.oneof(near, fc.string(), fc.string({ unit: 'grapheme' })), (method) => {
+        const d = decide(b, { identity: alice, server: 'db', method, from: 'server', args: {}, time });
+        const allowed = method === name || method.startsWith('roots/');
+        return (d.effect === 'allow') === allowed;
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('resources, prompts and completion map to the right selectors', () => {

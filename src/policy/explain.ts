@@ -3,7 +3,7 @@
 // explanation can never disagree with what the gateway does.
 import type { Identity } from '../auth/identity.js';
 import { celErrorMessage } from './cel.js';
-import { masksFor, type CompiledBundle, type CompiledRule, type Kind } from './compile.js';
+import { masksFor, type CompiledBundle, type CompiledRule, type Kind, type Selectable } from './compile.js';
 import { celContext, decide, targetOf } from './decide.js';
 import type { Decision, DecisionInput } from './decision.js';
 
@@ -67,23 +67,24 @@ function explainWho(rule: CompiledRule, identity: Identity): Check {
   return { ok, reason: parts.join(', ') };
 }
 
-const FIELD = { tool: 'tools', resource: 'resources', prompt: 'prompts', method: 'methods' } as const;
+const FIELD = { tool: 'tools', resource: 'resources', prompt: 'prompts', method: 'methods', serverRequest: 'serverRequests' } as const;
+const NOUN = { tool: 'tool', resource: 'resource', prompt: 'prompt', method: 'method', serverRequest: 'server request' } as const;
 
-function explainSelector(rule: CompiledRule, kind: Kind | 'method', name: string): Check {
+function explainSelector(rule: CompiledRule, kind: Selectable, name: string): Check {
   const s = rule.selectors[kind];
   if (s) {
     const i = s.matchers.findIndex((m) => m(name));
     return i >= 0
-      ? { ok: true, reason: `${kind} ${q(name)} matches ${q(s.patterns[i])}` }
-      : { ok: false, reason: `${kind} ${q(name)} matches none of ${FIELD[kind]} ${listOf(s.patterns)}` };
+      ? { ok: true, reason: `${NOUN[kind]} ${q(name)} matches ${q(s.patterns[i])}` }
+      : { ok: false, reason: `${NOUN[kind]} ${q(name)} matches none of ${FIELD[kind]} ${listOf(s.patterns)}` };
   }
   if (rule.anyKind) {
-    return kind === 'method'
-      ? { ok: false, reason: `the rule names no methods, and method ${q(name)} is governed only by rules with methods:` }
-      : { ok: true, reason: 'the rule names no tools, resources, prompts or methods: it governs every tool, resource and prompt' };
+    return kind === 'method' || kind === 'serverRequest'
+      ? { ok: false, reason: `the rule names no ${FIELD[kind]}, and ${NOUN[kind]} ${q(name)} is governed only by rules with ${FIELD[kind]}:` }
+      : { ok: true, reason: 'the rule names no tools, resources, prompts, methods or serverRequests: it governs every tool, resource and prompt' };
   }
-  const named = (['tool', 'resource', 'prompt', 'method'] as const).filter((k) => rule.selectors[k]).map((k) => FIELD[k]);
-  return { ok: false, reason: `the rule governs only ${named.join(' and ')}, not this ${kind === 'method' ? 'method' : kind}` };
+  const named = (['tool', 'resource', 'prompt', 'method', 'serverRequest'] as const).filter((k) => rule.selectors[k]).map((k) => FIELD[k]);
+  return { ok: false, reason: `the rule governs only ${named.join(' and ')}, not this ${NOUN[kind]}` };
 }
 
 export function explain(bundle: CompiledBundle, input: DecisionInput): Explanation {
@@ -122,7 +123,7 @@ export function explain(bundle: CompiledBundle, input: DecisionInput): Explanati
     }
   }
   const masks =
-    'malformed' in target || target.kind === 'method'
+    'malformed' in target || target.kind === 'method' || target.kind === 'serverRequest'
       ? []
       : masksFor(bundle, input.server, { kind: target.kind, name: target.name })
           .filter((m) => m.appliesTo(input.identity))

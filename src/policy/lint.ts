@@ -1,6 +1,6 @@
 // Lint: everything the compiler rejects (errors), plus what loads but is probably wrong
 // (warnings). A bundle with no errors always loads: lint runs the gateway's own compiler.
-import { compileWithProblems, readPolicyFiles, type CompiledBundle, type CompiledRule, type CompileOptions, type Kind } from './compile.js';
+import { compileWithProblems, readPolicyFiles, type CompiledBundle, type CompiledRule, type CompileOptions, type Kind, type Selectable } from './compile.js';
 import { globCovers, globsOverlap, hasWildcard } from './glob.js';
 import type { WhoSpec } from './schema.js';
 
@@ -41,12 +41,13 @@ export interface LintOptions extends CompileOptions {
 }
 
 /** Per kind, which patterns select every name, and what allowing them lets a caller do. */
-const EVERY: Record<Kind | 'method', { all: (p: string) => boolean; says: string }> = {
+const EVERY: Record<Selectable, { all: (p: string) => boolean; says: string }> = {
   tool: { all: (p) => /^\*+$/.test(p), says: 'call every tool' },
   // A single "*" does not cross "/", so only "**" selects every URI (and "*" is flagged below).
   resource: { all: (p) => /^\*\*+$/.test(p), says: 'read every resource' },
   prompt: { all: (p) => /^\*+$/.test(p), says: 'get every prompt' },
   method: { all: (p) => /^\*+$/.test(p), says: 'use every other method' },
+  serverRequest: { all: (p) => /^\*+$/.test(p), says: 'be sent every request the server makes (sampling, elicitation, roots)' },
 };
 
 const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*$/;
@@ -95,10 +96,10 @@ function whoSpecCovers(ew: WhoSpec | undefined, rw: WhoSpec | undefined): boolea
 /** Whether `e` selects every name `r` selects. */
 function selectorCovers(e: CompiledRule, r: CompiledRule): boolean {
   if (r.anyKind) return e.anyKind;
-  for (const kind of ['tool', 'resource', 'prompt', 'method'] as const) {
+  for (const kind of ['tool', 'resource', 'prompt', 'method', 'serverRequest'] as const) {
     const rs = r.selectors[kind];
     if (!rs) continue;
-    if (e.anyKind && kind !== 'method') continue;
+    if (e.anyKind && kind !== 'method' && kind !== 'serverRequest') continue;
     const es = e.selectors[kind];
     if (!es || !rs.patterns.every((p) => es.patterns.some((o) => globCovers(o, p, kind === 'resource')))) return false;
   }
@@ -115,7 +116,7 @@ function semanticFindings(bundle: CompiledBundle, options: LintOptions): Finding
     const where = `rules.${r.document.rules.indexOf(r)}`;
     const at = (msg: string, id: string) => add(id, r.file, r.line, `${r.id}: ${msg}`, where);
     if (r.effect === 'allow' && !r.spec.who) {
-      const every = r.anyKind ? ['call every tool', 'read every resource', 'get every prompt'] : (Object.keys(EVERY) as (Kind | 'method')[]).filter((k) => r.selectors[k]?.patterns.some(EVERY[k].all)).map((k) => EVERY[k].says);
+      const every = r.anyKind ? ['call every tool', 'read every resource', 'get every prompt'] : (Object.keys(EVERY) as Selectable[]).filter((k) => r.selectors[k]?.patterns.some(EVERY[k].all)).map((k) => EVERY[k].says);
       if (every.length) at(`allows every identity to ${every.join(', ')}${r.when ? ' (only limited by its when)' : ''}; name them or add who`, 'allow-all');
     }
     r.selectors.resource?.patterns.forEach((p, j) => {

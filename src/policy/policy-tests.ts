@@ -80,13 +80,14 @@ export function testInput(t: PolicyTestCase): DecisionInput {
   const input: DecisionInput = {
     identity: { sub: t.identity.sub, groups: t.identity.groups, claims: t.identity.claims, via: 'local' },
     server: t.server,
-    method: t.method ?? (target ? DEFAULT_METHOD[target] : ''),
+    method: t.serverRequest ?? t.method ?? (target ? DEFAULT_METHOD[target] : ''),
     time: t.time ? new Date(t.time) : new Date(),
   };
+  if (t.serverRequest !== undefined) input.from = 'server';
   if (t.tool !== undefined) input.tool = t.tool;
   if (t.resource !== undefined) input.resource = t.resource;
   if (t.prompt !== undefined) input.prompt = t.prompt;
-  if (t.args !== undefined || t.tool !== undefined || t.prompt !== undefined) input.args = t.args ?? {};
+  if (t.args !== undefined || t.tool !== undefined || t.prompt !== undefined || t.serverRequest !== undefined) input.args = t.args ?? {};
   return input;
 }
 

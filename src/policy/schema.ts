@@ -43,7 +43,8 @@ export const rule = z.strictObject({
   tools: globList('tool name globs ("*" matches any run of characters); the rule governs tools/call').optional(),
   resources: globList('resource URI globs ("*" within one path segment, "**" across segments); governs resources/read, subscribe, unsubscribe').optional(),
   prompts: globList('prompt name globs; governs prompts/get').optional(),
-  methods: globList('JSON-RPC method globs, for methods other than tools/call, resources/* and prompts/get').optional(),
+  methods: globList('JSON-RPC method globs, for client requests other than tools/call, resources/* and prompts/get').optional(),
+  serverRequests: globList('method globs of requests the server sends to the client (sampling/createMessage, elicitation/create, roots/list, tasks/*): the rule governs whether the gateway passes them on').optional(),
   when: z
     .string()
     .min(1)
@@ -153,6 +154,7 @@ const testCase = z
     tool: z.string().optional(),
     resource: z.string().optional(),
     prompt: z.string().optional(),
+    serverRequest: z.string().min(1).optional().describe('a request the upstream server sends to the client, e.g. sampling/createMessage (args: its params)'),
     args: z.record(z.string(), z.unknown()).optional(),
     time: z.iso.datetime({ offset: true }).optional().describe('the request time (ISO 8601); now when absent'),
     expect: z.enum(['allow', 'deny', 'approve']).optional(),
@@ -161,9 +163,10 @@ const testCase = z
     expectResult: z.unknown().optional().describe('what the client must see after masking'),
   })
   .superRefine((t, ctx) => {
-    const targets = [t.tool, t.resource, t.prompt].filter((x) => x !== undefined).length;
-    if (targets > 1) ctx.addIssue({ code: 'custom', message: 'give at most one of tool, resource and prompt' });
-    if (targets === 0 && t.method === undefined) ctx.addIssue({ code: 'custom', message: 'give a tool, a resource, a prompt or a method' });
+    const targets = [t.tool, t.resource, t.prompt, t.serverRequest].filter((x) => x !== undefined).length;
+    if (targets > 1) ctx.addIssue({ code: 'custom', message: 'give at most one of tool, resource, prompt and serverRequest' });
+    if (targets === 0 && t.method === undefined) ctx.addIssue({ code: 'custom', message: 'give a tool, a resource, a prompt, a method or a serverRequest' });
+    if (t.serverRequest !== undefined && t.method !== undefined) ctx.addIssue({ code: 'custom', path: ['method'], message: 'a serverRequest is its own method: leave method out' });
     if (t.expect === undefined && t.expectResult === undefined) ctx.addIssue({ code: 'custom', path: ['expect'], message: 'expect (allow | deny | approve) is required' });
     if ((t.result === undefined) !== (t.expectResult === undefined)) ctx.addIssue({ code: 'custom', path: [t.result === undefined ? 'result' : 'expectResult'], message: 'result and expectResult go together' });
     if (t.result !== undefined && t.tool === undefined && t.resource === undefined && t.prompt === undefined) ctx.addIssue({ code: 'custom', path: ['result'], message: 'a result test needs a tool, a resource or a prompt' });

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { existsSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
 import type { ServerConfig } from '../config/schema.js';
-import type { Authorized } from '../gateway/decide.js';
+import { Authorized } from '../gateway/decide.js';
 import { PortcullisError } from '../errors.js';
 import { upstreamFetch } from './http-fetch.js';
 import { redactedUrl, scrubber } from './redact.js';
@@ -67,6 +67,8 @@ class TransportUpstream implements Upstream {
   }
 
   send(a: Authorized): Promise<void> {
+    // The type already forbids anything else; this holds against a cast too.
+    if (!Authorized.is(a)) return Promise.reject(new Error(`${this.describe}: refused a message that carries no decision`));
     if (this.closed) return Promise.reject(new Error(`${this.describe} is closed (PCL_UPSTREAM_UNAVAILABLE)`));
     return this.transport.send(a.message).catch((e: Error) => {
       // The underlying cause, for the operator ("fetch failed" alone says neither which nor why).

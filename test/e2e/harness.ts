@@ -72,7 +72,7 @@ export interface TestGatewayOptions {
 }
 
 /** A policy document that allows everything on every server (methods included). */
-export const ALLOW_ALL_POLICY = 'apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: test }\nserver: "*"\ndefault: allow\nrules:\n  - { name: allow-all, effect: allow, tools: ["*"], resources: ["**"], prompts: ["*"], methods: ["*"] }\n';
+export const ALLOW_ALL_POLICY = 'apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: test }\nserver: "*"\ndefault: allow\nrules:\n  - { name: allow-all, effect: allow, tools: ["*"], resources: ["**"], prompts: ["*"], methods: ["*"], serverRequests: ["*"] }\n';
 
 /** A real compiled bundle that allows everything on every server (methods included). */
 export const ALLOW_ALL = compileBundle({ 'allow-all.yaml': ALLOW_ALL_POLICY });
@@ -300,6 +300,8 @@ export interface WrapSession {
   transport: StdioClientTransport;
   /** The wrap process's pid. */
   pid: number;
+  /** Its portcullis.yaml (the SQLite store is beside it, in data/). */
+  file: string;
   stderr(): string;
   close(): Promise<void>;
 }
@@ -343,6 +345,7 @@ export async function connectWrap(servers: ServersInput, server: string, opts: W
     client,
     transport,
     pid,
+    file,
     stderr: () => err,
     close: async () => {
       await client.close().catch(() => undefined);
