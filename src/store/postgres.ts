@@ -23,48 +23,7 @@ import type {
   SealedBatch,
   Store,
 } from './store.js';
-
-const SELECT_MESSAGES = `
-  SELECT r.id, r.session_id, r.ts, r.direction, r.server, r.sub, r.method, r.message_id, r.decision,
-         coalesce(r.body, p.body) AS body, r.payload_hash, r.truncated_from, r.seq, r.hash
-    FROM recordings r LEFT JOIN recording_payloads p ON p.hash = r.payload_hash`;
-
-/** BIGINT columns arrive as strings. */
-interface MessageRow {
-  id: string;
-  session_id: string;
-  ts: string;
-  direction: RecordedMessage['direction'];
-  server: string;
-  sub: string | null;
-  method: string | null;
-  message_id: string | null;
-  decision: string | null;
-  body: string | null;
-  payload_hash: string | null;
-  truncated_from: string | null;
-  seq: string | null;
-  hash: string | null;
-}
-
-function toMessage(r: MessageRow): RecordedMessage {
-  return {
-    id: Number(r.id),
-    sessionId: r.session_id,
-    ts: Number(r.ts),
-    direction: r.direction,
-    server: r.server,
-    sub: r.sub,
-    method: r.method,
-    messageId: r.message_id,
-    decision: r.decision,
-    body: r.body ?? '',
-    payloadHash: r.payload_hash,
-    truncatedFrom: r.truncated_from === null ? null : Number(r.truncated_from),
-    seq: r.seq === null ? null : Number(r.seq),
-    hash: r.hash,
-  };
-}
+import { messageFromRow as toMessage, SELECT_MESSAGES, type MessageRow } from './store.js';
 
 /** Advisory lock keys: "PCLS" + what they guard. */
 const LOCK_AUDIT = 0x50434c53_01;

@@ -30,6 +30,7 @@ import type {
   SealedBatch,
   Store,
 } from './store.js';
+import { messageFromRow as toMessage, SELECT_MESSAGES, type MessageRow } from './store.js';
 
 /** PRAGMA application_id of a Portcullis store: "PCLS". Tells our files from any other SQLite file. */
 export const SQLITE_APPLICATION_ID = 0x50434c53;
@@ -287,7 +288,7 @@ export class SqliteStore implements Store {
       for (const row of rows) yield toMessage(row);
       if (rows.length < PAGE) return;
       const last = rows[rows.length - 1];
-      after = { session: last.session_id, id: last.id };
+      after = { session: last.session_id, id: Number(last.id) };
     }
   }
 
@@ -307,47 +308,6 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
-}
-
-const SELECT_MESSAGES = `
-  SELECT r.id, r.session_id, r.ts, r.direction, r.server, r.sub, r.method, r.message_id, r.decision,
-         coalesce(r.body, p.body) AS body, r.payload_hash, r.truncated_from, r.seq, r.hash
-    FROM recordings r LEFT JOIN recording_payloads p ON p.hash = r.payload_hash`;
-
-interface MessageRow {
-  id: number;
-  session_id: string;
-  ts: number;
-  direction: RecordedMessage['direction'];
-  server: string;
-  sub: string | null;
-  method: string | null;
-  message_id: string | null;
-  decision: string | null;
-  body: string | null;
-  payload_hash: string | null;
-  truncated_from: number | null;
-  seq: number | null;
-  hash: string | null;
-}
-
-function toMessage(r: MessageRow): RecordedMessage {
-  return {
-    id: r.id,
-    sessionId: r.session_id,
-    ts: r.ts,
-    direction: r.direction,
-    server: r.server,
-    sub: r.sub,
-    method: r.method,
-    messageId: r.message_id,
-    decision: r.decision,
-    body: r.body ?? '',
-    payloadHash: r.payload_hash,
-    truncatedFrom: r.truncated_from,
-    seq: r.seq,
-    hash: r.hash,
-  };
 }
 
 function rowToRecord(row: AuditRow): AuditRecord {

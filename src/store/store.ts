@@ -138,5 +138,48 @@ export interface Store extends AuditStore, RecordingStore {
   close(): Promise<void>;
 }
 
+/** The recorded messages with their bodies (inline, or from the payload they reference), in either store's SQL. */
+export const SELECT_MESSAGES = `
+  SELECT r.id, r.session_id, r.ts, r.direction, r.server, r.sub, r.method, r.message_id, r.decision,
+         coalesce(r.body, p.body) AS body, r.payload_hash, r.truncated_from, r.seq, r.hash
+    FROM recordings r LEFT JOIN recording_payloads p ON p.hash = r.payload_hash`;
+
+/** A row of SELECT_MESSAGES; PostgreSQL gives BIGINT columns as strings. */
+export interface MessageRow {
+  id: number | string;
+  session_id: string;
+  ts: number | string;
+  direction: RecordedMessage['direction'];
+  server: string;
+  sub: string | null;
+  method: string | null;
+  message_id: string | null;
+  decision: string | null;
+  body: string | null;
+  payload_hash: string | null;
+  truncated_from: number | string | null;
+  seq: number | string | null;
+  hash: string | null;
+}
+
+export function messageFromRow(r: MessageRow): RecordedMessage {
+  return {
+    id: Number(r.id),
+    sessionId: r.session_id,
+    ts: Number(r.ts),
+    direction: r.direction,
+    server: r.server,
+    sub: r.sub,
+    method: r.method,
+    messageId: r.message_id,
+    decision: r.decision,
+    body: r.body ?? '',
+    payloadHash: r.payload_hash,
+    truncatedFrom: r.truncated_from === null ? null : Number(r.truncated_from),
+    seq: r.seq === null ? null : Number(r.seq),
+    hash: r.hash,
+  };
+}
+
 /** prev of the first record. */
 export const GENESIS_PREV = '0'.repeat(64);
