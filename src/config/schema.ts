@@ -87,7 +87,7 @@ const auth = z.strictObject({
 });
 
 const policy = z.union([
-  z.strictObject({ path: z.string().min(1), watch: z.boolean().default(true) }),
+  z.strictObject({ source: z.literal('folder').default('folder'), path: z.string().min(1), watch: z.boolean().default(true) }),
   z.strictObject({ source: z.literal('store') }),
 ]);
 
@@ -95,10 +95,22 @@ const store = z.strictObject({
   url: z.string().regex(/^(sqlite:|postgres:\/\/|postgresql:\/\/)/, 'must start with sqlite: or postgres://').default('sqlite:./data/portcullis.db'),
 });
 
-const admin = z.strictObject({
-  tokens: z.array(z.strictObject({ id: z.string().min(1), sha256: sha256Hex })).default([]),
-  groups: z.array(z.string()).default([]),
-});
+/** The admin API runs when this section is present (SPEC 7), on its own listener. */
+const admin = z
+  .strictObject({
+    listen: z
+      .strictObject({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8081),
+        allowedOrigins: z.array(z.string()).default([]),
+        allowedHosts: z.array(z.string()).default([]),
+      })
+      .prefault({}),
+    tokens: z.array(z.strictObject({ id: z.string().min(1), sha256: sha256Hex })).default([]),
+    /** Identities (OIDC, API keys) in one of these groups are admins. */
+    groups: z.array(z.string()).default([]),
+  })
+  .refine((a) => a.tokens.length > 0 || a.groups.length > 0, 'the admin API needs a way in: add tokens (id, sha256) or groups');
 
 const approvals = z.strictObject({
   timeout: duration.default(5 * 60_000),
@@ -131,7 +143,7 @@ export const configSchema = z.strictObject({
   auth: auth.prefault({}),
   policy: policy.optional(),
   store: store.prefault({}),
-  admin: admin.prefault({}),
+  admin: admin.optional(),
   approvals: approvals.prefault({}),
   audit: audit.prefault({}),
   logging: logging.prefault({}),

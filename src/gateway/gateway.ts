@@ -84,7 +84,7 @@ export class Gateway implements SessionHost {
     }
     session.attach(upstream);
     try {
-      await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { sub: identity.sub, groups: identity.groups, via: identity.via } });
+      await this.opts.audit.append('session.start', identity.sub, { sessionId: id, server, identity: { sub: identity.sub, groups: identity.groups, via: identity.via } });
     } catch (e) {
       session.log.error({ err: (e as Error).message }, 'audit write failed; session refused');
       session.end('its start could not be recorded');
@@ -107,7 +107,7 @@ export class Gateway implements SessionHost {
     if (!this.sessions.delete(session.id)) return;
     this.metrics.sessions.dec({ server: session.server });
     session.log.info({ reason }, 'session ended');
-    this.opts.audit.append('session.end', session.identity.sub, { session: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
+    this.opts.audit.append('session.end', session.identity.sub, { sessionId: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
   }
 
   /** A new policy version is in force: every open session is told its lists may have changed. */

@@ -2,10 +2,14 @@
 // hot-reloaded), the store with its audit log and recorder, each from its own section.
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { openAuditing, type Auditing } from '../audit/open.js';
+import { startAdmin, type RunningAdmin } from '../admin/server.js';
+import type { PolicyState } from '../admin/routes.js';
+import { openAuditing, signerFromConfig, type Auditing } from '../audit/open.js';
 import type { LoadedConfig } from '../config/load.js';
 import { formatProblem, PortcullisError } from '../errors.js';
 import { createLogger } from '../observability/log.js';
+import type { CompiledBundle } from '../policy/compile.js';
+import { StorePolicySource } from '../policy/store-source.js';
 import { PolicySource } from '../policy/watch.js';
 import { policyPoint } from './decide.js';
 import { Gateway, startGateway, type GatewayOptions, type RunningGateway } from './gateway.js';
@@ -16,52 +20,94 @@ export interface Wiring {
   onPolicyChange(listener: () => void): void;
   options: GatewayOptions;
   auditing: Auditing;
+  /** The policy in force and where it comes from (the admin API reads and pushes through it). */
+  policy: PolicyState;
   close(): Promise<void>;
 }
 
 export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean } = {}): Promise<Wiring> {
   const { config, baseDir } = loaded;
   const log = createLogger(config.logging.level, opts.logToStderr);
-  if (!config.policy || !('path' in config.policy)) {
-    throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (policy pushed to the store through the admin API is not available in this version)`);
-  }
+  if (!config.policy) throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy is required: policy.path (a folder or file), or policy.source: store`);
   const reloadListeners: Array<() => void> = [];
-  const source = new PolicySource(resolve(baseDir, config.policy.path), {
-    watch: config.policy.watch,
-    onReload: (bundle, previous) => {
-      log.info({ version: bundle.version, previous: previous.version }, 'policy reloaded');
-      for (const listener of reloadListeners) listener();
-      auditing.log.append('policy.change', 'file-watch', { version: bundle.version, previous: previous.version, files: Object.keys(bundle.files) }).catch((e) => log.error({ err: (e as Error).message }, 'could not record a policy change'));
-    },
-    onInvalid: (e) => log.error({ problems: e.problems.map(formatProblem) }, `policy change rejected, the running version stays in force: ${e.message}`),
-  });
+  const changed = (by: string) => (bundle: CompiledBundle, previous: CompiledBundle) => {
+    log.info({ version: bundle.version, previous: previous.version }, 'policy reloaded');
+    for (const listener of reloadListeners) listener();
+    auditing.log.append('policy.change', by, { version: bundle.version, previous: previous.version, files: Object.keys(bundle.files) }).catch((e) => log.error({ err: (e as Error).message }, 'could not record a policy change'));
+  };
+  let folder: PolicySource | undefined;
+  let loadedAt = new Date().toISOString();
+  if (config.policy.source === 'folder') {
+    folder = new PolicySource(resolve(baseDir, config.policy.path), {
+      watch: config.policy.watch,
+      onReload: (bundle, previous) => ((loadedAt = new Date().toISOString()), changed('file-watch')(bundle, previous)),
+      onInvalid: (e) => log.error({ problems: e.problems.map(formatProblem) }, `policy change rejected, the running version stays in force: ${e.message}`),
+    });
+  }
   let auditing: Auditing;
   try {
     auditing = await openAuditing(config, baseDir);
   } catch (e) {
-    source.close();
+    folder?.close();
     throw e;
   }
+  let fromStore: StorePolicySource | undefined;
+  if (!folder) {
+    try {
+      // The push itself is audited by the admin API (admin.request, with its caller); this
+      // record says what came into force here, also when another replica pushed it.
+      fromStore = await StorePolicySource.open(auditing.store, log, changed('policy-store'));
+    } catch (e) {
+      await auditing.close();
+      throw e;
+    }
+    if (!fromStore.entry()) log.warn('policy.source is store and nothing has been pushed yet: every request is denied until the first push (PUT /admin/v1/policy)');
+  }
+  const source = (folder ?? fromStore)!;
   const policy = policyPoint(source);
-  log.info({ version: source.current().version, path: source.path }, 'policy loaded');
+  log.info({ version: source.current().version, ...(folder ? { path: folder.path } : { source: 'store' }) }, 'policy loaded');
   return {
     log,
     onPolicyChange: (listener) => reloadListeners.push(listener),
     auditing,
+    policy: { current: () => source.current(), store: fromStore, folder: folder && { path: folder.path, loadedAt: () => loadedAt } },
     options: { baseDir, log, policy, audit: auditing.log, recorder: auditing.recorder, health: auditing.log },
     close: async () => {
-      source.close();
+      folder?.close();
+      await fromStore?.close();
       await auditing.close();
       log.flush();
     },
   };
 }
 
-export async function serveFromConfig(loaded: LoadedConfig): Promise<RunningGateway & { wiring: Wiring }> {
+export async function serveFromConfig(loaded: LoadedConfig): Promise<RunningGateway & { wiring: Wiring; admin?: RunningAdmin }> {
   const wiring = await wire(loaded);
-  const running = await startGateway(loaded.config, wiring.options);
-  wiring.onPolicyChange(() => running.gateway.policyChanged());
-  return { ...running, wiring, close: async () => (await running.close(), await wiring.close()) };
+  let running: RunningGateway | undefined;
+  let admin: RunningAdmin | undefined;
+  try {
+    running = await startGateway(loaded.config, wiring.options);
+    wiring.onPolicyChange(() => running!.gateway.policyChanged());
+    if (loaded.config.admin) {
+      admin = await startAdmin({
+        config: loaded.config,
+        log: wiring.log,
+        auth: running.gateway.auth,
+        audit: wiring.auditing.log,
+        store: wiring.auditing.store,
+        policy: wiring.policy,
+        servers: Object.keys(loaded.config.servers),
+        publicKey: signerFromConfig(loaded.config, loaded.baseDir)?.publicKey,
+        checkpointEvery: loaded.config.audit.checkpointEvery,
+      });
+    }
+  } catch (e) {
+    await running?.close();
+    await wiring.close();
+    throw e;
+  }
+  const gateway = running;
+  return { ...gateway, wiring, admin, close: async () => (await admin?.close(), await gateway.close(), await wiring.close()) };
 }
 
 export async function gatewayFromConfig(loaded: LoadedConfig): Promise<{ gateway: Gateway; wiring: Wiring }> {

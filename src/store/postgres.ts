@@ -18,17 +18,22 @@ import type {
   ChainHead,
   Checkpoint,
   Payload,
+  PolicyEntry,
+  PolicySummary,
   RecordedMessage,
   RecordingRow,
   SealedBatch,
   Store,
 } from './store.js';
+import { policyFromRow } from './store.js';
 
 /** Advisory lock keys: "PCLS" + what they guard. */
 const LOCK_AUDIT = 0x50434c53_01;
 const LOCK_MIGRATE = 0x50434c53_02;
 const LOCK_RECORDINGS = 0x50434c53_03;
 const PAGE = 1000;
+/** NOTIFY channel: a policy entry was stored. */
+const POLICY_CHANNEL = 'portcullis_policy';
 
 const MIGRATIONS: { version: number; sql: string }[] = [
   {
@@ -54,6 +59,18 @@ const MIGRATIONS: { version: number; sql: string }[] = [
       CREATE TABLE recording_payloads (hash TEXT PRIMARY KEY, body TEXT NOT NULL);
     `,
   },
+  {
+    version: 2,
+    sql: `
+      CREATE TABLE policy_versions (
+        id BIGSERIAL PRIMARY KEY, version TEXT NOT NULL, files TEXT NOT NULL, message TEXT NOT NULL,
+        by TEXT NOT NULL, loaded_at TEXT NOT NULL, action TEXT NOT NULL
+      );
+      CREATE INDEX policy_versions_by_version ON policy_versions (version, id);
+      CREATE INDEX audit_records_by_ts ON audit_records (ts);
+      CREATE INDEX audit_records_by_type ON audit_records (type, seq);
+    `,
+  },
 ];
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
 
@@ -73,19 +90,20 @@ export class PostgresStore implements Store {
   private constructor(
     readonly location: string,
     private readonly pool: pg.Pool,
+    private readonly clientConfig: pg.ClientConfig,
   ) {}
 
   static async open(url: string, options: OpenStoreOptions = {}): Promise<PostgresStore> {
     const location = url.replace(/\/\/([^:@/]*)(:[^@/]*)?@/, '//$1@');
     const parsed = new URL(url);
-    const pool = new pg.Pool({
+    const clientConfig: pg.ClientConfig = {
       connectionString: url,
       // libpq defaults the user to the OS user; node-postgres only reads $USER.
       user: parsed.username ? decodeURIComponent(parsed.username) : (process.env.PGUSER ?? userInfo().username),
-      max: 4,
-    });
+    };
+    const pool = new pg.Pool({ ...clientConfig, max: 4 });
     pool.on('error', () => {}); // an idle client's connection dropped: the next query reconnects
-    const store = new PostgresStore(location, pool);
+    const store = new PostgresStore(location, pool, clientConfig);
     try {
       await store.migrate(Boolean(options.mustExist));
     } catch (e) {
@@ -155,8 +173,9 @@ export class PostgresStore implements Store {
         await this.pool.query<AuditRow>(
           `SELECT seq, ts, type, actor, data, prev, hash FROM audit_records
             WHERE seq > $1 AND ($2::bigint IS NULL OR seq <= $2) AND ($3::text IS NULL OR ts >= $3) AND ($4::text IS NULL OR ts <= $4)
+              AND ($5::text[] IS NULL OR type = ANY($5))
             ORDER BY seq LIMIT ${PAGE}`,
-          [after, range.toSeq ?? null, range.since ?? null, range.until ?? null],
+          [after, range.toSeq ?? null, range.since ?? null, range.until ?? null, range.types ?? null],
         )
       ).rows;
       for (const row of rows) {
@@ -215,6 +234,80 @@ export class PostgresStore implements Store {
         );
       }
     });
+  }
+
+  async appendPolicy(entry: Omit<PolicyEntry, 'id' | 'loadedAt'>): Promise<PolicyEntry> {
+    return this.transaction(async (client) => {
+      const row = (
+        await client.query(
+          'INSERT INTO policy_versions (version, files, message, by, loaded_at, action) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *',
+          [entry.version, JSON.stringify(entry.files), entry.message, entry.by, new Date().toISOString(), entry.action],
+        )
+      ).rows[0];
+      // Delivered at COMMIT to every replica listening, this one included.
+      await client.query(`NOTIFY ${POLICY_CHANNEL}`);
+      return policyFromRow(row) as PolicyEntry;
+    });
+  }
+
+  async policyInForce(): Promise<PolicyEntry | undefined> {
+    const row = (await this.pool.query('SELECT * FROM policy_versions ORDER BY id DESC LIMIT 1')).rows[0];
+    return row && (policyFromRow(row) as PolicyEntry);
+  }
+
+  async policyHistory(limit: number): Promise<PolicySummary[]> {
+    return (await this.pool.query('SELECT id, version, message, by, loaded_at, action FROM policy_versions ORDER BY id DESC LIMIT $1', [limit])).rows.map(policyFromRow);
+  }
+
+  async policyByVersion(version: string): Promise<PolicyEntry | undefined> {
+    const row = (await this.pool.query('SELECT * FROM policy_versions WHERE version = $1 ORDER BY id DESC LIMIT 1', [version])).rows[0];
+    return row && (policyFromRow(row) as PolicyEntry);
+  }
+
+  /**
+   * LISTEN on a connection of its own (outside the pool). A dropped connection is reopened with
+   * backoff, and the listener is called once it is back: a NOTIFY sent meanwhile was missed, and
+   * re-reading what is in force is cheap.
+   */
+  async watchPolicy(listener: () => void): Promise<() => Promise<void>> {
+    let stopped = false;
+    let client: pg.Client | undefined;
+    let retry: NodeJS.Timeout | undefined;
+    const connect = async (delay: number, again: boolean): Promise<void> => {
+      const c = new pg.Client(this.clientConfig);
+      c.on('error', () => {});
+      c.on('end', () => {
+        if (stopped || client !== c) return;
+        client = undefined;
+        retry = setTimeout(() => void connect(Math.min(delay * 2, 5000), true).catch(() => undefined), delay);
+      });
+      c.on('notification', (n) => n.channel === POLICY_CHANNEL && listener());
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${POLICY_CHANNEL}`);
+      } catch (e) {
+        await c.end().catch(() => {});
+        if (!again) throw e;
+        if (!stopped) retry = setTimeout(() => void connect(Math.min(delay * 2, 5000), true).catch(() => undefined), delay);
+        return;
+      }
+      if (stopped) return void (await c.end().catch(() => {}));
+      client = c;
+      if (again) listener();
+    };
+    await connect(100, false);
+    return async () => {
+      stopped = true;
+      clearTimeout(retry);
+      const c = client;
+      client = undefined;
+      await c?.end().catch(() => {});
+    };
+  }
+
+  async recordingCounts(sessionIds: string[]): Promise<Map<string, number>> {
+    const rows = (await this.pool.query<{ session_id: string; n: string }>('SELECT session_id, count(*) AS n FROM recordings WHERE session_id = ANY($1) GROUP BY session_id', [sessionIds])).rows;
+    return new Map(rows.map((r) => [r.session_id, Number(r.n)]));
   }
 
   async readRecording(sessionId: string): Promise<RecordedMessage[]> {

@@ -25,11 +25,14 @@ import type {
   ChainHead,
   Checkpoint,
   Payload,
+  PolicyEntry,
+  PolicySummary,
   RecordedMessage,
   RecordingRow,
   SealedBatch,
   Store,
 } from './store.js';
+import { policyFromRow } from './store.js';
 
 /** PRAGMA application_id of a Portcullis store: "PCLS". Tells our files from any other SQLite file. */
 export const SQLITE_APPLICATION_ID = 0x50434c53;
@@ -84,6 +87,23 @@ const MIGRATIONS: { version: number; sql: string }[] = [
       CREATE TABLE recording_payloads (hash TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    sql: `
+      CREATE TABLE policy_versions (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        version   TEXT NOT NULL,
+        files     TEXT NOT NULL,
+        message   TEXT NOT NULL,
+        by        TEXT NOT NULL,
+        loaded_at TEXT NOT NULL,
+        action    TEXT NOT NULL
+      );
+      CREATE INDEX policy_versions_by_version ON policy_versions (version, id);
+      CREATE INDEX audit_records_by_ts ON audit_records (ts);
+      CREATE INDEX audit_records_by_type ON audit_records (type, seq);
+    `,
+  },
 ];
 export const SQLITE_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
 
@@ -102,6 +122,16 @@ const BUSY_SPIN_MS = 10;
 function isBusy(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+}
+
+interface PolicyRow {
+  id: number;
+  version: string;
+  files?: string;
+  message: string;
+  by: string;
+  loaded_at: string;
+  action: PolicyEntry['action'];
 }
 
 interface AuditRow {
@@ -148,6 +178,12 @@ export class SqliteStore implements Store {
           WHERE r.session_id = ? ORDER BY r.id`,
       ),
       pruneRecordings: db.prepare('DELETE FROM recordings WHERE ts < ?'),
+      insertPolicy: db.prepare<[string, string, string, string, string, string], PolicyRow>(
+        'INSERT INTO policy_versions (version, files, message, by, loaded_at, action) VALUES (?, ?, ?, ?, ?, ?) RETURNING *',
+      ),
+      policyInForce: db.prepare<[], PolicyRow>('SELECT * FROM policy_versions ORDER BY id DESC LIMIT 1'),
+      policyHistory: db.prepare<[number], PolicyRow>('SELECT id, version, message, by, loaded_at, action FROM policy_versions ORDER BY id DESC LIMIT ?'),
+      policyByVersion: db.prepare<[string], PolicyRow>('SELECT * FROM policy_versions WHERE version = ? ORDER BY id DESC LIMIT 1'),
       prunePayloads: db.prepare(
         'DELETE FROM recording_payloads WHERE NOT EXISTS (SELECT 1 FROM recordings r WHERE r.payload_hash = recording_payloads.hash)',
       ),
@@ -234,12 +270,14 @@ export class SqliteStore implements Store {
     if (range.toSeq !== undefined) where.push('seq <= @toSeq');
     if (range.since !== undefined) where.push('ts >= @since');
     if (range.until !== undefined) where.push('ts <= @until');
+    // Types are bound as a JSON array: one prepared statement whatever their number.
+    if (range.types !== undefined) where.push('type IN (SELECT value FROM json_each(@types))');
     const page = this.db.prepare<Record<string, unknown>, AuditRow>(
       `SELECT seq, ts, type, actor, data, prev, hash FROM audit_records WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ${PAGE}`,
     );
     let after = (range.fromSeq ?? 1) - 1;
     for (;;) {
-      const rows = page.all({ after, toSeq: range.toSeq, since: range.since, until: range.until });
+      const rows = page.all({ after, toSeq: range.toSeq, since: range.since, until: range.until, types: range.types && JSON.stringify(range.types) });
       for (const row of rows) yield rowToRecord(row);
       if (rows.length < PAGE) return;
       after = rows[rows.length - 1].seq;
@@ -263,6 +301,41 @@ export class SqliteStore implements Store {
       }
     });
     await this.write(() => run.immediate());
+  }
+
+  async appendPolicy(entry: Omit<PolicyEntry, 'id' | 'loadedAt'>): Promise<PolicyEntry> {
+    const row = await this.write(() => this.stmts.insertPolicy.get(entry.version, JSON.stringify(entry.files), entry.message, entry.by, new Date().toISOString(), entry.action)!);
+    for (const listener of this.policyListeners) listener();
+    return policyFromRow(row) as PolicyEntry;
+  }
+
+  async policyInForce(): Promise<PolicyEntry | undefined> {
+    const row = this.stmts.policyInForce.get();
+    return row && (policyFromRow(row) as PolicyEntry);
+  }
+
+  async policyHistory(limit: number): Promise<PolicySummary[]> {
+    return this.stmts.policyHistory.all(limit).map(policyFromRow);
+  }
+
+  async policyByVersion(version: string): Promise<PolicyEntry | undefined> {
+    const row = this.stmts.policyByVersion.get(version);
+    return row && (policyFromRow(row) as PolicyEntry);
+  }
+
+  private readonly policyListeners = new Set<() => void>();
+
+  async watchPolicy(listener: () => void): Promise<() => Promise<void>> {
+    const own = () => listener();
+    this.policyListeners.add(own);
+    return async () => void this.policyListeners.delete(own);
+  }
+
+  async recordingCounts(sessionIds: string[]): Promise<Map<string, number>> {
+    const rows = this.db
+      .prepare<[string], { session_id: string; n: number }>('SELECT session_id, count(*) AS n FROM recordings WHERE session_id IN (SELECT value FROM json_each(?)) GROUP BY session_id')
+      .all(JSON.stringify(sessionIds));
+    return new Map(rows.map((r) => [r.session_id, r.n]));
   }
 
   async readRecording(sessionId: string): Promise<RecordedMessage[]> {

@@ -2,8 +2,8 @@
 // PostgreSQL (shared by replicas) implement it; callers never see which. Every method is async
 // even where SQLite could answer synchronously, so a networked implementation fits unchanged.
 //
-// Later issues add policy bundles and approvals as further sections (PolicyStore,
-// ApprovalStore) of the same interface; the schema migrations are versioned for that.
+// Each concern is a section of the one interface (AuditStore, RecordingStore, PolicyStore); the
+// schema migrations are versioned, so a section added later is a new migration step.
 
 /** One record of the tamper-evident audit chain (see docs/audit.md). */
 export interface AuditRecord {
@@ -50,6 +50,8 @@ export interface AuditRange {
   /** Inclusive bounds on ts (ISO strings, compared as such). */
   since?: string;
   until?: string;
+  /** Only records of these types. */
+  types?: string[];
 }
 
 export interface AuditStore {
@@ -112,11 +114,56 @@ export interface RecordingStore {
   pruneRecordings(before: number): Promise<{ messages: number; payloads: number }>;
 }
 
-export interface Store extends AuditStore, RecordingStore {
+/** One entry of the policy history: a bundle pushed, or an earlier one put back in force. */
+export interface PolicyEntry {
+  /** 1, 2, 3, … in the order entries were stored; the entry with the highest id is in force. */
+  id: number;
+  /** The bundle version (SHA-256 of its canonical content). */
+  version: string;
+  /** The policy files, by name, exactly as pushed. */
+  files: Record<string, string>;
+  message: string;
+  /** Who put it in force: the pusher's sub, or the admin token's id. */
+  by: string;
+  /** ISO 8601 UTC. */
+  loadedAt: string;
+  action: 'push' | 'rollback';
+}
+
+export type PolicySummary = Omit<PolicyEntry, 'files'>;
+
+export interface PolicyStore {
+  /** Stores an entry, which is then the one in force (on every replica, see watchPolicy). */
+  appendPolicy(entry: Omit<PolicyEntry, 'id' | 'loadedAt'>): Promise<PolicyEntry>;
+  policyInForce(): Promise<PolicyEntry | undefined>;
+  /** Newest first. */
+  policyHistory(limit: number): Promise<PolicySummary[]>;
+  /** The newest entry of that version, with its files. */
+  policyByVersion(version: string): Promise<PolicyEntry | undefined>;
+  /**
+   * Calls `listener` whenever an entry is stored by any process sharing the store (PostgreSQL:
+   * LISTEN/NOTIFY; SQLite serves one process, so only its own appends). Resolves once listening;
+   * the function it returns stops.
+   */
+  watchPolicy(listener: () => void): Promise<() => Promise<void>>;
+}
+
+/** Recorded messages per session id (sessions without any are absent). */
+export interface SessionCounts {
+  recordingCounts(sessionIds: string[]): Promise<Map<string, number>>;
+}
+
+export interface Store extends AuditStore, RecordingStore, PolicyStore, SessionCounts {
   readonly kind: 'sqlite' | 'postgres';
   /** Where it is, for messages (a path or a URL without its password). */
   readonly location: string;
   close(): Promise<void>;
+}
+
+/** A policy_versions row (of either store) as an entry; without files when the query did not read them. */
+export function policyFromRow(r: { id: number | string; version: string; files?: string; message: string; by: string; loaded_at: string; action: string }): PolicySummary | PolicyEntry {
+  const summary: PolicySummary = { id: Number(r.id), version: r.version, message: r.message, by: r.by, loadedAt: r.loaded_at, action: r.action as PolicyEntry['action'] };
+  return r.files === undefined ? summary : { ...summary, files: JSON.parse(r.files) as Record<string, string> };
 }
 
 /** prev of the first record. */

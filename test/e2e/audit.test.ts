@@ -150,7 +150,7 @@ test('a full session through the gateway replays in order, both directions, with
     // --- The audit log: session.start, one decision per request, session.end last for this session.
     const mine = records.filter((r) => r.data.session === sid || r.data.sessionId === sid);
     assert.equal(mine[0].type, 'session.start');
-    assert.deepEqual(mine[0].data, { session: sid, server: 'ev', identity: { sub: 'anonymous', groups: [], via: 'anonymous' } });
+    assert.deepEqual(mine[0].data, { sessionId: sid, server: 'ev', identity: { sub: 'anonymous', groups: [], via: 'anonymous' } });
     assert.equal(mine[mine.length - 1].type, 'session.end');
     assert.equal(mine[mine.length - 1].data.server, 'ev');
     const decisions = mine.filter((r) => r.type === 'decision');
