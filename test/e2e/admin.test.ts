@@ -6,7 +6,9 @@ import { after, before, describe, it } from 'node:test';
 import { generateApiKey, hashApiKey } from '../../src/auth/api-keys.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { ALLOW_ALL_POLICY, CLIENT_INFO, raw, startConfiguredGateway, upstreams, type ConfiguredGateway } from './harness.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ALLOW_ALL_POLICY, CLIENT_INFO, raw, runPortcullis, tempDir, startConfiguredGateway, upstreams, type ConfiguredGateway } from './harness.js';
 
 const adminToken = generateApiKey();
 const agentKey = generateApiKey();
@@ -32,11 +34,13 @@ function admin(gw: ConfiguredGateway, method: string, path: string, body?: unkno
 
 async function echo(gw: ConfiguredGateway, message: string): Promise<{ isError?: boolean; text: string }> {
   const client = new Client(CLIENT_INFO);
-  await client.connect(new StreamableHTTPClientTransport(new URL(gw.url('ev')), { requestInit: { headers: { authorization: `Bearer ${agentKey}` } } }));
+  const transport = new StreamableHTTPClientTransport(new URL(gw.url('ev')), { requestInit: { headers: { authorization: `Bearer ${agentKey}` } } });
+  await client.connect(transport);
   try {
     const r = (await client.callTool({ name: 'echo', arguments: { message } })) as { isError?: boolean; content: { text: string }[] };
     return { isError: r.isError, text: r.content[0].text };
   } finally {
+    await transport.terminateSession(); // DELETE: the session ends (and says so in the audit log)
     await client.close();
   }
 }
@@ -238,5 +242,73 @@ describe('admin API with policy from a folder', () => {
     const push = await admin(gw, 'PUT', '/admin/v1/policy', { files: { 'a.yaml': ALLOW_ALL_POLICY } });
     assert.equal(push.status, 409);
     assert.match(push.json.message, /policy\.source: store/);
+  });
+});
+
+describe('CI commands against a running gateway', () => {
+  let gw: ConfiguredGateway;
+  const folder = tempDir('pcl-push-');
+  before(async () => {
+    gw = await startConfiguredGateway({
+      servers: { ev: upstreams.everything() },
+      policy: { source: 'store' },
+      auth: { apiKeys: [{ id: 'agent', sha256: hashApiKey(agentKey), groups: ['agents'] }] },
+      admin: { listen: { port: 0 }, tokens: [{ id: 'ci', sha256: hashApiKey(adminToken) }] },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    folder.remove();
+  });
+
+  const run = async (args: string[]) => {
+    const p = runPortcullis(args, { env: { PORTCULLIS_ADMIN_TOKEN: adminToken } });
+    let stdout = '';
+    let stderr = '';
+    p.child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const { code } = await p.exited;
+    return { code, stdout, stderr };
+  };
+
+  it('push: errors with their local file and line and exit 1; a good folder is in force, exit 0', async () => {
+    mkdirSync(join(folder.path, 'team'));
+    writeFileSync(join(folder.path, 'team', 'bad.yaml'), 'apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: bad }\nserver: "*"\nrules:\n  - { name: a, effect: sometimes, tools: [x] }\n');
+    const bad = await run(['push', folder.path, '--url', gw.adminBase!, '-m', 'broken']);
+    assert.equal(bad.code, 1, bad.stderr);
+    assert.ok(bad.stderr.includes(`${join(folder.path, 'team', 'bad.yaml')}:6`), bad.stderr);
+    assert.equal((await echo(gw, 'a')).isError, true, 'nothing pushed: still denied');
+
+    writeFileSync(join(folder.path, 'team', 'bad.yaml'), DENY_ECHO);
+    const good = await run(['push', folder.path, '--url', gw.adminBase!, '-m', 'echo off']);
+    assert.equal(good.code, 0, good.stderr);
+    assert.match(good.stdout, /pushed: version [0-9a-f]{64} is in force/);
+    const denied = await echo(gw, 'b');
+    assert.match(denied.text, /echo is off/);
+
+    const refused = await run(['push', folder.path, '--url', gw.adminBase!, '--token', 'wrong']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /401/);
+  });
+
+  it('decide --expect checks what the gateway would do; audit query and sessions read its store', async () => {
+    const ok = await run(['decide', '--url', gw.adminBase!, '--identity', 'agent', '--server', 'ev', '--tool', 'echo', '--expect', 'deny']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /no-echo\/never-echo/);
+    const wrong = await run(['decide', '--url', gw.adminBase!, '--identity', 'agent', '--server', 'ev', '--tool', 'echo', '--expect', 'allow']);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /expected allow, the gateway decides deny by no-echo\/never-echo/);
+
+    const q = await run(['audit', 'query', '-c', gw.file, '--type', 'decision', '--tool', 'echo', '--effect', 'deny']);
+    assert.equal(q.code, 0, q.stderr);
+    const lines = q.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(lines.some((r) => r.data.rule === 'no-echo/never-echo' && r.data.identity.sub === 'agent'));
+    assert.ok(lines.every((r) => r.type === 'decision' && r.data.tool === 'echo' && r.data.effect === 'deny'));
+
+    const s = await run(['sessions', '-c', gw.file, '--sub', 'agent', '--json']);
+    assert.equal(s.code, 0, s.stderr);
+    const sessions = s.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(sessions.length >= 2, s.stdout);
+    assert.ok(sessions.every((x) => x.sub === "agent" && x.server === "ev" && x.endedAt), s.stdout);
   });
 });
