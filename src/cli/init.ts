@@ -44,6 +44,6 @@ export function register(program: Command): void {
       writeFileSync(config, STARTER);
       cpSync(EXAMPLES, policies, { recursive: true });
       const written = readdirSync(policies).map((f) => join(policies, f));
-      process.stdout.write(`wrote ${config}\n${written.map((f) => `wrote ${f}`).join('\n')}\nnext: portcullis lint ${policies} && portcullis test ${policies} && portcullis serve -c ${config}\n`);
+      process.stdout.write(`wrote ${config}\n${written.map((f) => `wrote ${f}`).join('\n')}\nnext: portcullis lint -c ${config} && portcullis test ${policies} && portcullis serve -c ${config}\n`);
     });
 }

@@ -1,53 +1,21 @@
 // CEL for `when` conditions: one environment with the policy variables, expressions compiled
 // (parsed and type-checked) once when a bundle loads.
 //
-// `matches` follows CEL's RE2 dialect where JavaScript differs: a leading inline flag group
-// such as "(?i)", "(?s)", "(?m)" or "(?is)" becomes a RegExp flag, "(?P<name>" becomes
-// "(?<name>", "\A" and "\z" anchor the whole input. Patterns are compiled with the "u" flag (code
-// points, strict escapes). cel-js's built-in `matches` does none of this and builds a RegExp on
-// every call, and it cannot be overridden (cel-js refuses an overlapping overload), so every
-// `matches` call in the parsed expression (under any operator, inside macros and literals) is
-// renamed in the source to our own function under a same-length name (columns in error messages
-// stay right), and the result is checked to hold no call to the built-in one. Literal patterns are compiled at load, so a bad regex
-// rejects the bundle instead of denying at runtime.
+// `matches` is RE2, as CEL specifies, on the linear-time engine of re2.ts. cel-js's built-in
+// `matches` builds a JavaScript RegExp (backtracking, another dialect) on every call, and it
+// cannot be overridden (cel-js refuses an overlapping overload), so every `matches` call in the
+// parsed expression (under any operator, inside macros and literals) is renamed in the source to
+// our own function under a same-length name (columns in error messages stay right), and the
+// result is checked to hold no call to the built-in one. The pattern must be a string literal,
+// compiled at load: a bad one rejects the bundle instead of denying at runtime, and a pattern
+// built at runtime (from arguments the agent chooses) could cost seconds to compile.
 import { Environment, type ASTNode, type ParseResult } from '@marcbachmann/cel-js';
+import { compileRe2 } from './re2.js';
 
 const MATCHES = 'matches';
 const OURS = 'pcl_re2'; // same length as "matches"
 
-const cache = new Map<string, RegExp>();
-
-/** Translates an RE2-style pattern into a JavaScript RegExp; throws a plain Error when invalid. */
-export function compileRe2(pattern: string): RegExp {
-  const hit = cache.get(pattern);
-  if (hit) return hit;
-  let source = pattern;
-  let flags = 'u';
-  const inline = /^\(\?([a-zA-Z]+)\)/.exec(source);
-  if (inline) {
-    for (const f of inline[1]) {
-      if (f === 'i' || f === 'm' || f === 's') {
-        if (!flags.includes(f)) flags += f;
-      } else throw new Error(`unsupported inline flag "${f}" in (?${inline[1]}) (use i, m or s)`);
-    }
-    source = source.slice(inline[0].length);
-  }
-  // Only unescaped sequences: an even run of backslashes before them is literal backslashes.
-  source = source
-    .replace(/(?<!\\)((?:\\\\)*)\(\?P</g, '$1(?<')
-    .replace(/(?<!\\)((?:\\\\)*)\\A/g, '$1(?<![^])')
-    .replace(/(?<!\\)((?:\\\\)*)\\z/g, '$1(?![^])');
-  let re: RegExp;
-  try {
-    re = new RegExp(source, flags);
-  } catch (e) {
-    throw new Error(`invalid regular expression "${pattern}": ${(e as Error).message.replace(/^Invalid regular expression: \/.*\/[a-z]*: /, '')}`);
-  }
-  if (cache.size > 10_000) cache.clear(); // patterns built at runtime must not grow memory without bound
-  cache.set(pattern, re);
-  return re;
-}
-
+// Only literal patterns reach this (checked at load), so the cache holds policy, not requests.
 function re2Matches(text: string, pattern: string): boolean {
   return compileRe2(pattern).test(text);
 }
@@ -171,6 +139,59 @@ function findCalls(ast: ASTNode, fn: string): { calls: Node[]; patterns: Node[] 
   return { calls, patterns };
 }
 
+const ORDERING = new Set(['<', '<=', '>', '>=']);
+const JSON_NUMBER = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$/;
+
+/** Whether a node reads from `args` (`args.x`, `args["x"].y`): a JSON value the type check sees as dyn. */
+function readsArgs(n: unknown): n is Node {
+  while (isNode(n) && (n.op === '.' || n.op === '[]')) n = (n.args as unknown[])[0];
+  return isNode(n) && n.op === 'id' && n.args === 'args';
+}
+
+/** What a literal operand is, for the comparisons below; undefined when it is not a literal. */
+function literalKind(n: Node): string | undefined {
+  if (n.op === 'call') {
+    const [fn] = n.args as unknown[];
+    return fn === 'timestamp' || fn === 'duration' ? fn : undefined;
+  }
+  if (n.op !== 'value') return undefined;
+  const v = n.args;
+  if (v === null) return 'null';
+  if (v instanceof Uint8Array) return 'bytes';
+  return typeof v === 'bigint' || typeof v === 'number' ? 'number' : typeof v;
+}
+
+/**
+ * Comparisons of an argument with a literal that are wrong whatever the caller sends. `args` is a
+ * map of dyn (JSON values: null, bool, number, string, list, map), so the type check passes them
+ * all; these fail at runtime (a deny) or never hold, which in a deny rule means it never denies.
+ */
+function argumentComparisons(ast: ASTNode, text: string): CelProblem[] {
+  const problems: CelProblem[] = [];
+  eachNode(ast, (n) => {
+    if (n.op !== '==' && n.op !== '!=' && !ORDERING.has(n.op)) return;
+    const [l, r] = n.args as [Node, Node];
+    const arg = readsArgs(l) ? l : readsArgs(r) ? r : undefined;
+    const lit = arg === l ? r : l;
+    if (!arg || !isNode(lit)) return;
+    const kind = literalKind(lit);
+    if (!kind) return;
+    const path = renamed(text.slice(arg.start, arg.end));
+    const at = { column: lit.start + 1 };
+    if (kind === 'bytes' || kind === 'timestamp' || kind === 'duration') {
+      const always = n.op === '==' ? 'always false' : n.op === '!=' ? 'always true' : 'always an error at runtime (a deny)';
+      problems.push({ message: `${path} is a JSON value, never a ${kind}, so comparing it with one (${n.op}) is ${always}`, ...at });
+    } else if (ORDERING.has(n.op) && kind === 'string' && JSON_NUMBER.test(lit.args as string)) {
+      const num = lit.args as string;
+      problems.push({
+        message: `${path} is compared (${n.op}) with the string "${num}": a number argument makes that an error at runtime (a deny), a string one compares character by character ("10" < "5"); compare with the number ${num}`,
+        ...at,
+      });
+    }
+  });
+  return problems;
+}
+
 /**
  * Compiles a `when` expression. Returns the compiled expression or every problem found:
  * syntax errors, type errors (unknown variables, wrong operand types, a result that is not a
@@ -207,6 +228,8 @@ function compileUncached(source: string): { compiled?: CompiledCel; problems: Ce
     return { problems: [describe(e)] };
   }
   const problems: CelProblem[] = [];
+  // Our function is reachable only through `matches`, where its pattern is checked.
+  for (const n of findCalls(first.ast, OURS).calls) problems.push({ message: `unknown function ${OURS}`, column: n.start + 1 });
   // Every `matches` must now call ours: cel-js's own would take the RE2 pattern as a JavaScript
   // one. Should one be left (a spelling the rewrite does not know), the bundle is refused at load
   // rather than failing (and denying) at runtime.
@@ -214,8 +237,13 @@ function compileUncached(source: string): { compiled?: CompiledCel; problems: Ce
   const checked = parsed.check();
   if (!checked.valid) problems.push(describe(checked.error));
   else if (checked.type !== 'bool' && checked.type !== 'dyn') problems.push({ message: `a when expression must be a bool, this one is a ${checked.type}` });
+  if (checked.valid) problems.push(...argumentComparisons(parsed.ast, text));
   for (const p of patterns) {
-    if (p.op !== 'value' || typeof p.args !== 'string') continue;
+    if (p.op !== 'value') {
+      problems.push({ message: 'invalid regular expression: the pattern of matches must be a string literal, so that it is checked at load and no caller can choose it', column: p.start + 1 });
+      continue;
+    }
+    if (typeof p.args !== 'string') continue; // the type check has said so
     try {
       compileRe2(p.args);
     } catch (e) {

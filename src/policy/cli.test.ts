@@ -94,6 +94,19 @@ describe('portcullis lint', () => {
   it('bad usage exits 2', () => {
     assert.equal(cli('lint', warnings, '--format', 'xml').code, 2);
   });
+  it("init's suggested lint command checks the policies against the config's servers", () => {
+    const dir = join(folder({}), 'project');
+    const init = cli('init', dir);
+    assert.equal(init.code, 0, init.err);
+    const next = /^next: portcullis (lint [^&]+?) &&/m.exec(init.out)?.[1];
+    assert.ok(next, init.out);
+    const lint = next.split(' ');
+    assert.deepEqual([lint[1], lint.length], ['-c', 3]);
+    assert.deepEqual([cli(...lint).code, cli(...lint).out], [0, '0 errors, 0 warnings\n']);
+    writeFileSync(join(dir, 'policies', 'db.yaml'), `${head('db')}rules:\n  - { name: q, effect: allow, who: { groups: [a] }, tools: [query] }\n`);
+    const r = cli(...lint);
+    assert.match(r.out, /db\.yaml:1: warning \[unknown-server\] server: policy db: server "db" is not a configured server \(files, everything\)/);
+  });
   it('the shipped examples lint clean with --strict', () => {
     const r = cli('lint', '--strict', 'examples/policies');
     assert.equal(r.code, 0, r.out + r.err);

@@ -57,10 +57,10 @@ describe('invalid bundles are rejected with file, line and field', () => {
     assert.match(ps[0].message, /must be a bool/);
   });
   it('a regular expression that would not compile inside matches', () => {
-    const ps = problemsOf({ 'a.yaml': `${head}rules:\n  - { name: x, effect: allow, when: 'args.sql.matches("(unclosed")' }\n  - { name: y, effect: allow, when: 'matches(tool, "(?U)x")' }\n` });
+    const ps = problemsOf({ 'a.yaml': `${head}rules:\n  - { name: x, effect: allow, when: 'args.sql.matches("(unclosed")' }\n  - { name: y, effect: allow, when: 'matches(tool, "(?=x)")' }\n` });
     assert.deepEqual(ps.map((p) => [p.line, p.field]), [[6, 'rules.0.when'], [7, 'rules.1.when']]);
     assert.match(ps[0].message, /invalid regular expression "\(unclosed"/);
-    assert.match(ps[1].message, /unsupported inline flag/);
+    assert.match(ps[1].message, /invalid regular expression "\(\?=x\)": invalid or unsupported Perl syntax/);
   });
   it('duplicate rule, mask and policy names', () => {
     const ps = problemsOf({
@@ -72,6 +72,16 @@ describe('invalid bundles are rejected with file, line and field', () => {
   it('masks: unknown detectors and bad custom patterns', () => {
     const ps = problemsOf({ 'a.yaml': `${head}masks:\n  - name: m\n    detectors: [emails]\n    custom: [{ name: ticket, pattern: "TKT-(" }]\n` });
     assert.deepEqual(ps.map((p) => p.field).sort(), ['masks.0.custom.0.pattern', 'masks.0.detectors.0']);
+  });
+  it('custom detectors are RE2 (linear time on upstream results): lookaround is refused, (?i) and (?P<name> work', () => {
+    const ps = problemsOf({ 'a.yaml': `${head}masks:\n  - { name: m, custom: [{ name: a, pattern: "x(?=y)" }, { name: b, pattern: "(a*)*" }] }\n` });
+    assert.deepEqual(ps.map((p) => [p.field, p.message.split(':')[0]]), [['masks.0.custom.0.pattern', 'invalid regular expression "x(?=y)"'], ['masks.0.custom.1.pattern', 'pattern matches the empty string, so it would mask nothing useful']]);
+    const b = compileBundle({ 'a.yaml': `${head}masks:\n  - { name: m, custom: [{ name: ticket, pattern: "(?i)(?P<id>tkt-[0-9]{6})" }] }\n` });
+    const [{ pattern }] = b.documents[0].masks[0].custom;
+    assert.equal(pattern.test('see TKT-123456'), true);
+    const t0 = performance.now();
+    assert.equal(compileBundle({ 'a.yaml': `${head}masks:\n  - { name: m, custom: [{ name: x, pattern: "(a+)+$" }] }\n` }).documents[0].masks[0].custom[0].pattern.test(`${'a'.repeat(100_000)}!`), false);
+    assert.ok(performance.now() - t0 < 1000);
   });
   it('a server that is not a name or glob, and an empty bundle', () => {
     assert.equal(problemsOf({ 'a.yaml': head.replace('server: db', 'server: "db "') })[0].field, 'server');

@@ -11,6 +11,7 @@ import type { Identity } from '../auth/identity.js';
 import type { Effect } from './decision.js';
 import { compileCel, type CompiledCel } from './cel.js';
 import { compileNameGlob, compileUriGlob, hasWildcard, type Matcher } from './glob.js';
+import { compileRe2, type Pattern } from './re2.js';
 import { policyDocument, type MaskSpec, type PolicyDocument, type RuleSpec, type WhoSpec } from './schema.js';
 
 /** What a policy problem is about; lint reports it as the finding's rule id. */
@@ -41,6 +42,8 @@ export interface CompiledRule {
   file: string;
   line?: number;
   whenLine?: number;
+  /** The line of a field inside the rule (e.g. ["resources", 2]), for findings. */
+  lineOf: (path: PropertyKey[]) => number | undefined;
   matchesWho: (identity: Identity) => boolean;
   /** Per kind, the name globs; absent when the rule does not name that kind. */
   selectors: Partial<Record<Kind | 'method', Selector>>;
@@ -57,9 +60,11 @@ export interface CompiledMask {
   document: CompiledDocument;
   file: string;
   line?: number;
+  /** The line of a field inside the mask, for findings. */
+  lineOf: (path: PropertyKey[]) => number | undefined;
   selectors: Partial<Record<Kind, Selector>>;
-  /** Custom detectors, compiled. */
-  custom: { name: string; pattern: RegExp }[];
+  /** Custom detectors, compiled for re2js (linear time: they run on upstream results). */
+  custom: { name: string; pattern: Pattern }[];
 }
 
 export interface CompiledDocument {
@@ -117,7 +122,7 @@ export interface CompileOptions {
 
 /** Schema refinements report CEL and regex problems; lint tells them apart by their prefix. */
 const checkOf = (message: string): ProblemCheck =>
-  message.startsWith('CEL: ') ? 'cel' : /^(invalid regular expression|unsupported inline flag|pattern )/.test(message) ? 'regex' : 'schema';
+  message.startsWith('CEL: ') ? 'cel' : /^(invalid regular expression|pattern )/.test(message) ? 'regex' : 'schema';
 
 const EFFECT_RANK: Record<Effect, number> = { deny: 0, approve: 1, allow: 2 };
 const SERVER_PATTERN = /^[A-Za-z0-9_.*-]{1,64}$/;
@@ -165,9 +170,18 @@ function compileWho(who: WhoSpec | undefined): (identity: Identity) => boolean {
   };
 }
 
-function selector(patterns: string[] | undefined, uri: boolean): Selector | undefined {
+/** Compiles one selector field; a pattern that does not compile is a problem at its own line, never a throw. */
+function selector(patterns: string[] | undefined, uri: boolean, report: (index: number, message: string) => void): Selector | undefined {
   if (!patterns) return undefined;
-  return { patterns, matchers: patterns.map((p) => (uri ? compileUriGlob(p) : compileNameGlob(p))) };
+  const matchers = patterns.map((p, j) => {
+    try {
+      return uri ? compileUriGlob(p) : compileNameGlob(p);
+    } catch (e) {
+      report(j, `glob ${JSON.stringify(p)} does not compile: ${(e as Error).message}`);
+      return () => false;
+    }
+  });
+  return { patterns, matchers };
 }
 
 interface ParsedFile {
@@ -253,11 +267,12 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
         ruleNames.add(r.name);
         // The schema has already reported any problem of this expression (see schema.ts).
         const when = r.when !== undefined ? compileCel(r.when).compiled : undefined;
+        const field = (name: string) => (j: number, message: string) => problem('schema', ['rules', i, name, j], message);
         const selectors: CompiledRule['selectors'] = {
-          tool: selector(r.tools, false),
-          resource: selector(r.resources, true),
-          prompt: selector(r.prompts, false),
-          method: selector(r.methods, false),
+          tool: selector(r.tools, false, field('tools')),
+          resource: selector(r.resources, true, field('resources')),
+          prompt: selector(r.prompts, false, field('prompts')),
+          method: selector(r.methods, false, field('methods')),
         };
         document.rules.push({
           id: `${docName}/${r.name}`,
@@ -269,6 +284,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           file: shown,
           line: at(['rules', i]),
           whenLine: r.when !== undefined ? at(['rules', i, 'when']) : undefined,
+          lineOf: (path) => at(['rules', i, ...path]),
           matchesWho: compileWho(r.who),
           selectors,
           anyKind: !r.tools && !r.resources && !r.prompts && !r.methods,
@@ -281,14 +297,19 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
       spec.masks.forEach((m, i) => {
         if (maskNames.has(m.name)) problem('duplicate-name', ['masks', i, 'name'], `mask "${m.name}" is defined twice in policy "${docName}"`);
         maskNames.add(m.name);
-        const custom = (m.custom ?? []).map((c) => ({ name: c.name, pattern: new RegExp(c.pattern, 'gu') })); // checked by the schema
+        const custom = (m.custom ?? []).map((c) => ({ name: c.name, pattern: compileRe2(c.pattern) })); // checked by the schema
         document.masks.push({
           id: `${docName}/${m.name}`,
           spec: m,
           document,
           file: shown,
           line: at(['masks', i]),
-          selectors: { tool: selector(m.tools, false), resource: selector(m.resources, true), prompt: selector(m.prompts, false) },
+          lineOf: (path) => at(['masks', i, ...path]),
+          selectors: {
+            tool: selector(m.tools, false, (j, msg) => problem('schema', ['masks', i, 'tools', j], msg)),
+            resource: selector(m.resources, true, (j, msg) => problem('schema', ['masks', i, 'resources', j], msg)),
+            prompt: selector(m.prompts, false, (j, msg) => problem('schema', ['masks', i, 'prompts', j], msg)),
+          },
           custom,
         });
       });

@@ -266,3 +266,29 @@ describe('visible', () => {
     assert.equal(visible(c, alice, 'db', 'tool', 'get-env'), false);
   });
 });
+
+describe('conditions take linear time in what the agent sends', () => {
+  // Patterns that make a backtracking engine take exponential time on a near-miss input.
+  const catastrophic = ['(a+)+$', '(a|aa)*b', '(a*)*c', '^(\\\\w+\\\\s?)*$', '(x+x+)+y'];
+  const b = compileBundle({
+    'p.yaml': policy('db', catastrophic.map((re, i) => `  - { name: r${i}, effect: deny, tools: [t${i}], when: 'args.s.matches("${re}")' }\n  - { name: ok${i}, effect: allow, tools: [t${i}] }\n`).join('')),
+  });
+  const inputs = ['a'.repeat(100_000) + '!', 'a'.repeat(100_000) + '!', 'a'.repeat(100_000) + '!', 'ab '.repeat(33_333) + '!', 'x'.repeat(100_000)];
+
+  for (const [i, re] of catastrophic.entries()) {
+    it(`${re.replaceAll("\\\\", "\\")} against a 100 KB argument is decided within 50 ms`, () => {
+      decide(b, tool(`t${i}`, { s: 'warm up' }));
+      // The best of three decide calls: the pattern's cost, not the shared machine's scheduling.
+      let best = Infinity;
+      let effect = '';
+      for (let run = 0; run < 3; run++) {
+        const t0 = performance.now();
+        effect = decide(b, tool(`t${i}`, { s: inputs[i] })).effect;
+        best = Math.min(best, performance.now() - t0);
+      }
+      assert.equal(effect, 'allow'); // the near miss does not match
+      assert.ok(best < 50, `took ${best.toFixed(1)} ms`);
+      assert.equal(decide(b, tool(`t${i}`, { s: inputs[i].slice(0, -1) + (i === 1 ? 'b' : i === 2 ? 'c' : i === 4 ? 'y' : '') })).effect, 'deny');
+    });
+  }
+});

@@ -48,8 +48,7 @@ export function compileNameGlob(pattern: string): Matcher {
   };
 }
 
-const escapeRegExp = (s: string) => s.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&');
-
+// A fixed pattern whose every match is at most 4 characters long: linear in the URI's length.
 const DOT_SEGMENT = /(?:^|[/\\])\.{1,2}(?:[/\\?#]|$)/;
 /** True when the URI has a "." or ".." segment, spelled plainly or percent-encoded. */
 export function hasDotSegment(uri: string): boolean {
@@ -57,26 +56,89 @@ export function hasDotSegment(uri: string): boolean {
   return DOT_SEGMENT.test(decoded);
 }
 
-/** A resource URI glob: "*" within a segment, "**" across segments. */
+const SEG = -1; // "*": any run without "/"
+const ANY = -2; // "**" (or more stars): any run
+
+/**
+ * A resource URI glob: "*" within a segment, "**" across segments. Every string is a valid
+ * pattern, and matching needs no regular expression: the literal prefix and suffix are compared
+ * directly and the part between them runs as a set of pattern positions advanced once per code
+ * unit, so time is linear in the URI's length (times the pattern's length / 32), whatever either
+ * holds.
+ */
 export function compileUriGlob(pattern: string): Matcher {
   if (!hasWildcard(pattern)) return (v) => v === pattern;
-  let source = '';
-  for (let i = 0; i < pattern.length; ) {
-    if (pattern.startsWith('**', i)) {
-      source += '[^]*';
-      while (pattern[i] === '*') i++;
-    } else if (pattern[i] === '*') {
-      source += '[^/]*';
-      i++;
-    } else {
-      const next = pattern.indexOf('*', i);
-      const literal = next < 0 ? pattern.slice(i) : pattern.slice(i, next);
-      source += escapeRegExp(literal);
-      i += literal.length;
-    }
+  const prefix = pattern.slice(0, pattern.indexOf('*'));
+  const suffix = pattern.slice(pattern.lastIndexOf('*') + 1);
+  const core = pattern.slice(prefix.length, pattern.length - suffix.length);
+  const tokens: number[] = [];
+  for (let i = 0; i < core.length; ) {
+    if (core[i] === '*') {
+      let j = i;
+      while (core[j] === '*') j++;
+      tokens.push(j - i > 1 ? ANY : SEG);
+      i = j;
+    } else tokens.push(core.charCodeAt(i++));
   }
-  const re = new RegExp(`^${source}$`, 'u');
-  return (v) => re.test(v) && !hasDotSegment(v);
+  const min = prefix.length + suffix.length + tokens.filter((t) => t >= 0).length;
+  let inner: (v: string, from: number, to: number) => boolean;
+  if (tokens.every((t) => t === ANY)) inner = () => true;
+  else if (tokens.every((t) => t === SEG)) inner = (v, from, to) => { const s = v.indexOf('/', from); return s < 0 || s >= to; };
+  else inner = simulate(Int32Array.from(tokens));
+  return (v) => v.length >= min && v.startsWith(prefix) && v.endsWith(suffix) && inner(v, prefix.length, v.length - suffix.length) && !hasDotSegment(v);
+}
+
+const SLASH = 47;
+
+// The set of pattern positions as a bit set (bit i: token i is next; bit m: the end), advanced
+// once per code unit with shifts and masks over ceil((m + 1) / 32) words (Shift-And). Stars are
+// never adjacent (a run of stars is one token), so "a star may match nothing" is one shift.
+function simulate(tokens: Int32Array): (v: string, from: number, to: number) => boolean {
+  const m = tokens.length;
+  const words = (m >> 5) + 1;
+  const any = new Int32Array(words);
+  const seg = new Int32Array(words);
+  const lit = new Map<number, Int32Array>();
+  const none = new Int32Array(words);
+  for (let i = 0; i < m; i++) {
+    const t = tokens[i]!;
+    const mask = t === ANY ? any : t === SEG ? seg : (lit.get(t) ?? lit.set(t, new Int32Array(words)).get(t)!);
+    mask[i >> 5]! |= 1 << (i & 31);
+  }
+  const endWord = m >> 5;
+  const endBit = 1 << (m & 31);
+  return (v, from, to) => {
+    const cur = new Int32Array(words);
+    cur[0] = 1;
+    closeOverStars(cur, any, seg);
+    for (let p = from; p < to; p++) {
+      const c = v.charCodeAt(p);
+      const l = lit.get(c) ?? none;
+      const slash = c === SLASH;
+      let carry = 0;
+      let alive = 0;
+      for (let w = 0; w < words; w++) {
+        const x = cur[w]!;
+        const moved = x & l[w]!;
+        const next = (moved << 1) | carry | (x & (slash ? any[w]! : any[w]! | seg[w]!));
+        carry = moved >>> 31;
+        cur[w] = next;
+        alive |= next;
+      }
+      if (!alive) return false;
+      closeOverStars(cur, any, seg);
+    }
+    return (cur[endWord]! & endBit) !== 0;
+  };
+}
+
+function closeOverStars(set: Int32Array, any: Int32Array, seg: Int32Array): void {
+  let carry = 0;
+  for (let w = 0; w < set.length; w++) {
+    const stars = set[w]! & (any[w]! | seg[w]!);
+    set[w] = set[w]! | (stars << 1) | carry;
+    carry = stars >>> 31;
+  }
 }
 
 /**

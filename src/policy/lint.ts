@@ -23,7 +23,8 @@ export const LINT_RULES: Record<string, { level: Level; description: string }> =
   'server-name': { level: 'error', description: 'The server field is not a server name or glob.' },
   'no-policy': { level: 'error', description: 'The path holds no policy document.' },
   'shadowed-rule': { level: 'warning', description: 'An earlier or stronger rule without when matches every request this rule does, so it never decides.' },
-  'allow-all': { level: 'warning', description: 'An allow rule for every identity on every tool.' },
+  'allow-all': { level: 'warning', description: 'An allow rule for every identity on every tool, resource, prompt or method.' },
+  'uri-matches-nothing': { level: 'warning', description: 'A resources pattern that cannot match a URI with a scheme and a path ("*" stays within one segment; a URI needs "scheme:").' },
   'approve-without-approvers': { level: 'warning', description: 'An approve rule names no approvers, so nobody can approve.' },
   'approvers-ignored': { level: 'warning', description: 'approvers on a rule whose effect is not approve.' },
   'methods-governed-elsewhere': { level: 'warning', description: 'methods: lists a method that tools, resources or prompts govern.' },
@@ -36,6 +37,35 @@ export interface LintOptions extends CompileOptions {
   servers?: string[];
   /** Shown for findings that concern no particular file. */
   path?: string;
+}
+
+/** Per kind, which patterns select every name, and what allowing them lets a caller do. */
+const EVERY: Record<Kind | 'method', { all: (p: string) => boolean; says: string }> = {
+  tool: { all: (p) => /^\*+$/.test(p), says: 'call every tool' },
+  // A single "*" does not cross "/", so only "**" selects every URI (and "*" is flagged below).
+  resource: { all: (p) => /^\*\*+$/.test(p), says: 'read every resource' },
+  prompt: { all: (p) => /^\*+$/.test(p), says: 'get every prompt' },
+  method: { all: (p) => /^\*+$/.test(p), says: 'use every other method' },
+};
+
+const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*$/;
+const SCHEME_START = /^(?:[A-Za-z][A-Za-z0-9+.-]*)?$/;
+
+/**
+ * Why a resource URI glob cannot match any URI of the form `scheme:…/…` (what MCP servers use),
+ * or undefined when it can. The literal before the first "*" must be able to start such a URI,
+ * and in a glob a "/" must be able to appear: spelt out, or produced by "**" ("*" never is).
+ */
+export function uriPatternProblem(pattern: string): string | undefined {
+  const star = pattern.indexOf('*');
+  const head = star < 0 ? pattern : pattern.slice(0, star);
+  const colon = head.indexOf(':');
+  const schemeOk = colon >= 0 ? SCHEME.test(head.slice(0, colon)) : star >= 0 && SCHEME_START.test(head);
+  if (!schemeOk) return 'cannot match a URI: it does not start with a scheme ("file:///srv/**", not "/srv/**")';
+  const slashAfterScheme = colon >= 0 ? pattern.slice(colon).includes('/') : pattern.includes('/');
+  // A URI spelt out without "/" (urn:…) is meant; a glob without one is the trap.
+  if (star >= 0 && !slashAfterScheme && !/\*\*/.test(pattern)) return 'cannot match a URI with a path: "*" matches within one path segment, never "/"; use "**" to match across segments';
+  return undefined;
 }
 
 const GOVERNED = new Set(['tools/call', 'resources/read', 'resources/subscribe', 'resources/unsubscribe', 'prompts/get', 'completion/complete']);
@@ -80,10 +110,14 @@ function semanticFindings(bundle: CompiledBundle, options: LintOptions): Finding
   for (const r of rules) {
     const where = `rules.${r.document.rules.indexOf(r)}`;
     const at = (msg: string, id: string) => add(id, r.file, r.line, `${r.id}: ${msg}`, where);
-    const allTools = r.anyKind || (r.selectors.tool?.patterns.some((p) => /^\*+$/.test(p)) ?? false);
-    if (r.effect === 'allow' && !r.spec.who && allTools) {
-      at(`allows every identity to call every tool${r.when ? ' (only limited by its when)' : ''}; name the tools or add who`, 'allow-all');
+    if (r.effect === 'allow' && !r.spec.who) {
+      const every = r.anyKind ? ['call every tool', 'read every resource', 'get every prompt'] : (Object.keys(EVERY) as (Kind | 'method')[]).filter((k) => r.selectors[k]?.patterns.some(EVERY[k].all)).map((k) => EVERY[k].says);
+      if (every.length) at(`allows every identity to ${every.join(', ')}${r.when ? ' (only limited by its when)' : ''}; name them or add who`, 'allow-all');
     }
+    r.selectors.resource?.patterns.forEach((p, j) => {
+      const why = uriPatternProblem(p);
+      if (why) add('uri-matches-nothing', r.file, r.lineOf(['resources', j]) ?? r.line, `${r.id}: ${JSON.stringify(p)} ${why}`, `${where}.resources.${j}`);
+    });
     if (r.effect === 'approve' && !r.approvers?.sub?.length && !r.approvers?.groups?.length) at('approve rule without approvers: nobody could approve, so every request would wait and expire', 'approve-without-approvers');
     if (r.effect !== 'approve' && r.spec.approvers) at(`approvers are ignored on an ${r.effect} rule`, 'approvers-ignored');
     for (const m of r.spec.methods ?? []) if (GOVERNED.has(m)) at(`methods: does not govern ${m}; use tools, resources or prompts`, 'methods-governed-elsewhere');
@@ -107,6 +141,10 @@ function semanticFindings(bundle: CompiledBundle, options: LintOptions): Finding
   for (const d of bundle.documents) {
     d.masks.forEach((m, i) => {
       const field = `masks.${i}`;
+      m.selectors.resource?.patterns.forEach((p, j) => {
+        const why = uriPatternProblem(p);
+        if (why) add('uri-matches-nothing', m.file, m.lineOf(['resources', j]) ?? m.line, `${m.id}: ${JSON.stringify(p)} ${why}`, `${field}.resources.${j}`);
+      });
       const at = (msg: string) => add('mask-matches-nothing', m.file, m.line, `${m.id}: ${msg}`, field);
       if (!m.spec.detectors && !m.spec.custom && !m.spec.fields) return at('no detectors, custom detectors or fields: it masks nothing');
       // A mask on tools (resources, prompts) that no allow or approve rule of a covering policy can reach.

@@ -4,6 +4,7 @@
 // policyJsonSchema and the test that checks the committed file is up to date).
 import { z } from 'zod';
 import { compileCel } from './cel.js';
+import { compileRe2, type Pattern } from './re2.js';
 
 /** Document and rule names appear in decisions as "<document>/<rule>": no "/" inside. */
 const name = z
@@ -48,7 +49,7 @@ export const rule = z.strictObject({
     .superRefine((source, ctx) => {
       // Compiled here so that CEL errors are reported together with every other schema error.
       for (const p of compileCel(source).problems) {
-        const regex = /^(invalid regular expression|unsupported inline flag)/.test(p.message);
+        const regex = p.message.startsWith('invalid regular expression');
         ctx.addIssue({ code: 'custom', message: `${regex ? '' : 'CEL: '}${p.message}${p.column ? ` (column ${p.column})` : ''}` });
       }
     })
@@ -75,16 +76,16 @@ export const mask = z.strictObject({
         .string()
         .min(1)
         .superRefine((pattern, ctx) => {
-          let re: RegExp;
+          let re: Pattern;
           try {
-            re = new RegExp(pattern, 'u');
+            re = compileRe2(pattern);
           } catch (e) {
-            ctx.addIssue({ code: 'custom', message: `invalid regular expression: ${(e as Error).message}` });
+            ctx.addIssue({ code: 'custom', message: (e as Error).message });
             return;
           }
           if (re.test('')) ctx.addIssue({ code: 'custom', message: 'pattern matches the empty string, so it would mask nothing useful' });
         })
-        .describe('JavaScript regular expression (compiled with the "gu" flags)'),
+        .describe('RE2 regular expression (linear-time matching; no backreferences or lookaround)'),
     }),
   ).optional(),
   fields: nonEmptyList(z.string().regex(/^\$/, 'a JSONPath starts with "$"')).optional(),
