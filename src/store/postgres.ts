@@ -18,6 +18,8 @@ import type {
   ChainHead,
   Checkpoint,
   Payload,
+  ApprovalRecord,
+  ApprovalStatus,
   PolicyEntry,
   PolicySummary,
   RecordedMessage,
@@ -25,7 +27,7 @@ import type {
   SealedBatch,
   Store,
 } from './store.js';
-import { policyFromRow } from './store.js';
+import { approvalData, approvalFromRow, policyFromRow } from './store.js';
 
 /** Advisory lock keys: "PCLS" + what they guard. */
 const LOCK_AUDIT = 0x50434c53_01;
@@ -34,6 +36,8 @@ const LOCK_RECORDINGS = 0x50434c53_03;
 const PAGE = 1000;
 /** NOTIFY channel: a policy entry was stored. */
 const POLICY_CHANNEL = 'portcullis_policy';
+/** NOTIFY channel: an approval was settled (payload: its id). */
+const APPROVAL_CHANNEL = 'portcullis_approval';
 
 const MIGRATIONS: { version: number; sql: string }[] = [
   {
@@ -69,6 +73,24 @@ const MIGRATIONS: { version: number; sql: string }[] = [
       CREATE INDEX policy_versions_by_version ON policy_versions (version, id);
       CREATE INDEX audit_records_by_ts ON audit_records (ts);
       CREATE INDEX audit_records_by_type ON audit_records (type, seq);
+      CREATE TABLE approvals (
+        id            TEXT PRIMARY KEY,
+        status        TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        expires_at    TEXT NOT NULL,
+        requester_key TEXT NOT NULL,
+        server        TEXT NOT NULL,
+        method        TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        args_digest   TEXT NOT NULL,
+        data          TEXT NOT NULL,
+        decided_at    TEXT,
+        decided_by    TEXT,
+        reason        TEXT,
+        grant_until   TEXT
+      );
+      CREATE INDEX approvals_by_status ON approvals (status, created_at);
+      CREATE INDEX approvals_by_request ON approvals (requester_key, server, target, args_digest);
     `,
   },
 ];
@@ -264,12 +286,72 @@ export class PostgresStore implements Store {
     return row && (policyFromRow(row) as PolicyEntry);
   }
 
+  watchPolicy(listener: () => void): Promise<() => Promise<void>> {
+    return this.listen(POLICY_CHANNEL, () => listener());
+  }
+
+  async createApproval(a: ApprovalRecord): Promise<void> {
+    await this.pool.query(
+      'INSERT INTO approvals (id, status, created_at, expires_at, requester_key, server, method, target, args_digest, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)',
+      [a.id, a.status, a.createdAt, a.expiresAt, a.requester.key, a.server, a.method, a.tool ?? a.resource ?? a.prompt ?? '', a.argsDigest, approvalData(a)],
+    );
+  }
+
+  async getApproval(id: string): Promise<ApprovalRecord | undefined> {
+    const row = (await this.pool.query('SELECT * FROM approvals WHERE id = $1', [id])).rows[0];
+    return row && approvalFromRow(row);
+  }
+
+  async listApprovals(filter: { status?: ApprovalStatus; limit: number }): Promise<ApprovalRecord[]> {
+    const now = new Date().toISOString();
+    // A pending row past its expiry is an expired approval: filter on what callers are told.
+    const [where, params] =
+      filter.status === undefined
+        ? ['TRUE', []]
+        : filter.status === 'pending'
+          ? ["status = 'pending' AND expires_at > $2", [now]]
+          : filter.status === 'expired'
+            ? ["(status = 'expired' OR (status = 'pending' AND expires_at <= $2))", [now]]
+            : ['status = $2', [filter.status]];
+    const rows = (await this.pool.query(`SELECT * FROM approvals WHERE ${where} ORDER BY created_at DESC LIMIT $1`, [filter.limit, ...params])).rows;
+    return rows.map(approvalFromRow);
+  }
+
+  async settleApproval(id: string, o: { status: Exclude<ApprovalStatus, 'pending'>; decidedBy: string; reason?: string; grantUntil?: string }): Promise<ApprovalRecord | undefined> {
+    return this.transaction(async (client) => {
+      const now = new Date().toISOString();
+      const row = (
+        await client.query(
+          "UPDATE approvals SET status = $1, decided_at = $2, decided_by = $3, reason = $4, grant_until = $5 WHERE id = $6 AND status = 'pending' AND ($7 OR expires_at > $2) RETURNING *",
+          [o.status, now, o.decidedBy, o.reason ?? null, o.grantUntil ?? null, id, o.status === 'expired' || o.status === 'cancelled'],
+        )
+      ).rows[0];
+      // Delivered at COMMIT to every replica, this one included: the one holding the call releases it.
+      if (row) await client.query('SELECT pg_notify($1, $2)', [APPROVAL_CHANNEL, id]);
+      return row && approvalFromRow(row);
+    });
+  }
+
+  async findGrant(r: { requesterKey: string; server: string; method: string; target: string; argsDigest: string }): Promise<ApprovalRecord | undefined> {
+    const row = (
+      await this.pool.query(
+        "SELECT * FROM approvals WHERE requester_key = $1 AND server = $2 AND method = $3 AND target = $4 AND args_digest = $5 AND status = 'approved' AND grant_until > $6 ORDER BY decided_at DESC LIMIT 1",
+        [r.requesterKey, r.server, r.method, r.target, r.argsDigest, new Date().toISOString()],
+      )
+    ).rows[0];
+    return row && approvalFromRow(row);
+  }
+
+  watchApprovals(listener: (id: string) => void): Promise<() => Promise<void>> {
+    return this.listen(APPROVAL_CHANNEL, (payload) => payload !== undefined && listener(payload));
+  }
+
   /**
    * LISTEN on a connection of its own (outside the pool). A dropped connection is reopened with
-   * backoff, and the listener is called once it is back: a NOTIFY sent meanwhile was missed, and
-   * re-reading what is in force is cheap.
+   * backoff, and the listener is called (without a payload) once it is back: a NOTIFY sent
+   * meanwhile was missed, and re-reading what matters is cheap.
    */
-  async watchPolicy(listener: () => void): Promise<() => Promise<void>> {
+  private async listen(channel: string, listener: (payload?: string) => void): Promise<() => Promise<void>> {
     let stopped = false;
     let client: pg.Client | undefined;
     let retry: NodeJS.Timeout | undefined;
@@ -281,10 +363,10 @@ export class PostgresStore implements Store {
         client = undefined;
         retry = setTimeout(() => void connect(Math.min(delay * 2, 5000), true).catch(() => undefined), delay);
       });
-      c.on('notification', (n) => n.channel === POLICY_CHANNEL && listener());
+      c.on('notification', (n) => n.channel === channel && listener(n.payload || undefined));
       try {
         await c.connect();
-        await c.query(`LISTEN ${POLICY_CHANNEL}`);
+        await c.query(`LISTEN ${channel}`);
       } catch (e) {
         await c.end().catch(() => {});
         if (!again) throw e;

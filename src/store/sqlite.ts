@@ -25,6 +25,8 @@ import type {
   ChainHead,
   Checkpoint,
   Payload,
+  ApprovalRecord,
+  ApprovalStatus,
   PolicyEntry,
   PolicySummary,
   RecordedMessage,
@@ -32,7 +34,7 @@ import type {
   SealedBatch,
   Store,
 } from './store.js';
-import { policyFromRow } from './store.js';
+import { approvalData, approvalFromRow, policyFromRow } from './store.js';
 
 /** PRAGMA application_id of a Portcullis store: "PCLS". Tells our files from any other SQLite file. */
 export const SQLITE_APPLICATION_ID = 0x50434c53;
@@ -102,6 +104,24 @@ const MIGRATIONS: { version: number; sql: string }[] = [
       CREATE INDEX policy_versions_by_version ON policy_versions (version, id);
       CREATE INDEX audit_records_by_ts ON audit_records (ts);
       CREATE INDEX audit_records_by_type ON audit_records (type, seq);
+      CREATE TABLE approvals (
+        id            TEXT PRIMARY KEY,
+        status        TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        expires_at    TEXT NOT NULL,
+        requester_key TEXT NOT NULL,
+        server        TEXT NOT NULL,
+        method        TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        args_digest   TEXT NOT NULL,
+        data          TEXT NOT NULL,
+        decided_at    TEXT,
+        decided_by    TEXT,
+        reason        TEXT,
+        grant_until   TEXT
+      );
+      CREATE INDEX approvals_by_status ON approvals (status, created_at);
+      CREATE INDEX approvals_by_request ON approvals (requester_key, server, target, args_digest);
     `,
   },
 ];
@@ -122,6 +142,16 @@ const BUSY_SPIN_MS = 10;
 function isBusy(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+}
+
+interface ApprovalRow {
+  id: string;
+  status: string;
+  data: string;
+  decided_at: string | null;
+  decided_by: string | null;
+  reason: string | null;
+  grant_until: string | null;
 }
 
 interface PolicyRow {
@@ -329,6 +359,62 @@ export class SqliteStore implements Store {
     const own = () => listener();
     this.policyListeners.add(own);
     return async () => void this.policyListeners.delete(own);
+  }
+
+  private readonly approvalListeners = new Set<(id: string) => void>();
+
+  async createApproval(a: ApprovalRecord): Promise<void> {
+    await this.write(() =>
+      this.db
+        .prepare('INSERT INTO approvals (id, status, created_at, expires_at, requester_key, server, method, target, args_digest, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(a.id, a.status, a.createdAt, a.expiresAt, a.requester.key, a.server, a.method, a.tool ?? a.resource ?? a.prompt ?? '', a.argsDigest, approvalData(a)),
+    );
+  }
+
+  async getApproval(id: string): Promise<ApprovalRecord | undefined> {
+    const row = this.db.prepare<[string], ApprovalRow>('SELECT * FROM approvals WHERE id = ?').get(id);
+    return row && approvalFromRow(row);
+  }
+
+  async listApprovals(filter: { status?: ApprovalStatus; limit: number }): Promise<ApprovalRecord[]> {
+    const now = new Date().toISOString();
+    // A pending row past its expiry is an expired approval: filter on what callers are told.
+    const where =
+      filter.status === undefined ? '1' : filter.status === 'pending' ? "status = 'pending' AND expires_at > @now" : filter.status === 'expired' ? "(status = 'expired' OR (status = 'pending' AND expires_at <= @now))" : 'status = @status';
+    return this.db
+      .prepare<Record<string, unknown>, ApprovalRow>(`SELECT * FROM approvals WHERE ${where} ORDER BY created_at DESC LIMIT @limit`)
+      .all({ now, status: filter.status, limit: filter.limit })
+      .map(approvalFromRow);
+  }
+
+  async settleApproval(id: string, o: { status: Exclude<ApprovalStatus, 'pending'>; decidedBy: string; reason?: string; grantUntil?: string }): Promise<ApprovalRecord | undefined> {
+    const now = new Date().toISOString();
+    // Approve and deny only before the expiry; expiring and withdrawing end a pending one whenever.
+    const row = await this.write(() =>
+      this.db
+        .prepare<unknown[], ApprovalRow>(
+          "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ?, grant_until = ? WHERE id = ? AND status = 'pending' AND (? OR expires_at > ?) RETURNING *",
+        )
+        .get(o.status, now, o.decidedBy, o.reason ?? null, o.grantUntil ?? null, id, o.status === 'expired' || o.status === 'cancelled' ? 1 : 0, now),
+    );
+    if (!row) return undefined;
+    for (const listener of this.approvalListeners) listener(id);
+    return approvalFromRow(row);
+  }
+
+  async findGrant(r: { requesterKey: string; server: string; method: string; target: string; argsDigest: string }): Promise<ApprovalRecord | undefined> {
+    const row = this.db
+      .prepare<unknown[], ApprovalRow>(
+        "SELECT * FROM approvals WHERE requester_key = ? AND server = ? AND method = ? AND target = ? AND args_digest = ? AND status = 'approved' AND grant_until > ? ORDER BY decided_at DESC LIMIT 1",
+      )
+      .get(r.requesterKey, r.server, r.method, r.target, r.argsDigest, new Date().toISOString());
+    return row && approvalFromRow(row);
+  }
+
+  async watchApprovals(listener: (id: string) => void): Promise<() => Promise<void>> {
+    const own = (id: string) => listener(id);
+    this.approvalListeners.add(own);
+    return async () => void this.approvalListeners.delete(own);
   }
 
   async recordingCounts(sessionIds: string[]): Promise<Map<string, number>> {
