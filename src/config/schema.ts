@@ -42,6 +42,8 @@ const limits = z.strictObject({
   upstreamTimeout: duration.default(60_000),
   sessionIdleTimeout: duration.default(30 * 60_000),
   maxSessions: positiveInt.default(1000),
+  /** Sessions one credential (identityKey) may hold at once, so one caller cannot take all of maxSessions. */
+  maxSessionsPerIdentity: positiveInt.default(100),
 });
 
 const stdioServer = z.strictObject({
@@ -52,9 +54,15 @@ const stdioServer = z.strictObject({
   cwd: z.string().optional(),
 });
 
+/** Credentials in "user:pass@" would travel wherever a URL does (logs, errors); headers carry them instead. */
+const upstreamUrl = z.url({ protocol: /^https?$/ }).refine((u) => {
+  const url = new URL(u);
+  return url.username === '' && url.password === '';
+}, 'credentials in the URL ("user:pass@") are not accepted: put them in headers, e.g. headers: { Authorization: "Basic ${env:CRM_BASIC}" } or { Authorization: "Bearer ${env:CRM_TOKEN}" }');
+
 const httpServer = z.strictObject({
   transport: z.enum(['http', 'sse']),
-  url: z.url({ protocol: /^https?$/ }),
+  url: upstreamUrl,
   headers: z.record(z.string(), z.string()).default({}),
 });
 
@@ -125,8 +133,18 @@ const audit = z.strictObject({
       enabled: z.boolean().default(true),
       retention: duration.default(30 * 86_400_000),
       maxMessageBytes: positiveInt.default(256 * 1024),
+      /** Open sessions' recordings are sealed into the audit chain at least this often. */
+      sealInterval: duration.default(30_000),
     })
     .prefault({}),
+});
+
+/** Scrapers of /metrics: with tokens listed, only `Authorization: Bearer <token>` with a listed SHA-256 reads them. */
+const metrics = z.strictObject({
+  tokens: z
+    .array(z.strictObject({ id: z.string().min(1), sha256: sha256Hex }))
+    .refine((ts) => new Set(ts.map((t) => t.sha256)).size === ts.length, 'two tokens have the same sha256: each token must be distinct')
+    .default([]),
 });
 
 const logging = z.strictObject({
@@ -146,6 +164,7 @@ export const configSchema = z.strictObject({
   admin: admin.optional(),
   approvals: approvals.prefault({}),
   audit: audit.prefault({}),
+  metrics: metrics.prefault({}),
   logging: logging.prefault({}),
 });
 

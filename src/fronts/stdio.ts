@@ -42,7 +42,7 @@ export async function serveStdio(gw: Gateway, server: string, identity: Identity
     } catch (e) {
       return e instanceof ShapeError ? refuse(e.code, e.message, e.id) : refuse(INVALID_REQUEST, (e as Error).message);
     }
-    void session.fromClient(raw);
+    void session.fromClient(raw, identity);
   });
   lines.once('close', () => session.end('the client closed stdin'));
   return session.whenEnded;

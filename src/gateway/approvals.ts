@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
-import { identityKey } from '../auth/authenticate.js';
+import { identityKey } from '../auth/identity.js';
 import { digestArgs } from '../audit/chain.js';
 import type { Decision, DecisionInput } from '../policy/decision.js';
 import type { ApprovalRecord, ApprovalStore } from '../store/store.js';

@@ -81,7 +81,7 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
       // policy allows it), and a denied notification is dropped, since it gets no reply.
       const decision = CLIENT_NOTIFICATIONS.has(m.method)
         ? builtIn('protocol/notification', policy.version)
-        : policy.decide({ identity: session.identity, server: session.server, method: m.method, time: new Date() });
+        : policy.decide({ identity: x.identity, server: session.server, method: m.method, time: new Date() });
       if (decision.effect !== 'allow') {
         session.log.warn({ method: m.method, rule: decision.rule }, 'notification dropped by policy');
         return undefined;
@@ -96,7 +96,7 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
     x.decisionId = decisionId;
     // Durable before anything moves: a decision without its record is no decision (fail closed).
     try {
-      await audit.append('decision', session.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
+      await audit.append('decision', x.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
     } catch (e) {
       session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; request refused');
       // An outage, not a policy answer: the client may retry; the store's own error stays in the log.
@@ -118,7 +118,7 @@ function governed(m: Extract<Classified, { type: 'request' }>): boolean {
 
 /** What policy decides on (and what the audit record describes). */
 function decisionInput(x: Exchange, m: Extract<Classified, { type: 'request' }>): DecisionInput {
-  const base = { identity: x.session.identity, server: x.session.server, method: m.method, time: new Date() };
+  const base = { identity: x.identity, server: x.session.server, method: m.method, time: new Date() };
   const a = m.action;
   switch (a.kind) {
     case 'tool':

@@ -21,7 +21,7 @@ test('a new store is one WAL file with FULL sync, marked as ours, at the latest 
   assert.equal(db.pragma('application_id', { simple: true }), SQLITE_APPLICATION_ID);
   assert.equal(db.pragma('user_version', { simple: true }), SQLITE_SCHEMA_VERSION);
   const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[]).map((r) => r.name);
-  assert.deepEqual(tables.filter((n) => !n.startsWith('sqlite_')), ['audit_checkpoints', 'audit_records', 'policy_versions', 'portcullis_meta', 'recording_payloads', 'recordings']);
+  assert.deepEqual(tables.filter((n) => !n.startsWith('sqlite_')), ['approvals', 'audit_checkpoints', 'audit_records', 'policy_versions', 'portcullis_meta', 'recording_payloads', 'recordings']);
 });
 
 test('synchronous=FULL is set on the connection that writes', (t) => {
@@ -129,7 +129,7 @@ test('a write waiting for another connection\'s lock leaves the event loop free,
   }, 5);
   t.after(() => clearInterval(timer));
   const started = performance.now();
-  const written = store.appendRecordings([{ sessionId: 's', ts: 1, direction: 'fromClient', server: 'x', sub: null, method: 'ping', messageId: '1', decision: null, body: '{}', payloadHash: null, truncatedFrom: null }], []);
+  const written = store.appendRecordings([{ sessionId: 's', ts: 1, direction: 'fromClient', server: 'x', sub: null, method: 'ping', messageId: '1', decision: null, body: '{}', payloadHash: null, truncatedFrom: null, seq: 1, hash: 'h' }], []);
   setTimeout(() => other.exec('COMMIT'), 400);
   await written;
   const waited = performance.now() - started;

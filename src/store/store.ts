@@ -92,6 +92,10 @@ export interface RecordingRow {
   payloadHash: string | null;
   /** The original size in bytes when the body was truncated, else null. */
   truncatedFrom: number | null;
+  /** Its place in the session's recording: 1, 2, 3, … without gaps (given when it is written). */
+  seq: number;
+  /** The session's running digest up to this message (see src/audit/recording-chain.ts). */
+  hash: string;
 }
 
 export interface Payload {
@@ -99,10 +103,14 @@ export interface Payload {
   body: string;
 }
 
-export interface RecordedMessage extends Omit<RecordingRow, 'body' | 'payloadHash'> {
+export interface RecordedMessage extends Omit<RecordingRow, 'body' | 'seq' | 'hash'> {
   /** Insertion order within the store; replay sorts by it. */
   id: number;
+  /** The message's JSON text, inline or from its payload. */
   body: string;
+  /** Null on a message recorded before recordings were chained (schema 1). */
+  seq: number | null;
+  hash: string | null;
 }
 
 export interface RecordingStore {
@@ -110,7 +118,18 @@ export interface RecordingStore {
   appendRecordings(rows: RecordingRow[], payloads: Payload[]): Promise<void>;
   /** A session's messages in the order they were recorded. */
   readRecording(sessionId: string): Promise<RecordedMessage[]>;
-  /** Deletes recorded messages older than `before` (ms since the epoch) and payloads nothing references any more. */
+  /** Every recorded message, by session id, then in recorded order; read in pages. */
+  readRecordings(): AsyncIterable<RecordedMessage>;
+  /**
+   * The first message id written with a seq and hash: messages below it were recorded before
+   * recordings were chained (an upgraded store) and cannot be verified; 1 on a new store.
+   */
+  recordingsChainedFrom(): Promise<number>;
+  /**
+   * Deletes the recordings of sessions whose every message is older than `before` (ms since the
+   * epoch), and payloads nothing references any more. Whole sessions only: a recording that
+   * lost its first messages could no longer be verified against its seals.
+   */
   pruneRecordings(before: number): Promise<{ messages: number; payloads: number }>;
 }
 

@@ -6,7 +6,7 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { everythingSuite, text } from '../fixtures/everything-suite.js';
-import { alive, CLIENT_INFO, connectStdioDirect, connectWrap, EVERYTHING, runPortcullis, startEverythingHttp, tempDir, upstreams, waitFor, writeConfig, type Proc } from './harness.js';
+import { alive, CLIENT_INFO, connectStdioDirect, connectWrap, EVERYTHING, rawWrap, runPortcullis, startEverythingHttp, tempDir, upstreams, waitFor, writeConfig, type Proc } from './harness.js';
 
 let evHttp: Proc & { url: string };
 before(async () => {
@@ -189,30 +189,3 @@ describe('portcullis wrap: failures and lifecycle', () => {
     }
   });
 });
-
-/** `portcullis wrap` with a raw stdin/stdout: what an SDK client would never send, and the wire as written. */
-async function rawWrap(servers: Parameters<typeof writeConfig>[0]['servers'], server: string) {
-  const { file, dir } = writeConfig({ servers, logging: { level: 'warn' } });
-  const p = runPortcullis(['wrap', '-c', file, '--server', server, '--identity', 'alice']);
-  const lines: any[] = [];
-  let buf = '';
-  p.child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(JSON.parse(buf.slice(0, i)));
-      buf = buf.slice(i + 1);
-    }
-  });
-  return {
-    lines,
-    send: (line: string) => void p.child.stdin!.write(`${line}\n`),
-    reply: (id: unknown) => waitFor(`the reply to ${JSON.stringify(id)}`, () => lines.find((l) => l.id === id && l.method === undefined), 15_000),
-    close: async () => {
-      p.child.stdin!.end();
-      await Promise.race([p.exited, new Promise((r) => setTimeout(r, 5_000))]);
-      await p.stop();
-      dir.remove();
-    },
-  };
-}
