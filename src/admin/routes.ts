@@ -179,7 +179,8 @@ const routes: Route[] = [
         const { entry, warnings } = await source.push(files, message, by, ctx.servers);
         return { body: { version: entry.version, warnings: warnings.map(({ file, line, field, message: m, ruleId }) => ({ file, line, field, rule: ruleId, message: m })) }, audit: { version: entry.version, previous, message } };
       } catch (e) {
-        if (e instanceof PortcullisError && e.code === 'PCL_POLICY_INVALID') throw invalidBundle(e);
+        // PCL_CONFIG_INVALID: the bundle needs what this gateway's config lacks (a hash key for hash masks).
+        if (e instanceof PortcullisError && (e.code === 'PCL_POLICY_INVALID' || e.code === 'PCL_CONFIG_INVALID')) throw invalidBundle(e);
         throw e;
       }
     },

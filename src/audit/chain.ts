@@ -52,6 +52,8 @@ export interface DecisionAuditData {
   identity: { sub: string; keyId?: string; groups: string[] };
   server: string;
   method: string;
+  /** "server" for a request the upstream sent to the client (sampling, elicitation, roots); absent for the client's requests. */
+  from?: 'server';
   tool?: string;
   resource?: string;
   prompt?: string;
@@ -74,6 +76,7 @@ export function decisionAuditData(
     identity: { ...identityLabel(input.identity), groups: [...input.identity.groups] },
     server: input.server,
     method: input.method,
+    from: input.from === 'server' ? 'server' : undefined,
     tool: input.tool,
     resource: input.resource,
     prompt: input.prompt,

@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config/load.js';
 import { serveFromConfig } from '../gateway/start.js';
+import { createLogger } from '../observability/log.js';
+import { stopOnSignals } from './signals.js';
 
 export function register(program: Command): void {
   program
@@ -9,20 +11,18 @@ export function register(program: Command): void {
     .option('-c, --config <file>', 'configuration file', 'portcullis.yaml')
     .action(async (opts: { config: string }) => {
       const loaded = loadConfig(opts.config);
-      const running = await serveFromConfig(loaded);
-      const names = Object.keys(loaded.config.servers);
-      process.stderr.write(`portcullis: listening; MCP endpoints:\n${names.map((n) => `  ${running.url(n)}`).join('\n')}\n`);
-      if (running.admin) process.stderr.write(`portcullis: admin API at ${running.admin.base}/admin/v1\n`);
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const stop = (signal: string) => {
-          if (stopping) return;
-          stopping = true;
-          running.wiring.log.info({ signal }, 'shutting down: no new connections, finishing in-flight requests');
-          running.close().then(resolve, resolve);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+      // Before anything starts: a signal during startup stops the gateway as soon as it runs.
+      const log = createLogger(loaded.config.logging.level);
+      const stop = stopOnSignals(log);
+      try {
+        const running = await serveFromConfig(loaded, log);
+        const names = Object.keys(loaded.config.servers);
+        process.stderr.write(`portcullis: listening; MCP endpoints:\n${names.map((n) => `  ${running.url(n)}`).join('\n')}\n`);
+        if (running.admin) process.stderr.write(`portcullis: admin API at ${running.admin.base}/admin/v1\n`);
+        await stop.requested;
+        await running.close({ force: stop.force });
+      } finally {
+        stop.done();
+      }
     });
 }

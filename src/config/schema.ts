@@ -122,7 +122,16 @@ const admin = z
 
 const approvals = z.strictObject({
   timeout: duration.default(5 * 60_000),
-  webhooks: z.array(z.strictObject({ url: z.url(), headers: z.record(z.string(), z.string()).default({}) })).default([]),
+  webhooks: z
+    .array(
+      z.strictObject({
+        url: z.url({ protocol: /^https?$/ }),
+        headers: z.record(z.string(), z.string()).default({}),
+        /** Signs each delivery (X-Portcullis-Signature: HMAC-SHA256); receivers verify with the same secret. */
+        secret: z.string().min(16, 'use at least 16 characters').optional(),
+      }),
+    )
+    .default([]),
 });
 
 const audit = z.strictObject({
@@ -147,6 +156,11 @@ const metrics = z.strictObject({
     .default([]),
 });
 
+const masking = z.strictObject({
+  /** HMAC key of the hash strategy: stable within a deployment, unlinkable across deployments. */
+  hashKey: z.string().min(32, 'use at least 32 characters (e.g. ${file:./keys/masking.key} with 32 random bytes, hex)').optional(),
+});
+
 const logging = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -165,6 +179,7 @@ export const configSchema = z.strictObject({
   approvals: approvals.prefault({}),
   audit: audit.prefault({}),
   metrics: metrics.prefault({}),
+  masking: masking.prefault({}),
   logging: logging.prefault({}),
 });
 

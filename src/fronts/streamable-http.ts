@@ -225,4 +225,7 @@ async function openSession(gw: Gateway, req: IncomingMessage, res: ServerRespons
   };
   channel.transport.onclose = () => session.end('client closed the session');
   await inSession(session, req, res, body, identity);
+  // Should the SDK transport still refuse the initialize (everything it checks was checked
+  // before), no client could use this session: it must not keep its upstream until idle.
+  if (!channel.transport.sessionId) session.end('initialize refused');
 }

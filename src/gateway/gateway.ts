@@ -13,6 +13,7 @@ import { checkHostAndOrigin, HttpRefusal, isLoopbackHost, sendRefusal } from '..
 import { createLogger } from '../observability/log.js';
 import { createMetrics, registerAuditMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
 import { connectUpstream, probeUpstream } from '../upstreams/upstream.js';
+import { killStdioUpstreams } from '../upstreams/stdio.js';
 import type { Recorder } from '../audit/recorder.js';
 import type { AuditSink, PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
@@ -30,6 +31,15 @@ export interface GatewayOptions {
   health?: AuditHealth;
 }
 
+/** How long requests in flight get to finish at shutdown. */
+export const DRAIN_MS = 10_000;
+
+export interface ShutdownOptions {
+  graceMs?: number;
+  /** Aborted: stop draining, SIGKILL stdio upstreams (a second Ctrl-C). */
+  force?: AbortSignal;
+}
+
 export class Gateway implements SessionHost {
   readonly log: Logger;
   readonly metrics: Metrics = createMetrics();
@@ -44,6 +54,7 @@ export class Gateway implements SessionHost {
   private opening = 0;
   /** Sessions open or being opened, per credential (identityKey), for limits.maxSessionsPerIdentity. */
   private readonly perPrincipal = new Map<string, number>();
+  private shutdown?: Promise<void>;
 
   constructor(
     readonly config: Config,
@@ -111,6 +122,12 @@ export class Gateway implements SessionHost {
         throw e;
       }
       session.attach(upstream);
+      if (this.closing) {
+        // The gateway began to shut down while this upstream started: it must not outlive the shutdown.
+        session.end('the gateway is shutting down');
+        await session.whenClosed;
+        throw Object.assign(new Error('the gateway is shutting down'), { status: 503 });
+      }
       try {
         await this.opts.audit.append('session.start', identity.sub, { sessionId: id, server, identity: { ...identityLabel(identity), groups: identity.groups, via: identity.via } });
       } catch (e) {
@@ -157,12 +174,30 @@ export class Gateway implements SessionHost {
     for (const s of this.sessions.values()) s.policyChanged();
   }
 
-  /** Graceful: no new sessions, in-flight requests get up to graceMs to finish, then every session ends. */
-  async close(graceMs = 10_000): Promise<void> {
+  /**
+   * Drain, then end: no new sessions; requests in flight get up to graceMs to finish (no longer
+   * once `force` aborts: then stdio upstreams are SIGKILLed); then every session ends and its
+   * upstream is closed, stdio process groups included. Idempotent: every call gets the same
+   * promise, so a second signal cannot start a second shutdown.
+   */
+  close(opts: ShutdownOptions = {}): Promise<void> {
+    return (this.shutdown ??= this.drainThenEnd(opts));
+  }
+
+  private async drainThenEnd({ graceMs = DRAIN_MS, force }: ShutdownOptions): Promise<void> {
     this.closing = true;
-    const deadline = Date.now() + graceMs;
-    while (Date.now() < deadline && [...this.sessions.values()].some((s) => s.busy)) await new Promise((r) => setTimeout(r, 20));
-    for (const s of [...this.sessions.values()]) s.end('the gateway is shutting down');
+    const forced = new Promise<void>((resolve) => {
+      const now = () => (killStdioUpstreams(), resolve());
+      if (force?.aborted) now();
+      else force?.addEventListener('abort', now, { once: true });
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const drained = Promise.all([...this.sessions.values()].map((s) => s.drained()));
+    await Promise.race([drained, forced, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    const sessions = [...this.sessions.values()];
+    for (const s of sessions) s.end('the gateway is shutting down');
+    await Promise.all(sessions.map((s) => s.whenClosed));
     this.auth.close();
   }
 
@@ -198,7 +233,7 @@ export interface RunningGateway {
   gateway: Gateway;
   server: Server;
   url(server: string): string;
-  close(): Promise<void>;
+  close(opts?: ShutdownOptions): Promise<void>;
 }
 
 /** Starts the HTTP listener; resolves once it listens. */
@@ -254,18 +289,26 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   gw.log.info({ address: `http://${host}:${address.port}`, servers: Object.keys(config.servers) }, 'gateway listening');
+  // Stop accepting, drain and end the sessions, then close connections: idle ones at once,
+  // busy ones (a GET stream, say) after 5 s or at once when forced.
+  let closing: Promise<void> | undefined;
+  const closeListener = async (opts: ShutdownOptions = {}) => {
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    await gw.close(opts);
+    server.closeIdleConnections();
+    const all = () => server.closeAllConnections();
+    const timer = setTimeout(all, 5_000);
+    if (opts.force?.aborted) all();
+    else opts.force?.addEventListener('abort', all, { once: true });
+    await closed;
+    clearTimeout(timer);
+    opts.force?.removeEventListener('abort', all);
+  };
   return {
     gateway: gw,
     server,
     url: (name) => `http://${host}:${address.port}/mcp/${encodeURIComponent(name)}`,
-    close: async () => {
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      await gw.close();
-      server.closeIdleConnections();
-      const timer = setTimeout(() => server.closeAllConnections(), 5_000);
-      await closed;
-      clearTimeout(timer);
-    },
+    close: (opts) => (closing ??= closeListener(opts)),
   };
 }
 

@@ -30,6 +30,10 @@ export interface Exchange {
   decisionId?: string;
   /** Set by decide once the decision's audit record is durable; the only thing forward accepts. */
   authorized?: Authorized;
+  /** What the session recording stores of this message: set by the masking stage (masked). */
+  recordable?: unknown;
+  /** Set by the recording stage: the masking stage calls it once `recordable` is known, so messages are recorded in order. */
+  recordNow?: () => void;
   /** Releases this message's place in the session's upstream order (see Session.order). */
   releaseTurn: () => void;
   turnReady: Promise<void>;

@@ -81,6 +81,12 @@ export class Session {
   private resolveEnded!: (reason: string) => void;
   /** Resolves with the reason once the session has ended, from either side. */
   readonly whenEnded = new Promise<string>((r) => (this.resolveEnded = r));
+  private resolveClosed!: (upstreamClosed: Promise<void>) => void;
+  /** Resolves once the session has ended and its upstream is closed (a stdio upstream's processes are gone). */
+  readonly whenClosed = new Promise<void>((r) => (this.resolveClosed = r));
+  private drainWaiters: Array<() => void> = [];
+  /** Client messages between fromClient and their reply written. */
+  private handling = 0;
   readonly log: Logger;
   private readonly idle: NodeJS.Timeout;
 
@@ -105,9 +111,18 @@ export class Session {
     this.idle.refresh();
   }
 
-  /** Whether requests are in flight (graceful shutdown waits for them). */
+  /** Whether requests are in flight, or a client message is still on its way through (graceful shutdown waits for them). */
   get busy(): boolean {
-    return this.inFlight.size > 0;
+    return this.inFlight.size > 0 || this.handling > 0;
+  }
+
+  private wakeIfIdle(): void {
+    if (!this.busy) for (const w of this.drainWaiters.splice(0)) w();
+  }
+
+  /** Resolves when no request is in flight (at once if none is). */
+  drained(): Promise<void> {
+    return this.busy ? new Promise((r) => this.drainWaiters.push(r)) : Promise.resolve();
   }
 
   get isEnded(): boolean {
@@ -140,6 +155,16 @@ export class Session {
 
   /** A message from the client, with the verified identity of the request that carried it: through the pipeline, and its reply back to the client. */
   async fromClient(raw: unknown, identity: Identity): Promise<void> {
+    this.handling++;
+    try {
+      await this.pass(raw, identity);
+    } finally {
+      this.handling--;
+      this.wakeIfIdle();
+    }
+  }
+
+  private async pass(raw: unknown, identity: Identity): Promise<void> {
     this.touch();
     const id = requestId(raw);
     let admission: Admission | undefined;
@@ -244,6 +269,7 @@ export class Session {
         clearTimeout(timer);
         this.inFlight.delete(id);
         resolve(reply);
+        this.wakeIfIdle();
       };
       const entry: InFlight = { settle, progressToken };
       this.inFlight.set(id, entry);
@@ -328,7 +354,7 @@ export class Session {
       errors.push(this.channel.send(errorResponse(id, UPSTREAM_ERROR, `session ended: ${reason}`), id).catch(() => undefined));
     }
     this.host.ended(this, reason);
-    void this.upstream?.close().catch(() => undefined);
+    this.resolveClosed(this.upstream ? this.upstream.close().catch(() => undefined) : Promise.resolve());
     void Promise.all(errors).then(() => this.channel.close()).catch(() => undefined);
   }
 }

@@ -8,11 +8,11 @@ import { openAuditing, signerFromConfig, type Auditing } from '../audit/open.js'
 import type { LoadedConfig } from '../config/load.js';
 import { formatProblem, PortcullisError } from '../errors.js';
 import { createLogger } from '../observability/log.js';
-import type { CompiledBundle } from '../policy/compile.js';
+import { usesHash, type CompiledBundle } from '../policy/compile.js';
 import { StorePolicySource } from '../policy/store-source.js';
 import { PolicySource } from '../policy/watch.js';
 import { policyPoint } from './decide.js';
-import { Gateway, startGateway, type GatewayOptions, type RunningGateway } from './gateway.js';
+import { Gateway, startGateway, type GatewayOptions, type RunningGateway, type ShutdownOptions } from './gateway.js';
 
 export interface Wiring {
   log: Logger;
@@ -25,11 +25,16 @@ export interface Wiring {
   close(): Promise<void>;
 }
 
-export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean } = {}): Promise<Wiring> {
+export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): Promise<Wiring> {
   const { config, baseDir } = loaded;
-  const log = createLogger(config.logging.level, opts.logToStderr);
+  const log = opts.log ?? createLogger(config.logging.level);
   if (!config.policy) throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy is required: policy.path (a folder or file), or policy.source: store`);
   const reloadListeners: Array<() => void> = [];
+  const hashKey = config.masking.hashKey === undefined ? undefined : Buffer.from(config.masking.hashKey, 'utf8');
+  /** What a bundle needs of this config before it may be in force, wherever it comes from. */
+  const check = (bundle: CompiledBundle) => {
+    if (!hashKey && usesHash(bundle)) throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: a mask uses strategy hash, which needs masking.hashKey (e.g. hashKey: \${file:./keys/masking.key}); the policy was not loaded`);
+  };
   const changed = (by: string) => (bundle: CompiledBundle, previous: CompiledBundle) => {
     log.info({ version: bundle.version, previous: previous.version }, 'policy reloaded');
     for (const listener of reloadListeners) listener();
@@ -40,6 +45,7 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean }
   if (config.policy.source === 'folder') {
     folder = new PolicySource(resolve(baseDir, config.policy.path), {
       watch: config.policy.watch,
+      check,
       onReload: (bundle, previous) => ((loadedAt = new Date().toISOString()), changed('file-watch')(bundle, previous)),
       onInvalid: (e) => log.error({ problems: e.problems.map(formatProblem) }, `policy change rejected, the running version stays in force: ${e.message}`),
     });
@@ -56,7 +62,7 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean }
     try {
       // The push itself is audited by the admin API (admin.request, with its caller); this
       // record says what came into force here, also when another replica pushed it.
-      fromStore = await StorePolicySource.open(auditing.store, log, changed('policy-store'));
+      fromStore = await StorePolicySource.open(auditing.store, log, changed('policy-store'), check);
     } catch (e) {
       await auditing.close();
       throw e;
@@ -64,7 +70,7 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean }
     if (!fromStore.entry()) log.warn('policy.source is store and nothing has been pushed yet: every request is denied until the first push (PUT /admin/v1/policy)');
   }
   const source = (folder ?? fromStore)!;
-  const policy = policyPoint(source);
+  const policy = policyPoint(source, { hashKey });
   log.info({ version: source.current().version, ...(folder ? { path: folder.path } : { source: 'store' }) }, 'policy loaded');
   return {
     log,
@@ -81,8 +87,8 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean }
   };
 }
 
-export async function serveFromConfig(loaded: LoadedConfig): Promise<RunningGateway & { wiring: Wiring; admin?: RunningAdmin }> {
-  const wiring = await wire(loaded);
+export async function serveFromConfig(loaded: LoadedConfig, log?: Logger): Promise<RunningGateway & { wiring: Wiring; admin?: RunningAdmin }> {
+  const wiring = await wire(loaded, { log });
   let running: RunningGateway | undefined;
   let admin: RunningAdmin | undefined;
   try {
@@ -107,11 +113,15 @@ export async function serveFromConfig(loaded: LoadedConfig): Promise<RunningGate
     throw e;
   }
   const gateway = running;
-  return { ...gateway, wiring, admin, close: async () => (await admin?.close(), await gateway.close(), await wiring.close()) };
+  // The sessions end (their session.end records queued) before the audit log writes its closing checkpoint.
+  let closing: Promise<void> | undefined;
+  const close = (opts?: ShutdownOptions) => (closing ??= (async () => (await admin?.close(), await gateway.close(opts)))().finally(() => wiring.close()));
+  return { ...gateway, wiring, admin, close };
 }
 
-export async function gatewayFromConfig(loaded: LoadedConfig): Promise<{ gateway: Gateway; wiring: Wiring }> {
-  const wiring = await wire(loaded, { logToStderr: true });
+/** For the stdio front: logs go to stderr (stdout carries the protocol). */
+export async function gatewayFromConfig(loaded: LoadedConfig, log: Logger = createLogger(loaded.config.logging.level, true)): Promise<{ gateway: Gateway; wiring: Wiring }> {
+  const wiring = await wire(loaded, { log });
   const gateway = new Gateway(loaded.config, wiring.options);
   wiring.onPolicyChange(() => gateway.policyChanged());
   return { gateway, wiring };

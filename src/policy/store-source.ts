@@ -28,11 +28,13 @@ export class StorePolicySource {
     private readonly store: PolicyStore,
     private readonly log: Logger,
     private readonly onReload: (bundle: CompiledBundle, previous: CompiledBundle) => void,
+    /** What the gateway's config needs of a bundle (a hash key for hash masks); throws PortcullisError. */
+    private readonly check: (bundle: CompiledBundle) => void,
   ) {}
 
   /** Loads the entry in force and follows the store: a push on any replica is in force here too. */
-  static async open(store: PolicyStore, log: Logger, onReload: (bundle: CompiledBundle, previous: CompiledBundle) => void = () => {}): Promise<StorePolicySource> {
-    const source = new StorePolicySource(store, log, onReload);
+  static async open(store: PolicyStore, log: Logger, onReload: (bundle: CompiledBundle, previous: CompiledBundle) => void = () => {}, check: (bundle: CompiledBundle) => void = () => {}): Promise<StorePolicySource> {
+    const source = new StorePolicySource(store, log, onReload, check);
     await source.refresh();
     source.#stopWatching = await store.watchPolicy(() => void source.refresh());
     return source;
@@ -62,6 +64,7 @@ export class StorePolicySource {
       );
     }
     const bundle = compileBundle(files);
+    this.check(bundle);
     const entry = await this.store.appendPolicy({ version: bundle.version, files, message, by, action: 'push' });
     await this.refresh();
     return { entry, warnings: findings.filter((f) => f.level === 'warning') };
@@ -90,6 +93,7 @@ export class StorePolicySource {
     let bundle: CompiledBundle;
     try {
       bundle = compileBundle(entry.files);
+      this.check(bundle);
     } catch (e) {
       this.log.error({ err: (e as Error).message, version: entry.version, id: entry.id }, 'the policy in force in the store does not compile here; the current version stays');
       return;

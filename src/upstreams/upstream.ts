@@ -1,20 +1,20 @@
-// Upstream connectors: the SDK's client transports (stdio child, Streamable HTTP, legacy SSE)
-// behind one interface. send() accepts only an Authorized message, which only the decide stage
+// Upstream connectors: a stdio child (./stdio.ts, in its own process group) and the SDK's client
+// transports for Streamable HTTP and legacy SSE, behind one interface. send() accepts only an Authorized message, which only the decide stage
 // can make: a message without a decision cannot reach an upstream, by construction.
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
-import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { existsSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { ServerConfig } from '../config/schema.js';
-import type { Authorized } from '../gateway/decide.js';
+import { Authorized } from '../gateway/decide.js';
 import { PortcullisError } from '../errors.js';
 import { upstreamFetch } from './http-fetch.js';
 import { redactedUrl, scrubber } from './redact.js';
+import { StdioUpstreamTransport } from './stdio.js';
 
 export interface Upstream {
   send(message: Authorized): Promise<void>;
@@ -44,6 +44,8 @@ class TransportUpstream implements Upstream {
     private readonly where: string,
     private readonly log: Logger,
     private readonly scrub: (text: string) => string,
+    /** Why the transport closed, when it knows better than "closed" (a child's exit status). */
+    closeReason?: () => string | undefined,
   ) {
     this.describe = `upstream "${name}"`;
     transport.onmessage = (m) => this.onmessage?.(m);
@@ -51,7 +53,7 @@ class TransportUpstream implements Upstream {
       // Closing a session tears its streams down on purpose: that is not worth a warning.
       log[this.closed ? 'debug' : 'warn']({ at: where, err: scrub(e.message) }, 'upstream transport error');
     };
-    transport.onclose = () => this.gone(`${this.describe} closed the connection (PCL_UPSTREAM_UNAVAILABLE)`);
+    transport.onclose = () => this.gone(closeReason?.() ?? `${this.describe} closed the connection (PCL_UPSTREAM_UNAVAILABLE)`);
   }
 
   gone(reason: string): void {
@@ -65,6 +67,8 @@ class TransportUpstream implements Upstream {
   }
 
   send(a: Authorized): Promise<void> {
+    // The type already forbids anything else; this holds against a cast too.
+    if (!Authorized.is(a)) return Promise.reject(new Error(`${this.describe}: refused a message that carries no decision`));
     if (this.closed) return Promise.reject(new Error(`${this.describe} is closed (PCL_UPSTREAM_UNAVAILABLE)`));
     return this.transport.send(a.message).catch((e: Error) => {
       // The underlying cause, for the operator ("fetch failed" alone says neither which nor why).
@@ -94,24 +98,22 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
   const slog = log.child({ upstream: name });
   const scrub = scrubber(server);
   if (server.transport === 'stdio') {
-    const transport = new StdioClientTransport({
+    const transport = new StdioUpstreamTransport({
       command: server.command,
       args: server.args,
       env: { ...getDefaultEnvironment(), ...server.env },
       cwd: resolve(baseDir, server.cwd ?? '.'),
-      stderr: 'pipe',
+      // The child's stderr is its log: keep it, line by line, attributed to the server.
+      stderr: (line) => slog.info({ stderr: line }, 'upstream stderr'),
     });
-    const upstream = new TransportUpstream(transport, name, server.command, slog, scrub);
-    // The child's stderr is its log: keep it, line by line, attributed to the server.
-    createInterface({ input: transport.stderr as unknown as NodeJS.ReadableStream }).on('line', (line) => slog.info({ stderr: line }, 'upstream stderr'));
+    const exited = () => (transport.exitStatus ? `upstream "${name}" exited (${transport.exitStatus}) (PCL_UPSTREAM_EXITED)` : undefined);
+    const upstream = new TransportUpstream(transport, name, server.command, slog, scrub, exited);
     try {
       await upstream.start();
     } catch (e) {
       slog.error({ at: server.command, err: scrub(describeError(e as Error)) }, 'upstream could not be started');
       throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" could not be started (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
     }
-    const child = (transport as unknown as { _process?: import('node:child_process').ChildProcess })._process;
-    child?.on('exit', (code, signal) => upstream.gone(`upstream "${name}" exited (${signal ?? `code ${code}`}) (PCL_UPSTREAM_EXITED)`));
     return upstream;
   }
   const headers = server.headers;

@@ -72,7 +72,7 @@ export interface TestGatewayOptions {
 }
 
 /** A policy document that allows everything on every server (methods included). */
-export const ALLOW_ALL_POLICY = 'apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: test }\nserver: "*"\ndefault: allow\nrules:\n  - { name: allow-all, effect: allow, tools: ["*"], resources: ["**"], prompts: ["*"], methods: ["*"] }\n';
+export const ALLOW_ALL_POLICY = 'apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: test }\nserver: "*"\ndefault: allow\nrules:\n  - { name: allow-all, effect: allow, tools: ["*"], resources: ["**"], prompts: ["*"], methods: ["*"], serverRequests: ["*"] }\n';
 
 /** A real compiled bundle that allows everything on every server (methods included). */
 export const ALLOW_ALL = compileBundle({ 'allow-all.yaml': ALLOW_ALL_POLICY });
@@ -92,7 +92,7 @@ export async function startTestGateway(servers: ServersInput, opts: TestGatewayO
   const policy: PolicyPoint = {
     current: () => {
       const view = inner.current();
-      return { version: view.version, visible: view.visible, decide: (input) => (decisions.push(input), view.decide(input)) };
+      return { ...view, decide: (input) => (decisions.push(input), view.decide(input)) };
     },
   };
   const sink: AuditSink = { append: async (type, actor, data) => void audit.push({ type, actor, data }) };
@@ -303,6 +303,8 @@ export interface WrapSession {
   transport: StdioClientTransport;
   /** The wrap process's pid. */
   pid: number;
+  /** Its portcullis.yaml (the SQLite store is beside it, in data/). */
+  file: string;
   stderr(): string;
   close(): Promise<void>;
 }
@@ -346,6 +348,7 @@ export async function connectWrap(servers: ServersInput, server: string, opts: W
     client,
     transport,
     pid,
+    file,
     stderr: () => err,
     close: async () => {
       await client.close().catch(() => undefined);
@@ -356,8 +359,8 @@ export async function connectWrap(servers: ServersInput, server: string, opts: W
 }
 
 /** `portcullis wrap` with a raw stdin/stdout: what an SDK client would never send, and the wire as written. */
-export async function rawWrap(servers: ServersInput, server: string, policies?: Record<string, string>) {
-  const { file, dir } = writeConfig({ servers, logging: { level: 'warn' } }, policies);
+export async function rawWrap(servers: ServersInput, server: string, policies?: Record<string, string>, config: Omit<Parameters<typeof writeConfig>[0], 'servers'> = {}) {
+  const { file, dir } = writeConfig({ servers, logging: { level: 'warn' }, ...config }, policies);
   const p = runPortcullis(['wrap', '-c', file, '--server', server, '--identity', 'alice']);
   const lines: any[] = [];
   let buf = '';
@@ -370,6 +373,9 @@ export async function rawWrap(servers: ServersInput, server: string, policies?: 
     }
   });
   return {
+    p,
+    file,
+    dir: dir.path,
     lines,
     send: (line: string) => void p.child.stdin!.write(`${line}\n`),
     reply: (id: unknown) => waitFor(`the reply to ${JSON.stringify(id)}`, () => lines.find((l) => l.id === id && l.method === undefined), 15_000),
