@@ -11,7 +11,10 @@ import { explain } from '../policy/explain.js';
 import { testInput } from '../policy/policy-tests.js';
 import type { PolicyTestCase } from '../policy/schema.js';
 import type { StorePolicySource } from '../policy/store-source.js';
-import type { Store } from '../store/store.js';
+import type { ApprovalRecord, Store } from '../store/store.js';
+import { identityKey } from '../auth/identity.js';
+import type { ApprovalDesk } from '../gateway/approvals.js';
+import type { AuditSink } from '../gateway/decide.js';
 import type { Identity } from '../auth/identity.js';
 
 /** Who called: an admin token, or an identity of the gateway (admin when in admin.groups). */
@@ -40,6 +43,69 @@ export interface PolicyState {
   folder?: { path: string; loadedAt(): string };
 }
 
+const approvalStatus = z.enum(['pending', 'approved', 'denied', 'expired', 'cancelled']);
+const verdictBody = z.strictObject({ reason: z.string().max(2_000).optional() });
+
+/** An approval as the admin API shows it (SPEC 7): the requester's credential key stays inside. */
+function approvalView(a: ApprovalRecord): Record<string, unknown> {
+  return {
+    id: a.id,
+    status: a.status,
+    requester: { sub: a.requester.sub, groups: a.requester.groups },
+    server: a.server,
+    method: a.method,
+    ...(a.tool !== undefined && { tool: a.tool }),
+    ...(a.resource !== undefined && { resource: a.resource }),
+    ...(a.prompt !== undefined && { prompt: a.prompt }),
+    args: a.args ?? {},
+    rule: a.rule,
+    approvers: a.approvers,
+    createdAt: a.createdAt,
+    expiresAt: a.expiresAt,
+    ...(a.decidedAt !== undefined && { decidedAt: a.decidedAt, decidedBy: a.decidedBy, reason: a.reason ?? null }),
+  };
+}
+
+/** The rule's approvers decide: identities by sub or group, an admin token only when named as "admin:<id>". */
+function mayDecide(caller: Caller, a: ApprovalRecord): boolean {
+  const subs = a.approvers.sub ?? [];
+  if (caller.kind === 'token') return subs.includes(`admin:${caller.id}`);
+  const groups = a.approvers.groups ?? [];
+  return subs.includes(caller.identity.sub) || caller.identity.groups.some((g) => groups.includes(g));
+}
+
+function isRequester(caller: Caller, a: ApprovalRecord): boolean {
+  return caller.kind === 'identity' && (identityKey(caller.identity) === a.requester.key || caller.identity.sub === a.requester.sub);
+}
+
+function verdictRoute(verdict: 'approve' | 'deny'): Route {
+  return {
+    method: 'POST',
+    path: new RegExp(`^/admin/v1/approvals/([^/]{1,100})/${verdict}$`),
+    adminOnly: false,
+    async handle(ctx, [id]) {
+      const { reason } = parse(verdictBody, ctx.body);
+      const a = await ctx.store.getApproval(id);
+      if (!a) throw new AdminError(404, 'not_found', `no approval ${id}`);
+      // Who may decide comes first: a caller who may not learns nothing about the approval's state.
+      if (isRequester(ctx.caller, a)) throw new AdminError(403, 'forbidden', 'the requester never decides their own request');
+      if (!mayDecide(ctx.caller, a)) throw new AdminError(403, 'forbidden', `${actorOf(ctx.caller)} is not among the approvers of rule ${a.rule}`);
+      if (a.status !== 'pending') throw new AdminError(409, 'conflict', `approval ${id} is ${a.status}${a.decidedBy ? ` (by ${a.decidedBy})` : ''}: it cannot be decided again`);
+      const by = actorOf(ctx.caller);
+      const status = verdict === 'approve' ? 'approved' : 'denied';
+      const grantUntil = status === 'approved' && a.grantMs ? new Date(Date.now() + a.grantMs).toISOString() : undefined;
+      const settled = await ctx.store.settleApproval(id, { status, decidedBy: by, reason, grantUntil });
+      if (!settled) {
+        const now = await ctx.store.getApproval(id);
+        throw new AdminError(409, 'conflict', `approval ${id} is ${now?.status ?? 'gone'}: it cannot be decided again`);
+      }
+      await ctx.audit.append(`approval.${status}`, by, { approvalId: id, by, reason: reason ?? null, rule: a.rule, sessionId: a.sessionId, requestId: a.requestId, requester: a.requester.sub, ...(grantUntil && { grantUntil }) });
+      await ctx.approvals.settled(id);
+      return { body: { approval: approvalView(settled) }, audit: { approvalId: id, status } };
+    },
+  };
+}
+
 export interface AdminContext {
   caller: Caller;
   body: Record<string, unknown> | undefined;
@@ -51,6 +117,8 @@ export interface AdminContext {
   /** Checks checkpoint signatures in /audit/verify when a key is configured. */
   publicKey?: KeyObject;
   checkpointEvery?: number;
+  approvals: ApprovalDesk;
+  audit: AuditSink;
 }
 
 export interface Answer {
@@ -142,6 +210,32 @@ function limitParam(q: URLSearchParams): number | undefined {
 }
 
 const routes: Route[] = [
+  {
+    method: 'GET',
+    path: /^\/admin\/v1\/approvals$/,
+    adminOnly: false,
+    async handle(ctx) {
+      const raw = ctx.query.get('status') ?? undefined;
+      const status = raw === undefined ? undefined : approvalStatus.safeParse(raw);
+      if (status && !status.success) throw new AdminError(400, 'bad_request', 'status is pending, approved, denied, expired or cancelled');
+      const all = await ctx.store.listApprovals({ status: status?.data, limit: limitParam(ctx.query) ?? 100 });
+      // An admin lists everything; anyone else what they may decide (never their own requests).
+      const shown = ctx.caller.admin && ctx.caller.kind === 'token' ? all : all.filter((a) => (ctx.caller.admin || mayDecide(ctx.caller, a)) && !isRequester(ctx.caller, a));
+      return { body: { approvals: shown.map(approvalView) } };
+    },
+  },
+  {
+    method: 'GET',
+    path: /^\/admin\/v1\/approvals\/([^/]{1,100})$/,
+    adminOnly: false,
+    async handle(ctx, [id]) {
+      const a = await ctx.store.getApproval(id);
+      if (!a || (!ctx.caller.admin && !mayDecide(ctx.caller, a) && !isRequester(ctx.caller, a))) throw new AdminError(404, 'not_found', `no approval ${id}`);
+      return { body: { approval: approvalView(a) } };
+    },
+  },
+  verdictRoute('approve'),
+  verdictRoute('deny'),
   {
     method: 'GET',
     path: /^\/admin\/v1\/policy$/,

@@ -10,14 +10,12 @@ import { createApiKeyVerifier } from '../auth/api-keys.js';
 import type { Authenticator } from '../auth/authenticate.js';
 import type { Config } from '../config/schema.js';
 import { checkHostAndOrigin, HttpRefusal, isLoopbackHost } from '../fronts/http-request.js';
-import type { AuditSink } from '../gateway/decide.js';
 import { actorOf, AdminError, adminRoutes, type AdminContext, type Caller } from './routes.js';
 
 export interface AdminDeps extends Omit<AdminContext, 'caller' | 'body' | 'query'> {
   config: Config;
   log: Logger;
   auth: Authenticator;
-  audit: AuditSink;
 }
 
 export interface RunningAdmin {

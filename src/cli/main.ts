@@ -14,6 +14,7 @@ import { register as explain } from './explain.js';
 import { register as push } from './push.js';
 import { register as decide } from './decide.js';
 import { register as sessions } from './sessions.js';
+import { register as approvals } from './approvals.js';
 
 const program = new Command('portcullis')
   .description('Policy-as-code gateway for the Model Context Protocol')
@@ -33,6 +34,7 @@ explain(program);
 push(program);
 decide(program);
 sessions(program);
+approvals(program);
 
 try {
   await program.parseAsync(process.argv);

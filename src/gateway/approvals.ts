@@ -17,6 +17,9 @@ import { notifyWebhooks, type Webhook } from './webhooks.js';
 
 type Request = Extract<Classified, { type: 'request' }>;
 
+/** How often held calls are looked up in the store besides notifications (ms). */
+const POLL_MS = 1_000;
+
 export type HoldOutcome =
   /** Forward the held message (the decide stage mints it). */
   | { kind: 'approved'; approval: ApprovalRecord }
@@ -32,8 +35,6 @@ export interface ApprovalDeskOptions {
   /** Default wait before an approval expires (approvals.timeout), unless the rule sets its own. */
   timeoutMs: number;
   webhooks: Webhook[];
-  /** Where approvers decide, for the progress message and the webhook text (the admin API's base URL). */
-  adminUrl?: () => string | undefined;
 }
 
 interface Waiting {
@@ -43,7 +44,10 @@ interface Waiting {
 
 export class ApprovalDesk {
   readonly #waiting = new Map<string, Waiting>();
+  /** Where approvers decide (the admin API's base URL), for the progress message and the webhook text. */
+  adminUrl?: string;
   #stopWatching?: () => Promise<void>;
+  #poll?: NodeJS.Timeout;
   #closed = false;
 
   constructor(private readonly o: ApprovalDeskOptions) {}
@@ -109,6 +113,7 @@ export class ApprovalDesk {
       rule: decision.rule,
       approvers: decision.approvers ?? {},
       bundleVersion: decision.bundleVersion,
+      ...(decision.grantMs !== undefined && { grantMs: decision.grantMs }),
       sessionId: session.id,
       requestId: m.id,
       createdAt: new Date(now).toISOString(),
@@ -135,7 +140,7 @@ export class ApprovalDesk {
       this.o.log.error({ err: (e as Error).message }, 'could not record an approval; request refused');
       return { kind: 'answered', reply: errorResponse(m.id, INTERNAL_ERROR, 'The approval could not be recorded: the request was not forwarded (PCL_AUDIT_WRITE_FAILED)', { code: 'PCL_AUDIT_WRITE_FAILED', retryable: true }) };
     }
-    notifyWebhooks(this.o.webhooks, 'approval.requested', approval, this.o.adminUrl?.(), this.o.log);
+    notifyWebhooks(this.o.webhooks, 'approval.requested', approval, this.adminUrl, this.o.log);
 
     const outcome = new Promise<ApprovalRecord | 'shutdown' | 'withdrawn'>((resolve) => {
       let done = false;
@@ -155,6 +160,9 @@ export class ApprovalDesk {
       const timer = setTimeout(() => void this.#end(approval.id, 'expired', 'timeout').then((r) => r && finish(r)), Date.parse(approval.expiresAt) - Date.now());
       timer.unref?.();
       this.#waiting.set(approval.id, { approval, settle: finish });
+      // Another process on the same SQLite file (a wrap, a second serve) cannot notify this one:
+      // while calls are held, look at them once a second as well.
+      this.#poll ??= setInterval(() => (this.#waiting.size ? void this.settled() : (clearInterval(this.#poll), (this.#poll = undefined))), POLL_MS).unref();
     });
     x.releaseTurn();
     this.#progress(x, m, approval);
@@ -162,7 +170,7 @@ export class ApprovalDesk {
 
     if (result === 'withdrawn') return { kind: 'withdrawn' };
     if (result === 'shutdown') return { kind: 'answered', reply: refusal(m, `the gateway shut down while approval ${approval.id} was pending: the request was withdrawn and not forwarded`, approval) };
-    notifyWebhooks(this.o.webhooks, `approval.${result.status}`, result, this.o.adminUrl?.(), this.o.log);
+    notifyWebhooks(this.o.webhooks, `approval.${result.status}`, result, this.adminUrl, this.o.log);
     switch (result.status) {
       case 'approved':
         return { kind: 'approved', approval: result };
@@ -170,8 +178,11 @@ export class ApprovalDesk {
         return { kind: 'answered', reply: refusal(m, `Denied by approver ${result.decidedBy}${result.reason ? `: ${result.reason}` : ''} (approval ${result.id}, rule ${result.rule})`, result) };
       case 'expired':
         return { kind: 'answered', reply: refusal(m, `Approval ${result.id} expired at ${result.expiresAt} without a decision (rule ${result.rule}); the request was not forwarded`, result) };
-      default:
+      case 'cancelled':
         return { kind: 'withdrawn' };
+      default:
+        // Still pending: the store could not be updated at the expiry. Not forwarded, and said so.
+        return { kind: 'answered', reply: refusal(m, `Approval ${result.id} could not be settled (the store did not answer); the request was not forwarded`, result) };
     }
   }
 
@@ -189,7 +200,7 @@ export class ApprovalDesk {
   #progress(x: Exchange, m: Request, approval: ApprovalRecord): void {
     const token = (m.params?._meta as { progressToken?: unknown } | undefined)?.progressToken;
     if (typeof token !== 'string' && typeof token !== 'number') return;
-    const where = this.o.adminUrl?.();
+    const where = this.adminUrl;
     const message = `waiting for approval ${approval.id} (rule ${approval.rule}) until ${approval.expiresAt}${where ? `; approvers decide at ${where}/admin/v1/approvals/${approval.id}` : ''}`;
     x.session.sendToClient({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: 0, message } } as JSONRPCMessage, m.id).catch(() => undefined);
   }
@@ -197,6 +208,7 @@ export class ApprovalDesk {
   /** Shutdown: every held call is withdrawn (cancelled in the store) and answered with a clear error. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#poll);
     await Promise.all(
       [...this.#waiting.values()].map(async (w) => {
         await this.#end(w.approval.id, 'cancelled', 'the gateway shut down');

@@ -19,6 +19,7 @@ import type { AuditSink, PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
 import { Session, type ClientChannel, type SessionHost, type SessionLimits } from './session.js';
 import { buildPipelines } from './stages.js';
+import type { ApprovalDesk } from './approvals.js';
 
 export interface GatewayOptions {
   baseDir?: string;
@@ -29,6 +30,8 @@ export interface GatewayOptions {
   recorder?: Recorder;
   /** The audit log's health, for /readyz and /metrics: a gateway that cannot write its audit log refuses work. */
   health?: AuditHealth;
+  /** Holds approve decisions for a human; without it they fail closed. */
+  approvals?: ApprovalDesk;
 }
 
 /** How long requests in flight get to finish at shutdown. */
@@ -61,7 +64,7 @@ export class Gateway implements SessionHost {
     private readonly opts: GatewayOptions,
   ) {
     this.log = opts.log ?? createLogger(config.logging.level);
-    const pipelines = buildPipelines({ policy: opts.policy, audit: opts.audit, recorder: opts.recorder, log: this.log, metrics: this.metrics });
+    const pipelines = buildPipelines({ policy: opts.policy, audit: opts.audit, recorder: opts.recorder, approvals: opts.approvals, log: this.log, metrics: this.metrics });
     this.toUpstream = pipelines.toUpstream;
     this.toClient = pipelines.toClient;
     const l = config.limits;
@@ -186,6 +189,8 @@ export class Gateway implements SessionHost {
 
   private async drainThenEnd({ graceMs = DRAIN_MS, force }: ShutdownOptions): Promise<void> {
     this.closing = true;
+    // A held call would wait for a human past any grace: withdraw it now, with a clear error.
+    await this.opts.approvals?.close();
     const forced = new Promise<void>((resolve) => {
       const now = () => (killStdioUpstreams(), resolve());
       if (force?.aborted) now();

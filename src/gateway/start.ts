@@ -11,6 +11,7 @@ import { createLogger } from '../observability/log.js';
 import { usesHash, type CompiledBundle } from '../policy/compile.js';
 import { StorePolicySource } from '../policy/store-source.js';
 import { PolicySource } from '../policy/watch.js';
+import { ApprovalDesk } from './approvals.js';
 import { policyPoint } from './decide.js';
 import { Gateway, startGateway, type GatewayOptions, type RunningGateway, type ShutdownOptions } from './gateway.js';
 
@@ -22,6 +23,8 @@ export interface Wiring {
   auditing: Auditing;
   /** The policy in force and where it comes from (the admin API reads and pushes through it). */
   policy: PolicyState;
+  /** Calls held for approval (the admin API decides them). */
+  approvals: ApprovalDesk;
   close(): Promise<void>;
 }
 
@@ -70,6 +73,15 @@ export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): P
     if (!fromStore.entry()) log.warn('policy.source is store and nothing has been pushed yet: every request is denied until the first push (PUT /admin/v1/policy)');
   }
   const source = (folder ?? fromStore)!;
+  const approvals = new ApprovalDesk({ store: auditing.store, audit: auditing.log, log, timeoutMs: config.approvals.timeout, webhooks: config.approvals.webhooks });
+  try {
+    await approvals.start();
+  } catch (e) {
+    await fromStore?.close();
+    folder?.close();
+    await auditing.close();
+    throw e;
+  }
   const policy = policyPoint(source, { hashKey });
   log.info({ version: source.current().version, ...(folder ? { path: folder.path } : { source: 'store' }) }, 'policy loaded');
   return {
@@ -77,10 +89,12 @@ export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): P
     onPolicyChange: (listener) => reloadListeners.push(listener),
     auditing,
     policy: { current: () => source.current(), store: fromStore, folder: folder && { path: folder.path, loadedAt: () => loadedAt } },
-    options: { baseDir, log, policy, audit: auditing.log, recorder: auditing.recorder, health: auditing.log },
+    approvals,
+    options: { baseDir, log, policy, audit: auditing.log, recorder: auditing.recorder, health: auditing.log, approvals },
     close: async () => {
       folder?.close();
       await fromStore?.close();
+      await approvals.close();
       await auditing.close();
       log.flush();
     },
@@ -105,7 +119,9 @@ export async function serveFromConfig(loaded: LoadedConfig, log?: Logger): Promi
         servers: Object.keys(loaded.config.servers),
         publicKey: signerFromConfig(loaded.config, loaded.baseDir)?.publicKey,
         checkpointEvery: loaded.config.audit.checkpointEvery,
+        approvals: wiring.approvals,
       });
+      wiring.approvals.adminUrl = admin.base;
     }
   } catch (e) {
     await running?.close();

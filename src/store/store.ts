@@ -196,6 +196,8 @@ export interface ApprovalRecord {
   /** The approver's sub (or admin:<token id>), or what ended it (client cancelled, gateway shut down). */
   decidedBy?: string;
   reason?: string;
+  /** The rule's `grant.ttl` (ms): once approved, an identical request of the same credential passes that long. */
+  grantMs?: number;
   /** For an approved request whose rule has `grant`: until when an identical request passes. */
   grantUntil?: string;
 }
