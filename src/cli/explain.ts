@@ -48,7 +48,6 @@ export function requestOptions(cmd: Command): Command {
     .option('--resource <uri>', 'a resources/read of this URI')
     .option('--prompt <name>', 'a prompts/get of this prompt')
     .option('--method <method>', 'the JSON-RPC method (default from --tool, --resource or --prompt)')
-    .option('--server-request <method>', 'a request the server sends the client (sampling/createMessage, elicitation/create, roots/list); --args are its params')
     .option('--server-request <method>', 'a request the server sends to the client (sampling/createMessage, elicitation/create, roots/list…)')
     .option('--args <json>', 'tool or prompt arguments as a JSON object')
     .option('--time <iso>', 'the request time (default now)');

@@ -11,7 +11,7 @@ import type { Config } from '../config/schema.js';
 import { mcpHandler } from '../fronts/streamable-http.js';
 import { checkHostAndOrigin, HttpRefusal, isLoopbackHost, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
-import { createMetrics, registerAuditMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
+import { createMetrics, registerAuditMetrics, registerPolicyMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
 import { connectUpstream, probeUpstream } from '../upstreams/upstream.js';
 import { killStdioUpstreams } from '../upstreams/stdio.js';
 import type { Recorder } from '../audit/recorder.js';
@@ -69,6 +69,7 @@ export class Gateway implements SessionHost {
     this.toClient = pipelines.toClient;
     const l = config.limits;
     registerAuditMetrics(this.metrics.registry, opts.health, opts.recorder);
+    registerPolicyMetrics(this.metrics.registry, opts.policy, opts.approvals);
     this.metricsTokens = createApiKeyVerifier(config.metrics.tokens.map((t) => ({ ...t, groups: [] })));
     this.auth = createAuthenticator(config.auth, { log: this.log, resourceUrl: configuredBaseUrl(config) });
     if (config.auth.oidc && !configuredBaseUrl(config)) {

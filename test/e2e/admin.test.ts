@@ -8,7 +8,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ALLOW_ALL_POLICY, CLIENT_INFO, raw, runPortcullis, tempDir, startConfiguredGateway, upstreams, type ConfiguredGateway } from './harness.js';
+import { ALLOW_ALL_POLICY, CLIENT_INFO, raw, runPortcullis, tempDir, waitFor, startConfiguredGateway, upstreams, type ConfiguredGateway } from './harness.js';
 
 const adminToken = generateApiKey();
 const agentKey = generateApiKey();
@@ -71,6 +71,9 @@ describe('admin API with policy from the store', () => {
     assert.equal(push.status, 200, push.text);
     assert.match(push.json.version, /^[0-9a-f]{64}$/);
     assert.equal((await echo(gw, 'two')).text, 'Echo: two');
+    // The version in force, as Prometheus sees it: one series, the pushed version.
+    const metrics = (await raw(gw.base, '/metrics', { method: 'GET' })).text.split('\n').filter((l) => l.startsWith('portcullis_policy_info'));
+    assert.deepEqual(metrics, [`portcullis_policy_info{version="${push.json.version}"} 1`]);
 
     const now = await admin(gw, 'GET', '/admin/v1/policy');
     assert.deepEqual(now.json.files, { 'allow.yaml': ALLOW_ALL_POLICY });
@@ -208,11 +211,13 @@ describe('admin API with policy from the store', () => {
     assert.equal((await admin(gw, 'GET', '/admin/v1/audit?since=yesterday')).status, 400);
     assert.equal((await admin(gw, 'GET', '/admin/v1/audit?cursor=-1')).status, 400);
 
-    const sessions = (await admin(gw, 'GET', '/admin/v1/sessions?sub=agent&server=ev')).json.sessions;
-    const mine = sessions.find((s: { id: string }) => s.id === sessionId);
-    assert.ok(mine, 'the session is listed');
+    // Recordings are written in batches, a moment after the messages.
+    const mine = await waitFor('the session listed with its messages', async () => {
+      const sessions = (await admin(gw, 'GET', '/admin/v1/sessions?sub=agent&server=ev')).json.sessions as { id: string; sub: string; messages: number }[];
+      const s = sessions.find((x) => x.id === sessionId);
+      return s && s.messages >= 3 && s;
+    });
     assert.equal(mine.sub, 'agent');
-    assert.ok(mine.messages >= 3);
     const recording = await admin(gw, 'GET', `/admin/v1/sessions/${sessionId}`);
     assert.equal(recording.status, 200);
     assert.ok(recording.json.messages.some((m: { message: any }) => m.message?.params?.arguments?.message === 'secret plan'));
