@@ -10,8 +10,8 @@ import { identityKey } from '../auth/identity.js';
 import { digestArgs } from '../audit/chain.js';
 import type { Decision, DecisionInput } from '../policy/decision.js';
 import type { ApprovalRecord, ApprovalStore } from '../store/store.js';
-import { errorResponse, INTERNAL_ERROR, type Classified } from './classify.js';
-import type { AuditSink } from './decide.js';
+import { errorResponse, FORBIDDEN_BY_POLICY, INTERNAL_ERROR, type Classified } from './classify.js';
+import { DECISION_META, type AuditSink } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
 import { notifyWebhooks, type Webhook } from './webhooks.js';
 
@@ -169,20 +169,20 @@ export class ApprovalDesk {
     const result = await outcome;
 
     if (result === 'withdrawn') return { kind: 'withdrawn' };
-    if (result === 'shutdown') return { kind: 'answered', reply: refusal(m, `the gateway shut down while approval ${approval.id} was pending: the request was withdrawn and not forwarded`, approval) };
+    if (result === 'shutdown') return { kind: 'answered', reply: refusal(m, `the gateway shut down while approval ${approval.id} was pending: the request was withdrawn and not forwarded`, approval, decisionId) };
     notifyWebhooks(this.o.webhooks, `approval.${result.status}`, result, this.adminUrl, this.o.log);
     switch (result.status) {
       case 'approved':
         return { kind: 'approved', approval: result };
       case 'denied':
-        return { kind: 'answered', reply: refusal(m, `Denied by approver ${result.decidedBy}${result.reason ? `: ${result.reason}` : ''} (approval ${result.id}, rule ${result.rule})`, result) };
+        return { kind: 'answered', reply: refusal(m, `Denied by approver ${result.decidedBy}${result.reason ? `: ${result.reason}` : ''} (approval ${result.id}, rule ${result.rule})`, result, decisionId) };
       case 'expired':
-        return { kind: 'answered', reply: refusal(m, `Approval ${result.id} expired at ${result.expiresAt} without a decision (rule ${result.rule}); the request was not forwarded`, result) };
+        return { kind: 'answered', reply: refusal(m, `Approval ${result.id} expired at ${result.expiresAt} without a decision (rule ${result.rule}); the request was not forwarded`, result, decisionId) };
       case 'cancelled':
         return { kind: 'withdrawn' };
       default:
         // Still pending: the store could not be updated at the expiry. Not forwarded, and said so.
-        return { kind: 'answered', reply: refusal(m, `Approval ${result.id} could not be settled (the store did not answer); the request was not forwarded`, result) };
+        return { kind: 'answered', reply: refusal(m, `Approval ${result.id} could not be settled (the store did not answer); the request was not forwarded`, result, decisionId) };
     }
   }
 
@@ -220,9 +220,10 @@ export class ApprovalDesk {
 }
 
 /** A held request that will not go: a tool error for tools/call (the agent can read it), else -32003. */
-function refusal(m: Request, text: string, approval: ApprovalRecord): Reply {
+function refusal(m: Request, text: string, approval: ApprovalRecord, decisionId: string): Reply {
   if (m.method === 'tools/call') {
-    return { jsonrpc: '2.0', id: m.id as RequestId, result: { content: [{ type: 'text', text }], isError: true, _meta: { 'portcullis.dev/approval': { id: approval.id, status: approval.status, rule: approval.rule } } } } as JSONRPCMessage;
+    const meta = { [DECISION_META]: { decisionId, rule: approval.rule, effect: 'approve' }, 'portcullis.dev/approval': { id: approval.id, status: approval.status, rule: approval.rule } };
+    return { jsonrpc: '2.0', id: m.id as RequestId, result: { content: [{ type: 'text', text }], isError: true, _meta: meta } } as JSONRPCMessage;
   }
-  return errorResponse(m.id, -32003, text, { rule: approval.rule, approvalId: approval.id, status: approval.status });
+  return errorResponse(m.id, FORBIDDEN_BY_POLICY, text, { rule: approval.rule, decisionId, approvalId: approval.id, status: approval.status });
 }
