@@ -74,7 +74,7 @@ test('sessions cut short by SIGKILL: their stored recordings verify up to what w
   });
   const store = SqliteStore.open(file, { mustExist: true });
   t.after(() => store.close());
-  const seals: { session: string; messages: number; final?: boolean }[] = [];
+  const seals: { sessionId: string; messages: number; final?: boolean }[] = [];
   for await (const r of store.readAudit()) if (r.type === 'recording.seal') seals.push(r.data as (typeof seals)[number]);
   assert.ok(seals.length >= 6 && seals.every((s) => !s.final), 'periodic seals, no final one: the sessions were cut short');
   const report = await verifyStore(store);
@@ -82,7 +82,7 @@ test('sessions cut short by SIGKILL: their stored recordings verify up to what w
   for (const id of ['cut-0', 'cut-1', 'cut-2']) {
     const rows = await store.readRecording(id);
     assert.deepEqual(rows.map((m) => m.seq), rows.map((_, i) => i + 1), `${id}: gapless from 1 as stored`);
-    const sealed = Math.max(0, ...seals.filter((s) => s.session === id).map((s) => s.messages));
+    const sealed = Math.max(0, ...seals.filter((s) => s.sessionId === id).map((s) => s.messages));
     const open = report.recordings!.unsealed.find((u) => u.session === id);
     assert.deepEqual(open && [open.from, open.to], rows.length > sealed ? [sealed + 1, rows.length] : undefined, `${id}: the unsealed tail is named`);
   }
@@ -93,7 +93,7 @@ test('sessions cut short by SIGKILL: their stored recordings verify up to what w
   await rec.close();
   await log.close();
   assert.equal((await verifyStore(store)).ok, true);
-  const victim = seals[0].session;
+  const victim = seals[0].sessionId;
   new Database(file).prepare('DELETE FROM recordings WHERE session_id = ? AND seq = 1').run(victim);
   const broken = await verifyStore(store);
   assert.deepEqual(broken.recordings!.breaks.map((b) => [b.session, b.message, b.kind]), [[victim, 1, 'deleted']]);

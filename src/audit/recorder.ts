@@ -268,7 +268,7 @@ export class Recorder {
     const p = chain.sealing.then(async () => {
       const { stored, head, lastTs } = chain;
       if (stored > chain.sealed || (final && stored > 0)) {
-        const seal: RecordingSeal = { session: id, messages: stored, digest: head, lastTs, ...(final && { final: true as const }) };
+        const seal: RecordingSeal = { sessionId: id, messages: stored, digest: head, lastTs, ...(final && { final: true as const }) };
         try {
           await audit.append('recording.seal', 'system', seal);
           chain.sealed = Math.max(chain.sealed, stored);

@@ -145,7 +145,7 @@ test('the seal timer bounds the window: stored messages of an open session are s
   const rec = new Recorder(store, { audit: log, pruneInterval: 0, sealInterval: 100, flushInterval: 10 });
   for (let i = 0; i < 3; i++) rec.record({ sessionId: 'open', server: 'srv', direction: 'fromClient', message: { jsonrpc: '2.0', method: 'ping', id: i } });
   await new Promise((r) => setTimeout(r, 300));
-  assert.deepEqual((await seals(store)).map((s) => [s.session, s.messages, s.final]), [['open', 3, undefined]]);
+  assert.deepEqual((await seals(store)).map((s) => [s.sessionId, s.messages, s.final]), [['open', 3, undefined]]);
   assert.deepEqual((await verifyStore(store)).recordings!.unsealed, []);
   await rec.close();
   await log.close();

@@ -30,7 +30,7 @@ import { GENESIS_PREV } from '../store/store.js';
 /** The data of a `recording.seal` audit record. */
 export interface RecordingSeal {
   [key: string]: unknown;
-  session: string;
+  sessionId: string;
   /** How many messages it covers: messages 1…messages. */
   messages: number;
   /** The hash of message `messages`. */

@@ -155,11 +155,11 @@ class SealIndex {
   add(r: AuditRecord): void {
     const d = r.data;
     if (r.type === 'recording.prune' && typeof d.before === 'number') this.prunedBefore = Math.max(this.prunedBefore, d.before);
-    if (r.type !== 'recording.seal' || typeof d.session !== 'string' || (this.only !== undefined && d.session !== this.only)) return;
+    if (r.type !== 'recording.seal' || typeof d.sessionId !== 'string' || (this.only !== undefined && d.sessionId !== this.only)) return;
     if (!Number.isInteger(d.messages) || typeof d.digest !== 'string' || typeof d.lastTs !== 'number') return;
-    const list = this.bySession.get(d.session) ?? [];
+    const list = this.bySession.get(d.sessionId) ?? [];
     list.push(d as RecordingSeal);
-    this.bySession.set(d.session, list);
+    this.bySession.set(d.sessionId, list);
   }
 
   of(session: string): RecordingSeal[] {

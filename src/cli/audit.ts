@@ -9,6 +9,7 @@ import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { PortcullisError } from '../errors.js';
 import { resolveKeyPath, signerFromConfig } from '../audit/open.js';
 import { loadVerifyKey } from '../audit/keys.js';
+import { MAX_PAGE, queryAudit } from '../audit/query.js';
 import { describeReport, verifyChain, verifyStore, type VerifyReport } from '../audit/verify.js';
 import { openStore } from '../store/open.js';
 import type { AuditRecord, Checkpoint, Store } from '../store/store.js';
@@ -87,7 +88,7 @@ interface ExportOpts extends StoreTargetOptions {
 }
 
 export function register(program: Command): void {
-  const audit = program.command('audit').description('verify and export the tamper-evident audit log');
+  const audit = program.command('audit').description('verify, query and export the tamper-evident audit log');
 
   audit
     .command('verify')
@@ -131,6 +132,8 @@ export function register(program: Command): void {
       if (!report.ok) process.exitCode = 1;
     });
 
+  registerQuery(audit);
+
   audit
     .command('export')
     .description('print audit records as JSON lines, and optionally the checkpoint that verifies them elsewhere')
@@ -166,6 +169,60 @@ export function register(program: Command): void {
           writeFileSync(o.checkpointOut, `${JSON.stringify(cp, null, 2)}\n`);
           process.stderr.write(`portcullis: checkpoint of seq ${cp.seq} written to ${o.checkpointOut}${cp.signature ? ' (signed)' : ' (unsigned: no audit.signingKey)'}\n`);
         }
+      } finally {
+        await store.close();
+      }
+    });
+}
+
+interface QueryOpts extends StoreTargetOptions {
+  type?: string;
+  server?: string;
+  tool?: string;
+  effect?: string;
+  sub?: string;
+  since?: string;
+  until?: string;
+  limit?: string;
+}
+
+/** `audit query`: the records that match, as JSON lines, every page (the admin API's filters). */
+function registerQuery(audit: Command): void {
+  audit
+    .command('query')
+    .description('print the audit records that match, as JSON lines (e.g. --type decision --tool deploy --effect deny)')
+    .option('-c, --config <file>', 'configuration file (default ./portcullis.yaml unless --store is given)')
+    .option('--store <url>', 'store to read, e.g. sqlite:./data/portcullis.db')
+    .option('--type <types>', 'record types, comma-separated (decision, session.start, policy.change, admin.request, …)')
+    .option('--server <name>', 'only records about this server')
+    .option('--tool <name>', 'only records about this tool')
+    .option('--effect <effect>', 'only decisions with this effect (allow, deny, approve)')
+    .option('--sub <sub>', 'only records by or about this subject')
+    .option('--since <iso>', 'only records at or after this time')
+    .option('--until <iso>', 'only records at or before this time')
+    .option('--limit <n>', 'at most n records (default: all)')
+    .action(async (o: QueryOpts) => {
+      const limit = o.limit === undefined ? Infinity : Number(o.limit);
+      if (!(limit === Infinity || (Number.isInteger(limit) && limit > 0))) throw new PortcullisError('PCL_USAGE', '--limit must be a positive integer');
+      const { store } = await openTargetStore(o);
+      try {
+        const query = {
+          type: o.type?.split(',').map((t) => t.trim()).filter(Boolean),
+          server: o.server,
+          tool: o.tool,
+          effect: o.effect,
+          sub: o.sub,
+          since: isoOption(o.since, '--since'),
+          until: isoOption(o.until, '--until'),
+        };
+        let left = limit;
+        let cursor: string | undefined;
+        do {
+          const page = await queryAudit(store, { ...query, limit: Math.min(left, MAX_PAGE), cursor });
+          if (page.records.length) await write(`${page.records.map((r) => JSON.stringify(r)).join('\n')}\n`);
+          left -= page.records.length;
+          cursor = page.nextCursor;
+        } while (cursor !== undefined && left > 0);
       } finally {
         await store.close();
       }

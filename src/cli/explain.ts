@@ -37,12 +37,9 @@ function jsonObject(text: string, flag: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-export function register(program: Command): void {
-  program
-    .command('explain')
-    .description('show the decision for a request and why each rule did or did not match')
-    .option('-c, --config <file>', 'portcullis.yaml (its policy.path is used)')
-    .option('--policy <path>', 'policy file or folder')
+/** The options that describe one request, shared by explain and decide. */
+export function requestOptions(cmd: Command): Command {
+  return cmd
     .requiredOption('--identity <sub>', "the caller's subject")
     .option('--groups <list>', "the caller's groups, comma-separated", '')
     .option('--claims <json>', "the caller's claims as a JSON object")
@@ -53,33 +50,50 @@ export function register(program: Command): void {
     .option('--method <method>', 'the JSON-RPC method (default from --tool, --resource or --prompt)')
     .option('--server-request <method>', 'a request the server sends to the client (sampling/createMessage, elicitation/create, roots/list…)')
     .option('--args <json>', 'tool or prompt arguments as a JSON object')
-    .option('--time <iso>', 'the request time (default now)')
+    .option('--time <iso>', 'the request time (default now)');
+}
+
+export type RequestOpts = Omit<ExplainOpts, 'config' | 'policy' | 'json'>;
+
+/** The request the options describe; usage errors for what does not fit. */
+export function requestFrom(o: RequestOpts): DecisionInput {
+  const targets = [o.tool, o.resource, o.prompt, o.serverRequest].filter((x) => x !== undefined).length;
+  if (targets > 1 || (o.serverRequest !== undefined && o.method !== undefined)) throw new PortcullisError('PCL_USAGE', 'give at most one of --tool, --resource, --prompt and --server-request (which is its own method)');
+  const method = o.serverRequest ?? o.method ?? (o.tool !== undefined ? 'tools/call' : o.resource !== undefined ? 'resources/read' : o.prompt !== undefined ? 'prompts/get' : undefined);
+  if (!method) throw new PortcullisError('PCL_USAGE', 'give --tool, --resource, --prompt, --method or --server-request');
+  const time = o.time ? new Date(o.time) : new Date();
+  if (Number.isNaN(time.getTime())) throw new PortcullisError('PCL_USAGE', `--time "${o.time}" is not a date`);
+  const identity: Identity = {
+    sub: o.identity,
+    groups: (o.groups ?? '').split(',').map((g) => g.trim()).filter(Boolean),
+    claims: o.claims ? jsonObject(o.claims, '--claims') : {},
+    via: 'local',
+  };
+  const input: DecisionInput = { identity, server: o.server, method, time };
+  if (o.serverRequest !== undefined) input.from = 'server';
+  if (o.tool !== undefined) input.tool = o.tool;
+  if (o.resource !== undefined) input.resource = o.resource;
+  if (o.prompt !== undefined) input.prompt = o.prompt;
+  if (o.args !== undefined) input.args = jsonObject(o.args, '--args');
+  else if (o.tool !== undefined || o.prompt !== undefined || o.serverRequest !== undefined) input.args = {};
+  return input;
+}
+
+export function register(program: Command): void {
+  requestOptions(
+    program
+      .command('explain')
+      .description('show the decision for a request and why each rule did or did not match')
+      .option('-c, --config <file>', 'portcullis.yaml (its policy.path is used)')
+      .option('--policy <path>', 'policy file or folder'),
+  )
     .option('--json', 'print the explanation as JSON')
     .action((o: ExplainOpts) => {
       if (o.config && o.policy) throw new PortcullisError('PCL_USAGE', 'give -c or --policy, not both');
       if (!o.config && !o.policy) throw new PortcullisError('PCL_USAGE', 'give -c portcullis.yaml or --policy <path>');
-      const targets = [o.tool, o.resource, o.prompt, o.serverRequest].filter((x) => x !== undefined).length;
-      if (targets > 1 || (o.serverRequest !== undefined && o.method !== undefined)) throw new PortcullisError('PCL_USAGE', 'give at most one of --tool, --resource, --prompt and --server-request (which is its own method)');
-      const method = o.serverRequest ?? o.method ?? (o.tool !== undefined ? 'tools/call' : o.resource !== undefined ? 'resources/read' : o.prompt !== undefined ? 'prompts/get' : undefined);
-      if (!method) throw new PortcullisError('PCL_USAGE', 'give --tool, --resource, --prompt, --method or --server-request');
-      const time = o.time ? new Date(o.time) : new Date();
-      if (Number.isNaN(time.getTime())) throw new PortcullisError('PCL_USAGE', `--time "${o.time}" is not a date`);
+      const input = requestFrom(o);
       const { path } = policyPathFrom(o.policy, o.config);
-      const bundle = loadBundle(path);
-      const identity: Identity = {
-        sub: o.identity,
-        groups: (o.groups ?? '').split(',').map((g) => g.trim()).filter(Boolean),
-        claims: o.claims ? jsonObject(o.claims, '--claims') : {},
-        via: 'local',
-      };
-      const input: DecisionInput = { identity, server: o.server, method, time };
-      if (o.serverRequest !== undefined) input.from = 'server';
-      if (o.tool !== undefined) input.tool = o.tool;
-      if (o.resource !== undefined) input.resource = o.resource;
-      if (o.prompt !== undefined) input.prompt = o.prompt;
-      if (o.args !== undefined) input.args = jsonObject(o.args, '--args');
-      else if (o.tool !== undefined || o.prompt !== undefined || o.serverRequest !== undefined) input.args = {};
-      const e = explain(bundle, input);
+      const e = explain(loadBundle(path), input);
       process.stdout.write(o.json ? JSON.stringify(e, null, 2) + '\n' : formatExplanation(e));
     });
 }

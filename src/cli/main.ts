@@ -11,6 +11,10 @@ import { register as replay } from './replay.js';
 import { register as lint } from './lint.js';
 import { register as policyTest } from './test.js';
 import { register as explain } from './explain.js';
+import { register as push } from './push.js';
+import { register as decide } from './decide.js';
+import { register as sessions } from './sessions.js';
+import { register as approvals } from './approvals.js';
 
 const program = new Command('portcullis')
   .description('Policy-as-code gateway for the Model Context Protocol')
@@ -27,6 +31,10 @@ replay(program);
 lint(program);
 policyTest(program);
 explain(program);
+push(program);
+decide(program);
+sessions(program);
+approvals(program);
 
 try {
   await program.parseAsync(process.argv);

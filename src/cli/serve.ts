@@ -18,6 +18,7 @@ export function register(program: Command): void {
         const running = await serveFromConfig(loaded, log);
         const names = Object.keys(loaded.config.servers);
         process.stderr.write(`portcullis: listening; MCP endpoints:\n${names.map((n) => `  ${running.url(n)}`).join('\n')}\n`);
+        if (running.admin) process.stderr.write(`portcullis: admin API at ${running.admin.base}/admin/v1\n`);
         await stop.requested;
         await running.close({ force: stop.force });
       } finally {

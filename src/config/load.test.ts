@@ -1,5 +1,6 @@
-// Nothing accepted that is not in force: config sections whose capability this version lacks
-// are refused at load, one line each (file:line: field: message), never silently ignored.
+// Config sections load only when they can be in force: the admin API needs a way in, policy from
+// the store needs nothing else, approvals take a timeout and signed webhooks. Every problem is
+// one line (file:line: field: message), reported with every other config error at once.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { formatProblem, PortcullisError } from '../errors.js';
@@ -17,33 +18,33 @@ function problems(text: string): string[] {
   return [];
 }
 
-describe('config: settings not in force are refused', () => {
-  test('a config without them loads', () => {
+describe('config: admin, policy source and approvals', () => {
+  test('a config without them loads, and the admin API is off', () => {
     assert.deepEqual(problems(BASE), []);
+    assert.equal(parseConfig(BASE, 'portcullis.yaml', {}).config.admin, undefined);
   });
 
-  test('admin (tokens, groups): the admin API is not available', () => {
-    assert.deepEqual(problems(`${BASE}admin:\n  tokens: [ { id: ops, sha256: "${'a'.repeat(64)}" } ]\n`), [
-      'portcullis.yaml:6: admin: the admin API is not available in this version, so this setting would do nothing: remove it',
-    ]);
-    assert.equal(problems(`${BASE}admin: {}\n`).length, 1, 'even an empty section says it would do nothing');
+  test('admin with a token or a group loads, on loopback port 8081 by default', () => {
+    const { config } = parseConfig(`${BASE}admin:\n  tokens: [ { id: ops, sha256: "${'a'.repeat(64)}" } ]\n`, 'portcullis.yaml', {});
+    assert.deepEqual(config.admin?.listen, { host: '127.0.0.1', port: 8081, allowedOrigins: [], allowedHosts: [] });
+    assert.deepEqual(problems(`${BASE}admin: { groups: [ops] }\n`), []);
   });
 
-  test('approvals (timeout, webhooks): holding calls for approval is not available', () => {
-    assert.deepEqual(problems(`${BASE}approvals:\n  timeout: 5m\n  webhooks: [ { url: "https://hooks.example.com/a" } ]\n`), [
-      'portcullis.yaml:6: approvals: holding calls for approval is not available in this version, so this setting would do nothing: remove it',
-    ]);
+  test('admin without a way in is refused, with its line', () => {
+    assert.deepEqual(problems(`${BASE}admin: {}\n`), ['portcullis.yaml:5: admin: the admin API needs a way in: add tokens (id, sha256) or groups']);
+    assert.equal(problems(`${BASE}admin:\n  tokens: [ { id: ops, sha256: short } ]\n`).length, 1);
   });
 
-  test('policy.source: store is refused at load, with its line, not at start', () => {
-    assert.deepEqual(problems('servers:\n  files: { transport: stdio, command: node }\npolicy:\n  source: store\n'), [
-      'portcullis.yaml:4: policy.path: Invalid input: expected string, received undefined',
-      'portcullis.yaml:4: policy.source: policy pushed through the admin API (source: store) is not available in this version, so this setting would do nothing: remove it',
-    ]);
+  test('policy.source: store needs no path; a folder needs one', () => {
+    assert.deepEqual(problems('servers:\n  files: { transport: stdio, command: node }\npolicy:\n  source: store\n'), []);
+    assert.equal(problems('servers:\n  files: { transport: stdio, command: node }\npolicy:\n  source: folder\n').length, 1);
   });
 
-  test('each refusal is reported with every other config error at once', () => {
-    const found = problems(`${BASE}admin: { groups: [ops] }\napprovals: { timeout: 1m }\nlimits: { maxBodyBytes: big }\n`);
-    assert.deepEqual(found.map((p) => p.split(': ').slice(0, 2).join(': ')), ['portcullis.yaml:7: limits.maxBodyBytes', 'portcullis.yaml:5: admin', 'portcullis.yaml:6: approvals']);
+  test('approvals: a timeout and webhooks (http or https, a signing secret of 16 characters or more)', () => {
+    assert.deepEqual(problems(`${BASE}approvals:\n  timeout: 5m\n  webhooks: [ { url: "https://hooks.example.com/a", secret: "0123456789abcdef" } ]\n`), []);
+    assert.deepEqual(
+      problems(`${BASE}approvals:\n  timeout: soon\n  webhooks: [ { url: "ftp://hooks.example.com/a", secret: short } ]\n`).map((p) => p.split(': ').slice(0, 2).join(': ')),
+      ['portcullis.yaml:6: approvals.timeout', 'portcullis.yaml:7: approvals.webhooks.0.url', 'portcullis.yaml:7: approvals.webhooks.0.secret'],
+    );
   });
 });

@@ -94,25 +94,44 @@ const auth = z.strictObject({
   resourceUrl: z.url().optional(),
 });
 
-/**
- * A section of SPEC's config whose capability this version does not have. Accepting it would
- * let an operator believe it is in force (an admin token that opens nothing, an approval timeout
- * that times nothing), so its presence is a load error that says so.
- */
-const notInForce = (what: string) =>
-  z
-    .unknown()
-    .superRefine((_v, ctx) => ctx.addIssue({ code: 'custom', message: `${what} is not available in this version, so this setting would do nothing: remove it` }))
-    .optional();
-
-const policy = z.strictObject({
-  path: z.string().min(1),
-  watch: z.boolean().default(true),
-  source: notInForce('policy pushed through the admin API (source: store)'),
-});
+const policy = z.union([
+  z.strictObject({ source: z.literal('folder').default('folder'), path: z.string().min(1), watch: z.boolean().default(true) }),
+  z.strictObject({ source: z.literal('store') }),
+]);
 
 const store = z.strictObject({
   url: z.string().regex(/^(sqlite:|postgres:\/\/|postgresql:\/\/)/, 'must start with sqlite: or postgres://').default('sqlite:./data/portcullis.db'),
+});
+
+/** The admin API runs when this section is present (SPEC 7), on its own listener. */
+const admin = z
+  .strictObject({
+    listen: z
+      .strictObject({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8081),
+        allowedOrigins: z.array(z.string()).default([]),
+        allowedHosts: z.array(z.string()).default([]),
+      })
+      .prefault({}),
+    tokens: z.array(z.strictObject({ id: z.string().min(1), sha256: sha256Hex })).default([]),
+    /** Identities (OIDC, API keys) in one of these groups are admins. */
+    groups: z.array(z.string()).default([]),
+  })
+  .refine((a) => a.tokens.length > 0 || a.groups.length > 0, 'the admin API needs a way in: add tokens (id, sha256) or groups');
+
+const approvals = z.strictObject({
+  timeout: duration.default(5 * 60_000),
+  webhooks: z
+    .array(
+      z.strictObject({
+        url: z.url({ protocol: /^https?$/ }),
+        headers: z.record(z.string(), z.string()).default({}),
+        /** Signs each delivery (X-Portcullis-Signature: HMAC-SHA256); receivers verify with the same secret. */
+        secret: z.string().min(16, 'use at least 16 characters').optional(),
+      }),
+    )
+    .default([]),
 });
 
 const audit = z.strictObject({
@@ -156,8 +175,8 @@ export const configSchema = z.strictObject({
   auth: auth.prefault({}),
   policy: policy.optional(),
   store: store.prefault({}),
-  admin: notInForce('the admin API'),
-  approvals: notInForce('holding calls for approval'),
+  admin: admin.optional(),
+  approvals: approvals.prefault({}),
   audit: audit.prefault({}),
   metrics: metrics.prefault({}),
   masking: masking.prefault({}),

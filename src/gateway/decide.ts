@@ -5,7 +5,8 @@ import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { randomUUID } from 'node:crypto';
 import type { Identity } from '../auth/identity.js';
 import type { CompiledBundle, Kind } from '../policy/compile.js';
-import { decisionAuditData, type AuditType } from '../audit/chain.js';
+import { decisionAuditData, digestArgs, type AuditType } from '../audit/chain.js';
+import type { ApprovalDesk } from './approvals.js';
 import { decide, visible } from '../policy/decide.js';
 import type { Masker } from '../masking/mask.js';
 import { maskerFor, type MaskTarget } from '../masking/select.js';
@@ -81,7 +82,8 @@ function builtIn(rule: string, version: string): Decision {
   return { effect: 'allow', rule, bundleVersion: version };
 }
 
-export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
+/** Without a desk (a gateway with no store behind it), an approve decision fails closed. */
+export function decideStage(points: PolicyPoint, audit: AuditSink, desk?: ApprovalDesk): Stage {
   return async (x, next) => {
     const m = x.msg!;
     const session = x.session;
@@ -134,8 +136,26 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
       x.authorized = mint(m.message, decision);
       return next();
     }
-    // Approvals (holding a call for a human) are not part of this version: approve fails closed.
-    return denial(m, decision, decisionId);
+    if (decision.effect !== 'approve' || !desk) return denial(m, decision, decisionId);
+    const held = await desk.hold(x, m, input, decision, decisionId);
+    if (held.kind === 'withdrawn') return undefined;
+    if (held.kind === 'answered') return held.reply;
+    // Approved: what goes is exactly what was held (the same parsed message, its digest bound into
+    // the approval). A bundle changed meanwhile decides again first: a new deny still holds.
+    const approval = held.approval;
+    if (digestArgs(input.args ?? null) !== approval.argsDigest) throw new Error(`approval ${approval.id} does not match the held request`);
+    const now = points.current();
+    const again = now.version === decision.bundleVersion ? decision : now.decide({ ...input, time: new Date() });
+    const releaseId = randomUUID();
+    try {
+      await audit.append('approval.released', x.identity.sub, { approvalId: approval.id, decisionId, releaseId, sessionId: session.id, requestId: m.id, bundleVersion: now.version, effect: again.effect, rule: again.rule, ...(approval.status === 'approved' && approval.decidedBy && { approvedBy: approval.decidedBy }) });
+    } catch (e) {
+      session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; approved request not forwarded');
+      return errorResponse(m.id, INTERNAL_ERROR, 'Audit log unavailable: the request was not forwarded (PCL_AUDIT_WRITE_FAILED)', { code: 'PCL_AUDIT_WRITE_FAILED', decisionId, retryable: true });
+    }
+    if (again.effect === 'deny') return denial(m, again, releaseId);
+    x.authorized = mint(m.message, again.effect === 'allow' ? again : decision);
+    return next();
   };
 }
 

@@ -11,7 +11,7 @@ import type { Config } from '../config/schema.js';
 import { mcpHandler } from '../fronts/streamable-http.js';
 import { checkHostAndOrigin, HttpRefusal, isLoopbackHost, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
-import { createMetrics, registerAuditMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
+import { createMetrics, registerAuditMetrics, registerPolicyMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
 import { connectUpstream, probeUpstream } from '../upstreams/upstream.js';
 import { killStdioUpstreams } from '../upstreams/stdio.js';
 import type { Recorder } from '../audit/recorder.js';
@@ -19,6 +19,7 @@ import type { AuditSink, PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
 import { Session, type ClientChannel, type SessionHost, type SessionLimits } from './session.js';
 import { buildPipelines } from './stages.js';
+import type { ApprovalDesk } from './approvals.js';
 
 export interface GatewayOptions {
   baseDir?: string;
@@ -29,6 +30,8 @@ export interface GatewayOptions {
   recorder?: Recorder;
   /** The audit log's health, for /readyz and /metrics: a gateway that cannot write its audit log refuses work. */
   health?: AuditHealth;
+  /** Holds approve decisions for a human; without it they fail closed. */
+  approvals?: ApprovalDesk;
 }
 
 /** How long requests in flight get to finish at shutdown. */
@@ -61,11 +64,12 @@ export class Gateway implements SessionHost {
     private readonly opts: GatewayOptions,
   ) {
     this.log = opts.log ?? createLogger(config.logging.level);
-    const pipelines = buildPipelines({ policy: opts.policy, audit: opts.audit, recorder: opts.recorder, log: this.log, metrics: this.metrics });
+    const pipelines = buildPipelines({ policy: opts.policy, audit: opts.audit, recorder: opts.recorder, approvals: opts.approvals, log: this.log, metrics: this.metrics });
     this.toUpstream = pipelines.toUpstream;
     this.toClient = pipelines.toClient;
     const l = config.limits;
     registerAuditMetrics(this.metrics.registry, opts.health, opts.recorder);
+    registerPolicyMetrics(this.metrics.registry, opts.policy, opts.approvals);
     this.metricsTokens = createApiKeyVerifier(config.metrics.tokens.map((t) => ({ ...t, groups: [] })));
     this.auth = createAuthenticator(config.auth, { log: this.log, resourceUrl: configuredBaseUrl(config) });
     if (config.auth.oidc && !configuredBaseUrl(config)) {
@@ -129,7 +133,7 @@ export class Gateway implements SessionHost {
         throw Object.assign(new Error('the gateway is shutting down'), { status: 503 });
       }
       try {
-        await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { ...identityLabel(identity), groups: identity.groups, via: identity.via } });
+        await this.opts.audit.append('session.start', identity.sub, { sessionId: id, server, identity: { ...identityLabel(identity), groups: identity.groups, via: identity.via } });
       } catch (e) {
         session.log.error({ err: (e as Error).message }, 'audit write failed; session refused');
         session.end('its start could not be recorded');
@@ -166,7 +170,7 @@ export class Gateway implements SessionHost {
     this.release(session.principal);
     this.metrics.sessions.dec({ server: session.server });
     session.log.info({ reason }, 'session ended');
-    this.opts.audit.append('session.end', session.openedBy.sub, { session: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
+    this.opts.audit.append('session.end', session.openedBy.sub, { sessionId: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
   }
 
   /** A new policy version is in force: every open session is told its lists may have changed. */
@@ -186,6 +190,8 @@ export class Gateway implements SessionHost {
 
   private async drainThenEnd({ graceMs = DRAIN_MS, force }: ShutdownOptions): Promise<void> {
     this.closing = true;
+    // A held call would wait for a human past any grace: withdraw it now, with a clear error.
+    await this.opts.approvals?.close();
     const forced = new Promise<void>((resolve) => {
       const now = () => (killStdioUpstreams(), resolve());
       if (force?.aborted) now();

@@ -42,6 +42,8 @@ export interface Admission {
 
 interface InFlight {
   settle(reply: Reply): void;
+  /** Held for approval: not sent upstream yet. */
+  held?: boolean;
   progressToken?: unknown;
 }
 
@@ -274,11 +276,33 @@ export class Session {
     });
   }
 
+  /**
+   * A call held for approval: in flight for idleness, shutdown and the client's cancellation, but
+   * with no upstream timer (its approval expires on its own). `withdraw` runs when the client
+   * cancels it or the session ends; the function returned ends the hold (decided, or forwarded).
+   */
+  hold(id: RequestId, withdraw: (reason: string) => void): () => void {
+    const entry: InFlight = {
+      held: true,
+      settle: () => {
+        if (this.inFlight.get(id) !== entry) return;
+        this.inFlight.delete(id);
+        withdraw(this.endedWith !== undefined ? `session ended: ${this.endedWith}` : 'cancelled by the client');
+      },
+    };
+    this.inFlight.set(id, entry);
+    return () => {
+      if (this.inFlight.get(id) === entry) this.inFlight.delete(id);
+    };
+  }
+
   /** The client cancelled a request: it gets no reply (MCP cancellation semantics). */
   cancelled(id: RequestId): void {
-    if (!this.inFlight.has(id)) return;
-    this.abandon(id);
-    this.inFlight.get(id)!.settle(undefined);
+    const f = this.inFlight.get(id);
+    if (!f) return;
+    // A held call never reached the upstream: no late answer is owed, its id is free again.
+    if (!f.held) this.abandon(id);
+    f.settle(undefined);
     this.channel.cancelled?.(id);
   }
 

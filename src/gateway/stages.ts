@@ -14,18 +14,20 @@ import type { Session } from './session.js';
 import { classify, errorResponse, INTERNAL_ERROR, ShapeError, type Action, type Classified } from './classify.js';
 import { answerForUpstream, decideServerRequest, decideStage, type AuditSink, type PolicyPoint, type PolicyView } from './decide.js';
 import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
+import type { ApprovalDesk } from './approvals.js';
 
 export interface PipelineDeps {
   metrics: Metrics;
   policy: PolicyPoint;
   audit: AuditSink;
   recorder?: Recorder;
+  approvals?: ApprovalDesk;
   log: Logger;
 }
 
 export function buildPipelines(deps: PipelineDeps): { toUpstream: (x: Exchange) => Promise<Reply>; toClient: (x: Exchange) => Promise<Reply> } {
   return {
-    toUpstream: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(true), filterLists, filterCompletions, masking(deps.policy), decideStage(deps.policy, deps.audit), forward]),
+    toUpstream: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(true), filterLists, filterCompletions, masking(deps.policy), decideStage(deps.policy, deps.audit, deps.approvals), forward]),
     toClient: compose([answerUpstream, failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(false), decideServerRequest(deps.policy, deps.audit), masking(deps.policy), deliver]),
   };
 }

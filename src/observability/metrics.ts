@@ -61,6 +61,21 @@ export function methodLabel(method: string): string {
   return METHOD_LABELS.has(method) ? method : 'other';
 }
 
+/** The policy version in force (an info metric: one series, value 1) and the calls held for approval. */
+export function registerPolicyMetrics(registry: Registry, policy: { current(): { version: string } }, approvals?: { pending: number }): void {
+  new Gauge({
+    name: 'portcullis_policy_info',
+    help: 'The policy bundle version in force (label version), always 1',
+    labelNames: ['version'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.set({ version: policy.current().version }, 1);
+    },
+  });
+  if (approvals) new Gauge({ name: 'portcullis_approvals_pending', help: 'Calls held here waiting for an approver', registers: [registry], collect() { this.set(approvals.pending); } });
+}
+
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });

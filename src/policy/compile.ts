@@ -330,6 +330,11 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
   return { bundle: makeBundle(files, documents), problems };
 }
 
+/** A bundle of no documents: it covers no request, so decide() denies everything. */
+export function emptyBundle(version: string): CompiledBundle {
+  return Object.freeze({ ...makeBundle({}, []), version });
+}
+
 function makeBundle(files: Record<string, string>, documents: CompiledDocument[]): CompiledBundle {
   const views = new Map<string, ServerView>();
   const bundle: CompiledBundle = {

@@ -114,7 +114,11 @@ function decideUnsafe(bundle: CompiledBundle, input: DecisionInput): Decision {
   if (decided) {
     const d: Decision = { effect: decided.effect, rule: decided.id, bundleVersion: bundle.version };
     if (decided.message !== undefined) d.message = decided.message;
-    if (decided.effect === 'approve') d.approvers = decided.approvers ?? {};
+    if (decided.effect === 'approve') {
+      d.approvers = decided.approvers ?? {};
+      if (decided.spec.timeout !== undefined) d.timeoutMs = decided.spec.timeout;
+      if (decided.spec.grant !== undefined) d.grantMs = decided.spec.grant.ttl;
+    }
     return d;
   }
   return fallback(bundle, view, target.kind, target.name);

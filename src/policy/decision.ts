@@ -29,4 +29,8 @@ export interface Decision {
   bundleVersion: string;
   /** For approve: who may approve. */
   approvers?: { sub?: string[]; groups?: string[] };
+  /** For approve: the rule's own wait before the approval expires (ms). */
+  timeoutMs?: number;
+  /** For approve: once approved, an identical request of the same caller passes for this long (ms). */
+  grantMs?: number;
 }

@@ -3,6 +3,7 @@
 // rule. The JSON Schema in schema/policy.schema.json is generated from here (see
 // policyJsonSchema and the test that checks the committed file is up to date).
 import { z } from 'zod';
+import { parseDuration } from '../config/schema.js';
 import { parsePath } from '../masking/jsonpath.js';
 import { compileCel } from './cel.js';
 import { compileRe2, type Pattern } from './re2.js';
@@ -14,6 +15,15 @@ const name = z
   .refine((s) => !s.includes('/'), 'must not contain "/" (decisions name rules as "<document>/<rule>")');
 
 const nonEmptyList = <T extends z.ZodType>(item: T) => z.array(item).min(1, 'list at least one entry, or leave the field out');
+/** "30s", "15m", "1h" or a number of milliseconds (the config's durations). */
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined || ms <= 0) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (use e.g. 30s, 15m, 1h)` });
+    return z.NEVER;
+  }
+  return ms;
+});
 const oneOrMany = z.union([z.string().min(1), nonEmptyList(z.string().min(1))]);
 const claimValue = z.union([z.string(), z.number(), z.boolean()]);
 
@@ -61,7 +71,12 @@ export const rule = z.strictObject({
   approvers: z
     .strictObject({ sub: oneOrMany.optional(), groups: oneOrMany.optional() })
     .optional()
-    .describe('for effect approve: who may approve'),
+    .describe('for effect approve: who may approve (an identity\'s sub or groups; an admin token as sub "admin:<id>")'),
+  timeout: duration.optional().describe('for effect approve: how long the request waits for a decision (default approvals.timeout)'),
+  grant: z
+    .strictObject({ ttl: duration })
+    .optional()
+    .describe('for effect approve: once approved, an identical request of the same caller passes for ttl'),
 });
 
 const strategy = z.enum(['redact', 'hash', 'partial']).describe('redact: [REDACTED:<kind>]; hash: <kind>_<12 hex of HMAC-SHA256> (masking.hashKey); partial: keeps the last 4 characters');

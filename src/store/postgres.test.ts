@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import fc from 'fast-check';
+import { POSTGRES_BASE as BASE, postgresSchema, skipWithoutPostgres } from '../../test/fixtures/postgres.js';
 import { PortcullisError } from '../errors.js';
 import { AuditLog } from '../audit/chain.js';
 import { Recorder } from '../audit/recorder.js';
@@ -14,33 +15,8 @@ import { recordSessions, sessionsArb, tamper, TAMPER_KINDS } from '../../test/re
 import { openStore } from './open.js';
 import type { Store } from './store.js';
 
-const BASE = process.env.PORTCULLIS_TEST_POSTGRES ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-async function reachable(): Promise<boolean> {
-  const c = new pg.Client({ connectionString: BASE, connectionTimeoutMillis: 2000 });
-  try {
-    await c.connect();
-    await c.end();
-    return true;
-  } catch {
-    return false;
-  }
-}
-const skip = (await reachable()) ? false : `no PostgreSQL at ${BASE}`;
-
-/** A fresh schema; returns a store url whose search_path is it, and an admin client. */
-async function schema(t: { after: (fn: () => Promise<void>) => void }): Promise<{ url: string; admin: pg.Client; name: string }> {
-  const name = `pcl_test_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client(BASE);
-  await admin.connect();
-  await admin.query(`CREATE SCHEMA ${name}`);
-  t.after(async () => {
-    await admin.query(`DROP SCHEMA ${name} CASCADE`);
-    await admin.end();
-  });
-  const url = `${BASE}${BASE.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${name}`)}`;
-  return { url, admin, name };
-}
+const schema = postgresSchema;
+const skip = skipWithoutPostgres;
 
 async function open(t: Parameters<typeof schema>[0], url: string): Promise<Store> {
   const store = await openStore(url, '/');

@@ -18,18 +18,26 @@ import type {
   ChainHead,
   Checkpoint,
   Payload,
+  ApprovalRecord,
+  ApprovalStatus,
+  PolicyEntry,
+  PolicySummary,
   RecordedMessage,
   RecordingRow,
   SealedBatch,
   Store,
 } from './store.js';
-import { messageFromRow as toMessage, SELECT_MESSAGES, type MessageRow } from './store.js';
+import { approvalData, approvalFromRow, messageFromRow as toMessage, policyFromRow, SELECT_MESSAGES, type MessageRow } from './store.js';
 
 /** Advisory lock keys: "PCLS" + what they guard. */
 const LOCK_AUDIT = 0x50434c53_01;
 const LOCK_MIGRATE = 0x50434c53_02;
 const LOCK_RECORDINGS = 0x50434c53_03;
 const PAGE = 1000;
+/** NOTIFY channel: a policy entry was stored. */
+const POLICY_CHANNEL = 'portcullis_policy';
+/** NOTIFY channel: an approval was settled (payload: its id). */
+const APPROVAL_CHANNEL = 'portcullis_approval';
 
 const MIGRATIONS: { version: number; sql: string }[] = [
   {
@@ -65,6 +73,37 @@ const MIGRATIONS: { version: number; sql: string }[] = [
         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
     `,
   },
+  {
+    // The admin API: policy history, approvals; the audit log indexed by time and type.
+    version: 3,
+    sql: `
+      CREATE TABLE policy_versions (
+        id BIGSERIAL PRIMARY KEY, version TEXT NOT NULL, files TEXT NOT NULL, message TEXT NOT NULL,
+        by TEXT NOT NULL, loaded_at TEXT NOT NULL, action TEXT NOT NULL
+      );
+      CREATE INDEX policy_versions_by_version ON policy_versions (version, id);
+      CREATE INDEX audit_records_by_ts ON audit_records (ts);
+      CREATE INDEX audit_records_by_type ON audit_records (type, seq);
+      CREATE TABLE approvals (
+        id            TEXT PRIMARY KEY,
+        status        TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        expires_at    TEXT NOT NULL,
+        requester_key TEXT NOT NULL,
+        server        TEXT NOT NULL,
+        method        TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        args_digest   TEXT NOT NULL,
+        data          TEXT NOT NULL,
+        decided_at    TEXT,
+        decided_by    TEXT,
+        reason        TEXT,
+        grant_until   TEXT
+      );
+      CREATE INDEX approvals_by_status ON approvals (status, created_at);
+      CREATE INDEX approvals_by_request ON approvals (requester_key, server, target, args_digest);
+    `,
+  },
 ];
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
 
@@ -84,19 +123,20 @@ export class PostgresStore implements Store {
   private constructor(
     readonly location: string,
     private readonly pool: pg.Pool,
+    private readonly clientConfig: pg.ClientConfig,
   ) {}
 
   static async open(url: string, options: OpenStoreOptions = {}): Promise<PostgresStore> {
     const location = url.replace(/\/\/([^:@/]*)(:[^@/]*)?@/, '//$1@');
     const parsed = new URL(url);
-    const pool = new pg.Pool({
+    const clientConfig: pg.ClientConfig = {
       connectionString: url,
       // libpq defaults the user to the OS user; node-postgres only reads $USER.
       user: parsed.username ? decodeURIComponent(parsed.username) : (process.env.PGUSER ?? userInfo().username),
-      max: 4,
-    });
+    };
+    const pool = new pg.Pool({ ...clientConfig, max: 4 });
     pool.on('error', () => {}); // an idle client's connection dropped: the next query reconnects
-    const store = new PostgresStore(location, pool);
+    const store = new PostgresStore(location, pool, clientConfig);
     try {
       await store.migrate(Boolean(options.mustExist));
     } catch (e) {
@@ -166,8 +206,9 @@ export class PostgresStore implements Store {
         await this.pool.query<AuditRow>(
           `SELECT seq, ts, type, actor, data, prev, hash FROM audit_records
             WHERE seq > $1 AND ($2::bigint IS NULL OR seq <= $2) AND ($3::text IS NULL OR ts >= $3) AND ($4::text IS NULL OR ts <= $4)
+              AND ($5::text[] IS NULL OR type = ANY($5))
             ORDER BY seq LIMIT ${PAGE}`,
-          [after, range.toSeq ?? null, range.since ?? null, range.until ?? null],
+          [after, range.toSeq ?? null, range.since ?? null, range.until ?? null, range.types ?? null],
         )
       ).rows;
       for (const row of rows) {
@@ -226,6 +267,140 @@ export class PostgresStore implements Store {
         );
       }
     });
+  }
+
+  async appendPolicy(entry: Omit<PolicyEntry, 'id' | 'loadedAt'>): Promise<PolicyEntry> {
+    return this.transaction(async (client) => {
+      const row = (
+        await client.query(
+          'INSERT INTO policy_versions (version, files, message, by, loaded_at, action) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *',
+          [entry.version, JSON.stringify(entry.files), entry.message, entry.by, new Date().toISOString(), entry.action],
+        )
+      ).rows[0];
+      // Delivered at COMMIT to every replica listening, this one included.
+      await client.query(`NOTIFY ${POLICY_CHANNEL}`);
+      return policyFromRow(row) as PolicyEntry;
+    });
+  }
+
+  async policyInForce(): Promise<PolicyEntry | undefined> {
+    const row = (await this.pool.query('SELECT * FROM policy_versions ORDER BY id DESC LIMIT 1')).rows[0];
+    return row && (policyFromRow(row) as PolicyEntry);
+  }
+
+  async policyHistory(limit: number): Promise<PolicySummary[]> {
+    return (await this.pool.query('SELECT id, version, message, by, loaded_at, action FROM policy_versions ORDER BY id DESC LIMIT $1', [limit])).rows.map(policyFromRow);
+  }
+
+  async policyByVersion(version: string): Promise<PolicyEntry | undefined> {
+    const row = (await this.pool.query('SELECT * FROM policy_versions WHERE version = $1 ORDER BY id DESC LIMIT 1', [version])).rows[0];
+    return row && (policyFromRow(row) as PolicyEntry);
+  }
+
+  watchPolicy(listener: () => void): Promise<() => Promise<void>> {
+    return this.listen(POLICY_CHANNEL, () => listener());
+  }
+
+  async createApproval(a: ApprovalRecord): Promise<void> {
+    await this.pool.query(
+      'INSERT INTO approvals (id, status, created_at, expires_at, requester_key, server, method, target, args_digest, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)',
+      [a.id, a.status, a.createdAt, a.expiresAt, a.requester.key, a.server, a.method, a.tool ?? a.resource ?? a.prompt ?? '', a.argsDigest, approvalData(a)],
+    );
+  }
+
+  async getApproval(id: string): Promise<ApprovalRecord | undefined> {
+    const row = (await this.pool.query('SELECT * FROM approvals WHERE id = $1', [id])).rows[0];
+    return row && approvalFromRow(row);
+  }
+
+  async listApprovals(filter: { status?: ApprovalStatus; limit: number }): Promise<ApprovalRecord[]> {
+    const now = new Date().toISOString();
+    // A pending row past its expiry is an expired approval: filter on what callers are told.
+    const [where, params] =
+      filter.status === undefined
+        ? ['TRUE', []]
+        : filter.status === 'pending'
+          ? ["status = 'pending' AND expires_at > $2", [now]]
+          : filter.status === 'expired'
+            ? ["(status = 'expired' OR (status = 'pending' AND expires_at <= $2))", [now]]
+            : ['status = $2', [filter.status]];
+    const rows = (await this.pool.query(`SELECT * FROM approvals WHERE ${where} ORDER BY created_at DESC LIMIT $1`, [filter.limit, ...params])).rows;
+    return rows.map(approvalFromRow);
+  }
+
+  async settleApproval(id: string, o: { status: Exclude<ApprovalStatus, 'pending'>; decidedBy: string; reason?: string; grantUntil?: string }): Promise<ApprovalRecord | undefined> {
+    return this.transaction(async (client) => {
+      const now = new Date().toISOString();
+      const row = (
+        await client.query(
+          "UPDATE approvals SET status = $1, decided_at = $2, decided_by = $3, reason = $4, grant_until = $5 WHERE id = $6 AND status = 'pending' AND ($7 OR expires_at > $2) RETURNING *",
+          [o.status, now, o.decidedBy, o.reason ?? null, o.grantUntil ?? null, id, o.status === 'expired' || o.status === 'cancelled'],
+        )
+      ).rows[0];
+      // Delivered at COMMIT to every replica, this one included: the one holding the call releases it.
+      if (row) await client.query('SELECT pg_notify($1, $2)', [APPROVAL_CHANNEL, id]);
+      return row && approvalFromRow(row);
+    });
+  }
+
+  async findGrant(r: { requesterKey: string; server: string; method: string; target: string; argsDigest: string }): Promise<ApprovalRecord | undefined> {
+    const row = (
+      await this.pool.query(
+        "SELECT * FROM approvals WHERE requester_key = $1 AND server = $2 AND method = $3 AND target = $4 AND args_digest = $5 AND status = 'approved' AND grant_until > $6 ORDER BY decided_at DESC LIMIT 1",
+        [r.requesterKey, r.server, r.method, r.target, r.argsDigest, new Date().toISOString()],
+      )
+    ).rows[0];
+    return row && approvalFromRow(row);
+  }
+
+  watchApprovals(listener: (id: string) => void): Promise<() => Promise<void>> {
+    return this.listen(APPROVAL_CHANNEL, (payload) => payload !== undefined && listener(payload));
+  }
+
+  /**
+   * LISTEN on a connection of its own (outside the pool). A dropped connection is reopened with
+   * backoff, and the listener is called (without a payload) once it is back: a NOTIFY sent
+   * meanwhile was missed, and re-reading what matters is cheap.
+   */
+  private async listen(channel: string, listener: (payload?: string) => void): Promise<() => Promise<void>> {
+    let stopped = false;
+    let client: pg.Client | undefined;
+    let retry: NodeJS.Timeout | undefined;
+    const connect = async (delay: number, again: boolean): Promise<void> => {
+      const c = new pg.Client(this.clientConfig);
+      c.on('error', () => {});
+      c.on('end', () => {
+        if (stopped || client !== c) return;
+        client = undefined;
+        retry = setTimeout(() => void connect(Math.min(delay * 2, 5000), true).catch(() => undefined), delay);
+      });
+      c.on('notification', (n) => n.channel === channel && listener(n.payload || undefined));
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${channel}`);
+      } catch (e) {
+        await c.end().catch(() => {});
+        if (!again) throw e;
+        if (!stopped) retry = setTimeout(() => void connect(Math.min(delay * 2, 5000), true).catch(() => undefined), delay);
+        return;
+      }
+      if (stopped) return void (await c.end().catch(() => {}));
+      client = c;
+      if (again) listener();
+    };
+    await connect(100, false);
+    return async () => {
+      stopped = true;
+      clearTimeout(retry);
+      const c = client;
+      client = undefined;
+      await c?.end().catch(() => {});
+    };
+  }
+
+  async recordingCounts(sessionIds: string[]): Promise<Map<string, number>> {
+    const rows = (await this.pool.query<{ session_id: string; n: string }>('SELECT session_id, count(*) AS n FROM recordings WHERE session_id = ANY($1) GROUP BY session_id', [sessionIds])).rows;
+    return new Map(rows.map((r) => [r.session_id, Number(r.n)]));
   }
 
   async readRecording(sessionId: string): Promise<RecordedMessage[]> {

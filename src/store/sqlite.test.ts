@@ -21,7 +21,7 @@ test('a new store is one WAL file with FULL sync, marked as ours, at the latest 
   assert.equal(db.pragma('application_id', { simple: true }), SQLITE_APPLICATION_ID);
   assert.equal(db.pragma('user_version', { simple: true }), SQLITE_SCHEMA_VERSION);
   const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[]).map((r) => r.name);
-  assert.deepEqual(tables.filter((n) => !n.startsWith('sqlite_')), ['audit_checkpoints', 'audit_records', 'portcullis_meta', 'recording_payloads', 'recordings']);
+  assert.deepEqual(tables.filter((n) => !n.startsWith('sqlite_')), ['approvals', 'audit_checkpoints', 'audit_records', 'policy_versions', 'portcullis_meta', 'recording_payloads', 'recordings']);
 });
 
 test('synchronous=FULL is set on the connection that writes', (t) => {

@@ -25,12 +25,16 @@ import type {
   ChainHead,
   Checkpoint,
   Payload,
+  ApprovalRecord,
+  ApprovalStatus,
+  PolicyEntry,
+  PolicySummary,
   RecordedMessage,
   RecordingRow,
   SealedBatch,
   Store,
 } from './store.js';
-import { messageFromRow as toMessage, SELECT_MESSAGES, type MessageRow } from './store.js';
+import { approvalData, approvalFromRow, messageFromRow as toMessage, policyFromRow, SELECT_MESSAGES, type MessageRow } from './store.js';
 
 /** PRAGMA application_id of a Portcullis store: "PCLS". Tells our files from any other SQLite file. */
 export const SQLITE_APPLICATION_ID = 0x50434c53;
@@ -95,6 +99,42 @@ const MIGRATIONS: { version: number; sql: string }[] = [
         SELECT 'recordings_chained_from', coalesce(max(id), 0) + 1 FROM recordings;
     `,
   },
+  {
+    // The admin API: policy history, approvals; the audit log indexed by time and type.
+    version: 3,
+    sql: `
+      CREATE TABLE policy_versions (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        version   TEXT NOT NULL,
+        files     TEXT NOT NULL,
+        message   TEXT NOT NULL,
+        by        TEXT NOT NULL,
+        loaded_at TEXT NOT NULL,
+        action    TEXT NOT NULL
+      );
+      CREATE INDEX policy_versions_by_version ON policy_versions (version, id);
+      CREATE INDEX audit_records_by_ts ON audit_records (ts);
+      CREATE INDEX audit_records_by_type ON audit_records (type, seq);
+      CREATE TABLE approvals (
+        id            TEXT PRIMARY KEY,
+        status        TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        expires_at    TEXT NOT NULL,
+        requester_key TEXT NOT NULL,
+        server        TEXT NOT NULL,
+        method        TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        args_digest   TEXT NOT NULL,
+        data          TEXT NOT NULL,
+        decided_at    TEXT,
+        decided_by    TEXT,
+        reason        TEXT,
+        grant_until   TEXT
+      );
+      CREATE INDEX approvals_by_status ON approvals (status, created_at);
+      CREATE INDEX approvals_by_request ON approvals (requester_key, server, target, args_digest);
+    `,
+  },
 ];
 export const SQLITE_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
 
@@ -113,6 +153,26 @@ const BUSY_SPIN_MS = 10;
 function isBusy(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+}
+
+interface ApprovalRow {
+  id: string;
+  status: string;
+  data: string;
+  decided_at: string | null;
+  decided_by: string | null;
+  reason: string | null;
+  grant_until: string | null;
+}
+
+interface PolicyRow {
+  id: number;
+  version: string;
+  files?: string;
+  message: string;
+  by: string;
+  loaded_at: string;
+  action: PolicyEntry['action'];
 }
 
 interface AuditRow {
@@ -160,6 +220,12 @@ export class SqliteStore implements Store {
       pruneRecordings: db.prepare(
         'DELETE FROM recordings WHERE ts < ? AND session_id NOT IN (SELECT session_id FROM recordings WHERE ts >= ?)',
       ),
+      insertPolicy: db.prepare<[string, string, string, string, string, string], PolicyRow>(
+        'INSERT INTO policy_versions (version, files, message, by, loaded_at, action) VALUES (?, ?, ?, ?, ?, ?) RETURNING *',
+      ),
+      policyInForce: db.prepare<[], PolicyRow>('SELECT * FROM policy_versions ORDER BY id DESC LIMIT 1'),
+      policyHistory: db.prepare<[number], PolicyRow>('SELECT id, version, message, by, loaded_at, action FROM policy_versions ORDER BY id DESC LIMIT ?'),
+      policyByVersion: db.prepare<[string], PolicyRow>('SELECT * FROM policy_versions WHERE version = ? ORDER BY id DESC LIMIT 1'),
       prunePayloads: db.prepare(
         'DELETE FROM recording_payloads WHERE NOT EXISTS (SELECT 1 FROM recordings r WHERE r.payload_hash = recording_payloads.hash)',
       ),
@@ -246,12 +312,14 @@ export class SqliteStore implements Store {
     if (range.toSeq !== undefined) where.push('seq <= @toSeq');
     if (range.since !== undefined) where.push('ts >= @since');
     if (range.until !== undefined) where.push('ts <= @until');
+    // Types are bound as a JSON array: one prepared statement whatever their number.
+    if (range.types !== undefined) where.push('type IN (SELECT value FROM json_each(@types))');
     const page = this.db.prepare<Record<string, unknown>, AuditRow>(
       `SELECT seq, ts, type, actor, data, prev, hash FROM audit_records WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ${PAGE}`,
     );
     let after = (range.fromSeq ?? 1) - 1;
     for (;;) {
-      const rows = page.all({ after, toSeq: range.toSeq, since: range.since, until: range.until });
+      const rows = page.all({ after, toSeq: range.toSeq, since: range.since, until: range.until, types: range.types && JSON.stringify(range.types) });
       for (const row of rows) yield rowToRecord(row);
       if (rows.length < PAGE) return;
       after = rows[rows.length - 1].seq;
@@ -275,6 +343,97 @@ export class SqliteStore implements Store {
       }
     });
     await this.write(() => run.immediate());
+  }
+
+  async appendPolicy(entry: Omit<PolicyEntry, 'id' | 'loadedAt'>): Promise<PolicyEntry> {
+    const row = await this.write(() => this.stmts.insertPolicy.get(entry.version, JSON.stringify(entry.files), entry.message, entry.by, new Date().toISOString(), entry.action)!);
+    for (const listener of this.policyListeners) listener();
+    return policyFromRow(row) as PolicyEntry;
+  }
+
+  async policyInForce(): Promise<PolicyEntry | undefined> {
+    const row = this.stmts.policyInForce.get();
+    return row && (policyFromRow(row) as PolicyEntry);
+  }
+
+  async policyHistory(limit: number): Promise<PolicySummary[]> {
+    return this.stmts.policyHistory.all(limit).map(policyFromRow);
+  }
+
+  async policyByVersion(version: string): Promise<PolicyEntry | undefined> {
+    const row = this.stmts.policyByVersion.get(version);
+    return row && (policyFromRow(row) as PolicyEntry);
+  }
+
+  private readonly policyListeners = new Set<() => void>();
+
+  async watchPolicy(listener: () => void): Promise<() => Promise<void>> {
+    const own = () => listener();
+    this.policyListeners.add(own);
+    return async () => void this.policyListeners.delete(own);
+  }
+
+  private readonly approvalListeners = new Set<(id: string) => void>();
+
+  async createApproval(a: ApprovalRecord): Promise<void> {
+    await this.write(() =>
+      this.db
+        .prepare('INSERT INTO approvals (id, status, created_at, expires_at, requester_key, server, method, target, args_digest, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(a.id, a.status, a.createdAt, a.expiresAt, a.requester.key, a.server, a.method, a.tool ?? a.resource ?? a.prompt ?? '', a.argsDigest, approvalData(a)),
+    );
+  }
+
+  async getApproval(id: string): Promise<ApprovalRecord | undefined> {
+    const row = this.db.prepare<[string], ApprovalRow>('SELECT * FROM approvals WHERE id = ?').get(id);
+    return row && approvalFromRow(row);
+  }
+
+  async listApprovals(filter: { status?: ApprovalStatus; limit: number }): Promise<ApprovalRecord[]> {
+    const now = new Date().toISOString();
+    // A pending row past its expiry is an expired approval: filter on what callers are told.
+    const where =
+      filter.status === undefined ? '1' : filter.status === 'pending' ? "status = 'pending' AND expires_at > @now" : filter.status === 'expired' ? "(status = 'expired' OR (status = 'pending' AND expires_at <= @now))" : 'status = @status';
+    return this.db
+      .prepare<Record<string, unknown>, ApprovalRow>(`SELECT * FROM approvals WHERE ${where} ORDER BY created_at DESC LIMIT @limit`)
+      .all({ now, status: filter.status, limit: filter.limit })
+      .map(approvalFromRow);
+  }
+
+  async settleApproval(id: string, o: { status: Exclude<ApprovalStatus, 'pending'>; decidedBy: string; reason?: string; grantUntil?: string }): Promise<ApprovalRecord | undefined> {
+    const now = new Date().toISOString();
+    // Approve and deny only before the expiry; expiring and withdrawing end a pending one whenever.
+    const row = await this.write(() =>
+      this.db
+        .prepare<unknown[], ApprovalRow>(
+          "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ?, grant_until = ? WHERE id = ? AND status = 'pending' AND (? OR expires_at > ?) RETURNING *",
+        )
+        .get(o.status, now, o.decidedBy, o.reason ?? null, o.grantUntil ?? null, id, o.status === 'expired' || o.status === 'cancelled' ? 1 : 0, now),
+    );
+    if (!row) return undefined;
+    for (const listener of this.approvalListeners) listener(id);
+    return approvalFromRow(row);
+  }
+
+  async findGrant(r: { requesterKey: string; server: string; method: string; target: string; argsDigest: string }): Promise<ApprovalRecord | undefined> {
+    const row = this.db
+      .prepare<unknown[], ApprovalRow>(
+        "SELECT * FROM approvals WHERE requester_key = ? AND server = ? AND method = ? AND target = ? AND args_digest = ? AND status = 'approved' AND grant_until > ? ORDER BY decided_at DESC LIMIT 1",
+      )
+      .get(r.requesterKey, r.server, r.method, r.target, r.argsDigest, new Date().toISOString());
+    return row && approvalFromRow(row);
+  }
+
+  async watchApprovals(listener: (id: string) => void): Promise<() => Promise<void>> {
+    const own = (id: string) => listener(id);
+    this.approvalListeners.add(own);
+    return async () => void this.approvalListeners.delete(own);
+  }
+
+  async recordingCounts(sessionIds: string[]): Promise<Map<string, number>> {
+    const rows = this.db
+      .prepare<[string], { session_id: string; n: number }>('SELECT session_id, count(*) AS n FROM recordings WHERE session_id IN (SELECT value FROM json_each(?)) GROUP BY session_id')
+      .all(JSON.stringify(sessionIds));
+    return new Map(rows.map((r) => [r.session_id, r.n]));
   }
 
   async readRecording(sessionId: string): Promise<RecordedMessage[]> {

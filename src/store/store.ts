@@ -2,8 +2,8 @@
 // PostgreSQL (shared by replicas) implement it; callers never see which. Every method is async
 // even where SQLite could answer synchronously, so a networked implementation fits unchanged.
 //
-// Later issues add policy bundles and approvals as further sections (PolicyStore,
-// ApprovalStore) of the same interface; the schema migrations are versioned for that.
+// Each concern is a section of the one interface (AuditStore, RecordingStore, PolicyStore); the
+// schema migrations are versioned, so a section added later is a new migration step.
 
 /** One record of the tamper-evident audit chain (see docs/audit.md). */
 export interface AuditRecord {
@@ -50,6 +50,8 @@ export interface AuditRange {
   /** Inclusive bounds on ts (ISO strings, compared as such). */
   since?: string;
   until?: string;
+  /** Only records of these types. */
+  types?: string[];
 }
 
 export interface AuditStore {
@@ -131,7 +133,98 @@ export interface RecordingStore {
   pruneRecordings(before: number): Promise<{ messages: number; payloads: number }>;
 }
 
-export interface Store extends AuditStore, RecordingStore {
+/** One entry of the policy history: a bundle pushed, or an earlier one put back in force. */
+export interface PolicyEntry {
+  /** 1, 2, 3, … in the order entries were stored; the entry with the highest id is in force. */
+  id: number;
+  /** The bundle version (SHA-256 of its canonical content). */
+  version: string;
+  /** The policy files, by name, exactly as pushed. */
+  files: Record<string, string>;
+  message: string;
+  /** Who put it in force: the pusher's sub, or the admin token's id. */
+  by: string;
+  /** ISO 8601 UTC. */
+  loadedAt: string;
+  action: 'push' | 'rollback';
+}
+
+export type PolicySummary = Omit<PolicyEntry, 'files'>;
+
+export interface PolicyStore {
+  /** Stores an entry, which is then the one in force (on every replica, see watchPolicy). */
+  appendPolicy(entry: Omit<PolicyEntry, 'id' | 'loadedAt'>): Promise<PolicyEntry>;
+  policyInForce(): Promise<PolicyEntry | undefined>;
+  /** Newest first. */
+  policyHistory(limit: number): Promise<PolicySummary[]>;
+  /** The newest entry of that version, with its files. */
+  policyByVersion(version: string): Promise<PolicyEntry | undefined>;
+  /**
+   * Calls `listener` whenever an entry is stored by any process sharing the store (PostgreSQL:
+   * LISTEN/NOTIFY; SQLite serves one process, so only its own appends). Resolves once listening;
+   * the function it returns stops.
+   */
+  watchPolicy(listener: () => void): Promise<() => Promise<void>>;
+}
+
+export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'cancelled';
+
+/** A held request waiting for (or past) a human's decision (SPEC 5). */
+export interface ApprovalRecord {
+  id: string;
+  status: ApprovalStatus;
+  /** Who asked: sub, groups, and the credential (identityKey) that sent it. */
+  requester: { sub: string; groups: string[]; key: string };
+  server: string;
+  method: string;
+  tool?: string;
+  resource?: string;
+  prompt?: string;
+  /** The arguments exactly as sent, and their digest (bound into the approval). */
+  args?: Record<string, unknown>;
+  argsDigest: string;
+  rule: string;
+  /** Who may decide: the rule's approvers. */
+  approvers: { sub?: string[]; groups?: string[] };
+  bundleVersion: string;
+  sessionId?: string;
+  requestId?: string | number;
+  /** ISO 8601 UTC. */
+  createdAt: string;
+  expiresAt: string;
+  decidedAt?: string;
+  /** The approver's sub (or admin:<token id>), or what ended it (client cancelled, gateway shut down). */
+  decidedBy?: string;
+  reason?: string;
+  /** The rule's `grant.ttl` (ms): once approved, an identical request of the same credential passes that long. */
+  grantMs?: number;
+  /** For an approved request whose rule has `grant`: until when an identical request passes. */
+  grantUntil?: string;
+}
+
+export interface ApprovalStore {
+  createApproval(a: ApprovalRecord): Promise<void>;
+  getApproval(id: string): Promise<ApprovalRecord | undefined>;
+  /** Newest first; a pending approval past its expiry is reported as expired. */
+  listApprovals(filter: { status?: ApprovalStatus; limit: number }): Promise<ApprovalRecord[]>;
+  /**
+   * Moves a pending, unexpired approval to `status` atomically (across replicas). Returns the
+   * updated record, or undefined when it was not pending any more (decided, expired, cancelled)
+   * or does not exist.
+   */
+  settleApproval(id: string, outcome: { status: Exclude<ApprovalStatus, 'pending'>; decidedBy: string; reason?: string; grantUntil?: string }): Promise<ApprovalRecord | undefined>;
+  /** An approved approval that grants this exact request (same credential, server, method, target, digest) now. */
+  findGrant(request: { requesterKey: string; server: string; method: string; target: string; argsDigest: string }): Promise<ApprovalRecord | undefined>;
+  /** Calls `listener(id)` when any process settles an approval (PostgreSQL: LISTEN/NOTIFY). */
+  watchApprovals(listener: (id: string) => void): Promise<() => Promise<void>>;
+}
+
+/** Recorded messages per session id (sessions without any are absent). */
+export interface SessionCounts {
+  recordingCounts(sessionIds: string[]): Promise<Map<string, number>>;
+}
+
+export interface Store extends AuditStore, RecordingStore, PolicyStore, ApprovalStore, SessionCounts {
   readonly kind: 'sqlite' | 'postgres';
   /** Where it is, for messages (a path or a URL without its password). */
   readonly location: string;
@@ -179,6 +272,29 @@ export function messageFromRow(r: MessageRow): RecordedMessage {
     seq: r.seq === null ? null : Number(r.seq),
     hash: r.hash,
   };
+}
+
+/** A policy_versions row (of either store) as an entry; without files when the query did not read them. */
+export function policyFromRow(r: { id: number | string; version: string; files?: string; message: string; by: string; loaded_at: string; action: string }): PolicySummary | PolicyEntry {
+  const summary: PolicySummary = { id: Number(r.id), version: r.version, message: r.message, by: r.by, loadedAt: r.loaded_at, action: r.action as PolicyEntry['action'] };
+  return r.files === undefined ? summary : { ...summary, files: JSON.parse(r.files) as Record<string, string> };
+}
+
+/** An approvals row (of either store) as a record; a pending one past its expiry reads as expired. */
+export function approvalFromRow(r: { id: string; status: string; data: string; decided_at: string | null; decided_by: string | null; reason: string | null; grant_until: string | null }): ApprovalRecord {
+  const a = { ...(JSON.parse(r.data) as Omit<ApprovalRecord, 'id' | 'status'>), id: r.id, status: r.status as ApprovalStatus } as ApprovalRecord;
+  if (r.decided_at !== null) a.decidedAt = r.decided_at;
+  if (r.decided_by !== null) a.decidedBy = r.decided_by;
+  if (r.reason !== null) a.reason = r.reason;
+  if (r.grant_until !== null) a.grantUntil = r.grant_until;
+  if (a.status === 'pending' && a.expiresAt <= new Date().toISOString()) a.status = 'expired';
+  return a;
+}
+
+/** What the approvals table keeps in `data`: everything fixed at creation. */
+export function approvalData(a: ApprovalRecord): string {
+  const { id: _id, status: _status, decidedAt: _at, decidedBy: _by, reason: _reason, grantUntil: _grant, ...fixed } = a;
+  return JSON.stringify(fixed);
 }
 
 /** prev of the first record. */

@@ -149,12 +149,12 @@ test('a full session through the gateway replays in order, both directions, with
 
     // --- The audit log: session.start, one decision per request, session.end, then the final
     // seal of the recording (once its last messages were stored).
-    const mine = records.filter((r) => r.data.session === sid || r.data.sessionId === sid);
+    const mine = records.filter((r) => r.data.sessionId === sid);
     assert.equal(mine[0].type, 'session.start');
-    assert.deepEqual(mine[0].data, { session: sid, server: 'ev', identity: { sub: 'anonymous', groups: [], via: 'anonymous' } });
+    assert.deepEqual(mine[0].data, { sessionId: sid, server: 'ev', identity: { sub: 'anonymous', groups: [], via: 'anonymous' } });
     assert.deepEqual(mine.slice(-2).map((r) => r.type), ['session.end', 'recording.seal']);
     assert.equal(mine[mine.length - 2].data.server, 'ev');
-    assert.deepEqual(mine[mine.length - 1].data, { session: sid, messages: messages.length, digest: messages[messages.length - 1].hash, lastTs: messages[messages.length - 1].ts, final: true });
+    assert.deepEqual(mine[mine.length - 1].data, { sessionId: sid, messages: messages.length, digest: messages[messages.length - 1].hash, lastTs: messages[messages.length - 1].ts, final: true });
     const decisions = mine.filter((r) => r.type === 'decision');
     assert.equal(decisions.length, requests.length, 'one decision record per request');
     const version = decisions[0].data.bundleVersion;
@@ -349,7 +349,7 @@ test('crash safety: serve killed with SIGKILL under load keeps every acknowledge
     assert.equal(added[0].seq, last.seq + 1);
     assert.equal(added[0].prev, last.hash);
     assert.deepEqual(added.map((r) => r.type), ['session.start', 'decision', 'decision', 'session.end', 'recording.seal'], 'initialize, tools/call, the sealed recording');
-    assert.ok(added.every((r) => r.data.session === sid || r.data.sessionId === sid));
+    assert.ok(added.every((r) => r.data.sessionId === sid));
     const verify = await pcl(['audit', 'verify', '-c', file]);
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
     assert.match(verify.stdout, new RegExp(`^ok: ${afterRestart.records.length} records verified`));

@@ -268,8 +268,10 @@ export function writeConfig(config: Partial<ConfigInput> & Pick<ConfigInput, 'se
 }
 
 export interface ConfiguredGateway {
-  running: RunningGateway & { wiring: Wiring };
+  running: Awaited<ReturnType<typeof serveFromConfig>>;
   base: string;
+  /** The admin API's http://host:port, when the config has an admin section. */
+  adminBase?: string;
   url(server: string): string;
   /** The config file and its temp dir (policies/ and the store live there). */
   file: string;
@@ -285,6 +287,7 @@ export async function startConfiguredGateway(config: Partial<ConfigInput> & Pick
   return {
     running,
     base: `http://127.0.0.1:${port}`,
+    adminBase: running.admin?.base,
     url: (name) => running.url(name),
     file,
     dir: dir.path,

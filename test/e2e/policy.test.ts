@@ -48,6 +48,7 @@ const EVERYTHING_POLICY = `${head('everything', 'everything')}
     who: { groups: [ops] }
     tools: [get-annotated-message]
     approvers: { groups: [leads] }
+    timeout: 400ms
   - name: analysts-docs
     effect: allow
     who: { groups: [analysts] }
@@ -83,6 +84,7 @@ const fxPolicy = `${head('fx', 'fx')}
     effect: approve
     tools: [deploy]
     approvers: { groups: [leads] }
+    timeout: 400ms
   - name: hello-method
     effect: allow
     methods: [fixture/hello]
@@ -419,11 +421,11 @@ describe('policy through the gateway', () => {
     );
   });
 
-  it('an approve rule fails closed: a tool error saying approval is required, nothing sent', async () => {
+  it('an approve rule holds the call; undecided, it expires: a tool error saying so, nothing sent', async () => {
     const bob = await open('everything', 'bob');
     const r = await bob.callTool({ name: 'get-annotated-message', arguments: { messageType: 'error' } });
     assert.equal(r.isError, true);
-    assert.match(textOf(r), /Approval required/);
+    assert.match(textOf(r), /expired/);
     assert.match(textOf(r), /everything\/annotated-needs-a-lead/);
 
     const alice = await open('fx', 'alice');
@@ -431,7 +433,9 @@ describe('policy through the gateway', () => {
     const marker = `deploy-${Date.now()}`;
     const d = await alice.callTool({ name: 'deploy', arguments: { marker } });
     assert.equal(d.isError, true);
-    assert.match(textOf(d), /Approval required by policy rule fx\/deploy-needs-approval/);
+    assert.match(textOf(d), /Approval .* expired .*\(rule fx\/deploy-needs-approval\)/);
+    const approval = (d._meta as Record<string, { status: string; rule: string }>)['portcullis.dev/approval'];
+    assert.deepEqual([approval.status, approval.rule], ['expired', 'fx/deploy-needs-approval']);
     const meta = (d._meta as Record<string, { decisionId: string; effect: string }>)['portcullis.dev/decision'];
     assert.equal(meta.effect, 'approve');
     assert.ok(!received(recordFile).some((m) => m.method === 'tools/call' && m.params?.arguments?.marker === marker), 'the held call reached the upstream');

@@ -201,24 +201,3 @@ describe('server requests through portcullis wrap (alice)', () => {
     assert.deepEqual(received(record).filter((m) => m.method === 'tasks/get'), []);
   });
 });
-
-describe('config settings not in force stop serve and wrap before they start', () => {
-  for (const [section, value, says] of [
-    ['admin', { tokens: [{ id: 'ops', sha256: 'a'.repeat(64) }] }, 'the admin API is not available in this version'],
-    ['approvals', { timeout: '5m' }, 'holding calls for approval is not available in this version'],
-  ] as const) {
-    test(`${section}: exit 1 with one line naming the file, line and field`, async () => {
-      const { file, dir } = writeConfig({ servers: { asks: fixture('/dev/null') }, [section]: value } as never);
-      try {
-        for (const args of [['serve', '-c', file], ['wrap', '-c', file, '--server', 'asks', '--identity', 'alice']]) {
-          const p = runPortcullis(args);
-          const { code } = await p.exited;
-          assert.equal(code, 1, p.output());
-          assert.match(p.output(), new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+: ${section}: ${says}, so this setting would do nothing: remove it`));
-        }
-      } finally {
-        dir.remove();
-      }
-    });
-  }
-});

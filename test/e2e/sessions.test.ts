@@ -116,7 +116,7 @@ describe('a session is bound to the credential that opened it', () => {
     assert.equal(textOf(answerTo(await callTool(b, 2, 'slow', { tag: 'owner-b' }), 2)), 'slow done: owner-b');
     // The audit log names the key, not just the shared sub.
     for (const [h, keyId, group] of [[a, 'key-a', 'group-a'], [b, 'key-b', 'group-b']] as const) {
-      const start = gw.audit.find((r) => r.type === 'session.start' && r.data.session === h['mcp-session-id']);
+      const start = gw.audit.find((r) => r.type === 'session.start' && r.data.sessionId === h['mcp-session-id']);
       assert.deepEqual(start?.data.identity, { sub: 'shared', keyId, groups: [group], via: 'api-key' });
       const decision = gw.audit.find((r) => r.type === 'decision' && r.data.sessionId === h['mcp-session-id'] && r.data.requestId === 2);
       assert.deepEqual(decision?.data.identity, { sub: 'shared', keyId, groups: [group] });
