@@ -183,6 +183,11 @@ function invalidBundle(e: PortcullisError): AdminError {
   return new AdminError(422, 'policy_invalid', e.message, { errors: e.problems.map((p) => ({ file: p.file ?? null, line: p.line ?? null, field: p.field ?? null, message: p.message })) });
 }
 
+/** Who makes a policy change (SPEC 7 `by`: the pusher's sub or token id), and what was in force before it. */
+function change(ctx: AdminContext, source: StorePolicySource): { by: string; previous: string } {
+  return { by: ctx.caller.kind === 'token' ? ctx.caller.id : ctx.caller.identity.sub, previous: source.current().version };
+}
+
 function storeSource(ctx: AdminContext): StorePolicySource {
   if (ctx.policy.store) return ctx.policy.store;
   throw new AdminError(409, 'policy_source_folder', `policy comes from the folder ${ctx.policy.folder?.path ?? ''} (policy.path): change the files there, or set policy.source: store to push through the admin API`);
@@ -267,8 +272,7 @@ const routes: Route[] = [
     async handle(ctx) {
       const source = storeSource(ctx);
       const { files, message } = parse(pushBody, ctx.body);
-      const by = ctx.caller.kind === 'token' ? ctx.caller.id : ctx.caller.identity.sub;
-      const previous = source.current().version;
+      const { by, previous } = change(ctx, source);
       try {
         const { entry, warnings } = await source.push(files, message, by, ctx.servers);
         return { body: { version: entry.version, warnings: warnings.map(({ file, line, field, message: m, ruleId }) => ({ file, line, field, rule: ruleId, message: m })) }, audit: { version: entry.version, previous, message } };
@@ -286,8 +290,7 @@ const routes: Route[] = [
     async handle(ctx) {
       const source = storeSource(ctx);
       const { version, message } = parse(rollbackBody, ctx.body);
-      const by = ctx.caller.kind === 'token' ? ctx.caller.id : ctx.caller.identity.sub;
-      const previous = source.current().version;
+      const { by, previous } = change(ctx, source);
       const entry = await source.rollback(version, message ?? `rollback to ${version}`, by);
       if (!entry) throw new AdminError(404, 'not_found', `no version ${version} in the policy history`);
       return { body: { version: entry.version }, audit: { version, previous } };

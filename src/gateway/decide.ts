@@ -1,7 +1,7 @@
 // The decide stage: the only place an Authorized message is made, and only after the decision's
 // audit record is durable. Upstream connectors accept nothing else, so "no message reaches an
 // upstream without a decision and its audit record" is a property of the types.
-import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import { randomUUID } from 'node:crypto';
 import type { Identity } from '../auth/identity.js';
 import type { CompiledBundle, Kind } from '../policy/compile.js';
@@ -104,14 +104,9 @@ export function decideStage(points: PolicyPoint, audit: AuditSink, desk?: Approv
         return next();
       }
       const input: DecisionInput = { identity: x.identity, server: session.server, method: m.method, time: new Date() };
-      const decision = (x.decision = policy.decide(input));
-      const decisionId = (x.decisionId = randomUUID());
-      try {
-        await audit.append('decision', x.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id }));
-      } catch (e) {
-        session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; notification dropped');
-        return undefined;
-      }
+      const decision = policy.decide(input);
+      const decisionId = await onRecord(x, audit, input, decision);
+      if (decisionId === undefined) return undefined; // the notification is dropped
       if (decision.effect !== 'allow') {
         session.log.warn({ method: m.method, rule: decision.rule, decisionId }, 'notification dropped by policy');
         return undefined;
@@ -121,17 +116,8 @@ export function decideStage(points: PolicyPoint, audit: AuditSink, desk?: Approv
     }
     const input = decisionInput(x, m);
     const decision: Decision = governed(m) ? policy.decide(input) : builtIn(`protocol/${m.action.kind}`, policy.version);
-    const decisionId = randomUUID();
-    x.decision = decision;
-    x.decisionId = decisionId;
-    // Durable before anything moves: a decision without its record is no decision (fail closed).
-    try {
-      await audit.append('decision', x.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
-    } catch (e) {
-      session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; request refused');
-      // An outage, not a policy answer: the client may retry; the store's own error stays in the log.
-      return errorResponse(m.id, INTERNAL_ERROR, 'Audit log unavailable: the request was not forwarded (PCL_AUDIT_WRITE_FAILED)', { code: 'PCL_AUDIT_WRITE_FAILED', decisionId, retryable: true });
-    }
+    const decisionId = await onRecord(x, audit, input, decision, m.id);
+    if (decisionId === undefined) return auditOutage(m.id, x.decisionId!, 'the request was not forwarded');
     if (decision.effect === 'allow') {
       x.authorized = mint(m.message, decision);
       return next();
@@ -151,7 +137,7 @@ export function decideStage(points: PolicyPoint, audit: AuditSink, desk?: Approv
       await audit.append('approval.released', x.identity.sub, { approvalId: approval.id, decisionId, releaseId, sessionId: session.id, requestId: m.id, bundleVersion: now.version, effect: again.effect, rule: again.rule, ...(approval.status === 'approved' && approval.decidedBy && { approvedBy: approval.decidedBy }) });
     } catch (e) {
       session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; approved request not forwarded');
-      return errorResponse(m.id, INTERNAL_ERROR, 'Audit log unavailable: the request was not forwarded (PCL_AUDIT_WRITE_FAILED)', { code: 'PCL_AUDIT_WRITE_FAILED', decisionId, retryable: true });
+      return auditOutage(m.id, decisionId, 'the request was not forwarded');
     }
     if (again.effect === 'deny') return denial(m, again, releaseId);
     x.authorized = mint(m.message, again.effect === 'allow' ? again : decision);
@@ -174,15 +160,8 @@ export function decideServerRequest(points: PolicyPoint, audit: AuditSink): Stag
     const policy = (x.policy = points.current());
     const input: DecisionInput = { identity: x.identity, server: session.server, method: m.method, from: 'server', args: m.params ?? {}, time: new Date() };
     const decision = m.action.kind === 'housekeeping' ? builtIn('protocol/housekeeping', policy.version) : policy.decide(input);
-    const decisionId = randomUUID();
-    x.decision = decision;
-    x.decisionId = decisionId;
-    try {
-      await audit.append('decision', x.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
-    } catch (e) {
-      session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; server request refused');
-      return errorResponse(m.id, INTERNAL_ERROR, 'Audit log unavailable: the request was not passed to the client (PCL_AUDIT_WRITE_FAILED)', { code: 'PCL_AUDIT_WRITE_FAILED', decisionId, retryable: true });
-    }
+    const decisionId = await onRecord(x, audit, input, decision, m.id);
+    if (decisionId === undefined) return auditOutage(m.id, x.decisionId!, 'the request was not passed to the client');
     if (decision.effect === 'allow') return next();
     session.log.warn({ method: m.method, rule: decision.rule, decisionId }, 'server request refused by policy');
     const why = decision.effect === 'approve' ? 'approval required, and approvals are not enabled on this gateway' : decision.message;
@@ -201,6 +180,29 @@ export function answerForUpstream(x: Exchange, reply: JSONRPCMessage): Authorize
   if (!('error' in reply) || reply.id !== id) return undefined;
   const decision = x.decision && x.decision.effect !== 'allow' ? x.decision : { effect: 'deny' as const, rule: '(gateway error)', bundleVersion: x.policy?.version ?? '' };
   return mint(reply, decision);
+}
+
+/**
+ * Puts a decision on the exchange and on the record. Durable before anything moves: a decision
+ * without its record is no decision, so undefined (the audit log failed; the caller refuses or
+ * drops the message, fail closed) or the record's decisionId.
+ */
+async function onRecord(x: Exchange, audit: AuditSink, input: DecisionInput, decision: Decision, requestId?: RequestId): Promise<string | undefined> {
+  const decisionId = randomUUID();
+  x.decision = decision;
+  x.decisionId = decisionId;
+  try {
+    await audit.append('decision', x.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: x.session.id, requestId }));
+    return decisionId;
+  } catch (e) {
+    x.session.log.error({ err: (e as Error).message, decisionId, method: input.method }, 'audit write failed; message refused');
+    return undefined;
+  }
+}
+
+/** An outage, not a policy answer: the caller may retry; the store's own error stays in the log. */
+function auditOutage(id: RequestId, decisionId: string, what: string): Reply {
+  return errorResponse(id, INTERNAL_ERROR, `Audit log unavailable: ${what} (PCL_AUDIT_WRITE_FAILED)`, { code: 'PCL_AUDIT_WRITE_FAILED', decisionId, retryable: true });
 }
 
 /** Protocol plumbing (initialize, ping, list methods…) is allowed built-in; everything else is policy's. */

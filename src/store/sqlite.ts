@@ -34,7 +34,7 @@ import type {
   SealedBatch,
   Store,
 } from './store.js';
-import { approvalData, approvalFromRow, messageFromRow as toMessage, policyFromRow, SELECT_MESSAGES, type MessageRow } from './store.js';
+import { ADMIN_TABLES, approvalData, approvalFromRow, messageFromRow as toMessage, policyFromRow, SELECT_MESSAGES, type MessageRow } from './store.js';
 
 /** PRAGMA application_id of a Portcullis store: "PCLS". Tells our files from any other SQLite file. */
 export const SQLITE_APPLICATION_ID = 0x50434c53;
@@ -113,26 +113,7 @@ const MIGRATIONS: { version: number; sql: string }[] = [
         action    TEXT NOT NULL
       );
       CREATE INDEX policy_versions_by_version ON policy_versions (version, id);
-      CREATE INDEX audit_records_by_ts ON audit_records (ts);
-      CREATE INDEX audit_records_by_type ON audit_records (type, seq);
-      CREATE TABLE approvals (
-        id            TEXT PRIMARY KEY,
-        status        TEXT NOT NULL,
-        created_at    TEXT NOT NULL,
-        expires_at    TEXT NOT NULL,
-        requester_key TEXT NOT NULL,
-        server        TEXT NOT NULL,
-        method        TEXT NOT NULL,
-        target        TEXT NOT NULL,
-        args_digest   TEXT NOT NULL,
-        data          TEXT NOT NULL,
-        decided_at    TEXT,
-        decided_by    TEXT,
-        reason        TEXT,
-        grant_until   TEXT
-      );
-      CREATE INDEX approvals_by_status ON approvals (status, created_at);
-      CREATE INDEX approvals_by_request ON approvals (requester_key, server, target, args_digest);
+      ${ADMIN_TABLES}
     `,
   },
 ];

@@ -231,6 +231,32 @@ export interface Store extends AuditStore, RecordingStore, PolicyStore, Approval
   close(): Promise<void>;
 }
 
+/**
+ * Part of migration 3 in both stores, in SQL both dialects read alike: the audit log indexed by
+ * time and type, and the approvals. A released migration: never edit, add a step.
+ */
+export const ADMIN_TABLES = `
+      CREATE INDEX audit_records_by_ts ON audit_records (ts);
+      CREATE INDEX audit_records_by_type ON audit_records (type, seq);
+      CREATE TABLE approvals (
+        id            TEXT PRIMARY KEY,
+        status        TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        expires_at    TEXT NOT NULL,
+        requester_key TEXT NOT NULL,
+        server        TEXT NOT NULL,
+        method        TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        args_digest   TEXT NOT NULL,
+        data          TEXT NOT NULL,
+        decided_at    TEXT,
+        decided_by    TEXT,
+        reason        TEXT,
+        grant_until   TEXT
+      );
+      CREATE INDEX approvals_by_status ON approvals (status, created_at);
+      CREATE INDEX approvals_by_request ON approvals (requester_key, server, target, args_digest);`;
+
 /** The recorded messages with their bodies (inline, or from the payload they reference), in either store's SQL. */
 export const SELECT_MESSAGES = `
   SELECT r.id, r.session_id, r.ts, r.direction, r.server, r.sub, r.method, r.message_id, r.decision,
