@@ -52,6 +52,20 @@ describe('lint catches the traps', () => {
     assert.match(fs[2]!.message, /does not start with a scheme/);
   });
 
+  it('a resources pattern that is not canonical matches nothing the gateway lets through: a deny written so would hold nowhere', () => {
+    for (const [p, says] of [
+      ['FILE:///srv/secret/**', /scheme must be lowercase/],
+      ['file:///srv/%2e%2e/x/**', /%2e/],
+      ['file:///srv/../secret/**', /dot segment|\.\./],
+      ['file:///srv//secret/*', /empty segment|\/\//],
+    ] as const) {
+      const why = uriPatternProblem(p);
+      assert.match(why ?? '', /canonical/, p);
+      assert.match(why ?? '', says, `${p}: ${why}`);
+    }
+    assert.equal(uriPatternProblem('file:///srv/secret/**'), undefined);
+  });
+
   it('the URI check passes what can match a scheme:…/… URI, and only that', () => {
     const can: Array<[string, string]> = [['**', 'a:/'], ['*://*/x', 'f://h/x'], ['file:///**', 'file:///a'], ['a*/**', 'a:/b'], ['demo://resource/static/document/*.md', 'demo://resource/static/document/a.md'], ['s*:/x', 's:/x']];
     for (const [p, uri] of can) {

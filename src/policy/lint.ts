@@ -1,5 +1,6 @@
 // Lint: everything the compiler rejects (errors), plus what loads but is probably wrong
 // (warnings). A bundle with no errors always loads: lint runs the gateway's own compiler.
+import { uriProblem } from './uri.js';
 import { compileWithProblems, readPolicyFiles, type CompiledBundle, type CompiledRule, type CompileOptions, type Kind, type Selectable } from './compile.js';
 import { globCovers, globsOverlap, hasWildcard } from './glob.js';
 import type { WhoSpec } from './schema.js';
@@ -67,6 +68,10 @@ export function uriPatternProblem(pattern: string): string | undefined {
   const slashAfterScheme = colon >= 0 ? pattern.slice(colon).includes('/') : pattern.includes('/');
   // A URI spelt out without "/" (urn:…) is meant; a glob without one is the trap.
   if (star >= 0 && !slashAfterScheme && !/\*\*/.test(pattern)) return 'cannot match a URI with a path: "*" matches within one path segment, never "/"; use "**" to match across segments';
+  // The gateway refuses URIs that are not canonical, so a pattern that is not (FILE:///…, %2e,
+  // a dot segment) matches nothing it lets through: a deny written that way would hold nowhere.
+  const problem = colon >= 0 ? uriProblem(pattern.replace(/\*+/g, 'x')) : undefined;
+  if (problem) return `cannot match a URI the gateway accepts, which are canonical only: ${problem}`;
   return undefined;
 }
 
