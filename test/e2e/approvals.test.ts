@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import parsePrometheus from 'parse-prometheus-text-format';
 import { generateApiKey, hashApiKey } from '../../src/auth/api-keys.js';
 import { CLIENT_INFO, raw, startConfiguredGateway, tempDir, upstreams, waitFor, type ConfiguredGateway } from './harness.js';
 
@@ -205,6 +206,20 @@ describe('approvals', () => {
     assert.equal((await admin('POST', '/admin/v1/approvals/no-such-id/approve', keys.alice, { reason: 5 })).status, 400);
     assert.equal((await admin('GET', '/admin/v1/approvals?status=maybe', keys.alice)).status, 400);
     assert.equal((await admin('GET', '/admin/v1/approvals', '')).status, 401);
+  });
+
+  it('/metrics, parsed as Prometheus text: requests by closed labels, the policy in force, held calls, audit health', async () => {
+    const families = new Map(parsePrometheus((await raw(gw.base, '/metrics', { method: 'GET' })).text).map((f) => [f.name, f]));
+    const requests = families.get('portcullis_requests_total')!;
+    assert.equal(requests.type, 'COUNTER');
+    assert.ok(requests.metrics.some((m) => m.labels.server === 'pay' && m.labels.method === 'tools/call' && m.labels.effect === 'approve' && Number(m.value) >= 1));
+    assert.ok(requests.metrics.every((m) => /^(tools\/call|tools\/list|initialize|ping|other|[a-z]+\/[a-zA-Z/]+)$/.test(m.labels.method)));
+    const info = families.get('portcullis_policy_info')!;
+    assert.deepEqual(info.metrics.map((m) => [m.value, /^[0-9a-f]{64}$/.test(m.labels.version)]), [['1', true]]);
+    assert.equal(families.get('portcullis_approvals_pending')!.metrics[0].value, '0', 'nothing is held once every call is decided');
+    assert.equal(families.get('portcullis_audit_healthy')!.metrics[0].value, '1');
+    assert.equal(families.get('portcullis_audit_write_failures')!.metrics[0].value, '0');
+    assert.equal(families.get('portcullis_request_duration_seconds')!.type, 'HISTOGRAM');
   });
 
   it('webhooks get each event with a Slack-compatible text and a signature receivers can check', async () => {
