@@ -118,6 +118,9 @@ async function inSession(session: Session, req: IncomingMessage, res: ServerResp
     const refusal = duplicateId(id) as { error: { code: number; message: string } };
     throw new HttpRefusal(400, refusal.error.code, refusal.error.message, {}, id);
   }
+  // A client that goes away before its answer (the POST's stream closed early) no longer waits:
+  // a call held for approval is withdrawn, so nothing is forwarded later on its behalf.
+  if (id !== undefined) res.once('close', () => !res.writableFinished && session.disconnected(id));
   try {
     await (session.channel as HttpChannel).handle(req, res, body, identity);
   } finally {

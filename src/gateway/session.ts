@@ -296,6 +296,12 @@ export class Session {
     };
   }
 
+  /** The client went away before its answer: a held call is withdrawn; a forwarded one runs its course. */
+  disconnected(id: RequestId): void {
+    const f = this.inFlight.get(id);
+    if (f?.held) f.settle(undefined);
+  }
+
   /** The client cancelled a request: it gets no reply (MCP cancellation semantics). */
   cancelled(id: RequestId): void {
     const f = this.inFlight.get(id);

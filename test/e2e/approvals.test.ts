@@ -13,7 +13,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { generateApiKey, hashApiKey } from '../../src/auth/api-keys.js';
-import { CLIENT_INFO, raw, startConfiguredGateway, tempDir, upstreams, waitFor, type ConfiguredGateway } from './harness.js';
+import { CLIENT_INFO, MCP_HEADERS, raw, rawSession, startConfiguredGateway, tempDir, upstreams, waitFor, type ConfiguredGateway } from './harness.js';
 
 const keys = { agent: generateApiKey(), alice: generateApiKey(), bob: generateApiKey(), carol: generateApiKey(), admin: generateApiKey() };
 const WEBHOOK_SECRET = 'a-webhook-secret-of-some-length';
@@ -198,6 +198,20 @@ describe('approvals', () => {
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual(calls(3000), []);
     await client.close();
+  });
+
+  it('a held call whose client disconnects is withdrawn: nothing is forwarded later', async () => {
+    const auth = { authorization: `Bearer ${keys.agent}` };
+    const { headers } = await rawSession(gw, 'pay', '2025-11-25', auth);
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 41, method: 'tools/call', params: { name: 'echo', arguments: { amount: 4100 } } });
+    // The client gives up (its connection closes) while the call is held.
+    const gone = raw(gw.base, '/mcp/pay', { headers: { ...MCP_HEADERS, ...headers, ...auth }, body, timeoutMs: 1_500 }).catch((e: Error) => e);
+    const approval = await approvalFor(4100);
+    assert.ok((await gone) instanceof Error, 'the client gave up');
+    await waitFor('the approval to be withdrawn', async () => (await admin('GET', `/admin/v1/approvals/${approval.id}`, keys.alice)).json.approval.status === 'cancelled');
+    assert.equal((await admin('POST', `/admin/v1/approvals/${approval.id}/approve`, keys.alice, {})).status, 409);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(calls(4100), []);
   });
 
   it('bad input: an unknown id (404), a malformed body (400), an unknown status (400)', async () => {
