@@ -136,13 +136,13 @@ export interface LargePolicyFigures {
 
 const started: ChildProcess[] = [];
 
-function track(child: ChildProcess): ChildProcess {
+export function track(child: ChildProcess): ChildProcess {
   started.push(child);
   return child;
 }
 
 /** Ends one process group we started (detached: the group id is the child's pid). */
-async function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<void> {
+export async function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const kill = (sig: NodeJS.Signals) => {
@@ -184,7 +184,7 @@ process.once('exit', () => {
   }
 });
 
-function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', pattern: RegExp, timeoutMs: number, what: string): Promise<RegExpExecArray> {
+export function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', pattern: RegExp, timeoutMs: number, what: string): Promise<RegExpExecArray> {
   return new Promise((resolvePromise, reject) => {
     let buffer = '';
     const src = child[stream]!;
@@ -206,7 +206,7 @@ function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', pattern: 
   });
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((r, j) => {
     const s = createServer();
     s.once('error', j);
@@ -219,7 +219,7 @@ async function freePort(): Promise<number> {
 
 /** The echo server as plain JavaScript (TypeScript's transpileModule, no type check), so upstream
  *  children start in ~0.2 s without tsx: 32 stdio sessions mean 32 children. Cached by mtime. */
-async function echoServerScript(): Promise<string> {
+export async function echoServerScript(): Promise<string> {
   const src = join(ROOT, 'bench', 'echo-server.ts');
   const dir = join(ROOT, 'node_modules', '.cache', 'portcullis-bench');
   const out = join(dir, 'echo-server.mjs');
@@ -380,7 +380,7 @@ function writeGatewayConfig(dir: string, echoUrl: string, echoScript: string, ap
   return file;
 }
 
-interface Gateway {
+export interface Gateway {
   child: ChildProcess;
   pid: number;
   urls: Record<string, string>;
@@ -407,7 +407,7 @@ function compiledGateway(): Promise<string> {
   return compiledMain;
 }
 
-async function startGateway(dir: string, configFile: string, nodeFlags: string[] = [], tag = 'gateway'): Promise<Gateway> {
+export async function startGateway(dir: string, configFile: string, nodeFlags: string[] = [], tag = 'gateway'): Promise<Gateway> {
   // The gateway's log (stdout) goes straight to a file, not through this process: the load
   // generator must not pay for the gateway's logging, and a pipe would not be like a deployment.
   const logFile = join(dir, `${tag}.log`);
@@ -433,19 +433,19 @@ async function startGateway(dir: string, configFile: string, nodeFlags: string[]
 // ---------------------------------------------------------------------------------------------
 // Clients
 
-interface BenchClient {
+export interface BenchClient {
   client: Client;
   transport: StreamableHTTPClientTransport;
 }
 
-async function connect(url: string, apiKey: string): Promise<BenchClient> {
+export async function connect(url: string, apiKey: string): Promise<BenchClient> {
   const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${apiKey}` } } });
   const client = new Client({ name: 'portcullis-bench', version: '1.0.0' });
   await client.connect(transport);
   return { client, transport };
 }
 
-async function disconnect(c: BenchClient): Promise<void> {
+export async function disconnect(c: BenchClient): Promise<void> {
   await c.transport.terminateSession().catch(() => undefined);
   await c.client.close().catch(() => undefined);
 }
@@ -455,7 +455,7 @@ type Expect = 'echo' | 'denied';
 const message = (i: number) => `bench message ${i}: the quick brown fox jumps over the lazy dog`;
 
 /** One tools/call echo; throws when the answer is not what this path should give. */
-async function call(c: BenchClient, i: number, expect: Expect): Promise<void> {
+export async function call(c: BenchClient, i: number, expect: Expect): Promise<void> {
   const msg = message(i);
   const r = (await c.client.callTool({ name: 'echo', arguments: { message: msg } })) as { content?: Array<{ type: string; text?: string }>; isError?: boolean };
   const text = r.content?.[0]?.text;
@@ -486,7 +486,7 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
 }
 
-function summarize(latencies: number[]): SequentialFigures {
+export function summarize(latencies: number[]): SequentialFigures {
   const s = [...latencies].sort((a, b) => a - b);
   return { calls: s.length, p50: percentile(s, 0.5), p90: percentile(s, 0.9), p99: percentile(s, 0.99), mean: s.reduce((a, b) => a + b, 0) / s.length, max: s[s.length - 1] };
 }
@@ -895,7 +895,7 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
   }
 }
 
-function machineLine(): string {
+export function machineLine(): string {
   const cpus = readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m)?.[1] ?? 'unknown CPU';
   const n = (readFileSync('/proc/cpuinfo', 'utf8').match(/^processor\s*:/gm) ?? []).length;
   return `Node ${process.version}, ${n} × ${cpus.trim()}`;
