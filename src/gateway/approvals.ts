@@ -62,15 +62,12 @@ export class ApprovalDesk {
     return this.#waiting.size;
   }
 
-  /** An approval changed in the store: wake whoever holds its call. */
+  /** An approval changed in the store: wake whoever holds its call (no id: look at every held one, in one query). */
   async settled(id?: string): Promise<void> {
-    const ids = id !== undefined ? [id] : [...this.#waiting.keys()]; // no id: a missed notification, look at all
-    for (const one of ids) {
-      const w = this.#waiting.get(one);
-      if (!w) continue;
-      const record = await this.o.store.getApproval(one).catch(() => undefined);
-      if (record && record.status !== 'pending') w.settle(record);
-    }
+    const ids = id !== undefined ? [id] : [...this.#waiting.keys()];
+    if (!ids.length) return;
+    const records = await this.o.store.settledApprovals(ids).catch(() => []);
+    for (const record of records) this.#waiting.get(record.id)?.settle(record);
   }
 
   /**
@@ -161,8 +158,8 @@ export class ApprovalDesk {
       timer.unref?.();
       this.#waiting.set(approval.id, { approval, settle: finish });
       // Another process on the same SQLite file (a wrap, a second serve) cannot notify this one:
-      // while calls are held, look at them once a second as well.
-      this.#poll ??= setInterval(() => (this.#waiting.size ? void this.settled() : (clearInterval(this.#poll), (this.#poll = undefined))), POLL_MS).unref();
+      // while calls are held, look at them once a second (one query for all of them).
+      if (!this.o.store.approvalsNotifyAcrossProcesses) this.#poll ??= setInterval(() => (this.#waiting.size ? void this.settled() : (clearInterval(this.#poll), (this.#poll = undefined))), POLL_MS).unref();
     });
     x.releaseTurn();
     this.#progress(x, m, approval);

@@ -334,6 +334,12 @@ export class PostgresStore implements Store {
     return row && approvalFromRow(row);
   }
 
+  readonly approvalsNotifyAcrossProcesses = true;
+
+  async settledApprovals(ids: string[]): Promise<ApprovalRecord[]> {
+    return (await this.pool.query("SELECT * FROM approvals WHERE id = ANY($1) AND status <> 'pending'", [ids])).rows.map(approvalFromRow);
+  }
+
   watchApprovals(listener: (id: string) => void): Promise<() => Promise<void>> {
     return this.listen(APPROVAL_CHANNEL, (payload) => payload !== undefined && listener(payload));
   }

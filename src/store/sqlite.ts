@@ -404,6 +404,15 @@ export class SqliteStore implements Store {
     return row && approvalFromRow(row);
   }
 
+  readonly approvalsNotifyAcrossProcesses = false;
+
+  async settledApprovals(ids: string[]): Promise<ApprovalRecord[]> {
+    return this.db
+      .prepare<[string], ApprovalRow>("SELECT * FROM approvals WHERE id IN (SELECT value FROM json_each(?)) AND status <> 'pending'")
+      .all(JSON.stringify(ids))
+      .map(approvalFromRow);
+  }
+
   async watchApprovals(listener: (id: string) => void): Promise<() => Promise<void>> {
     const own = (id: string) => listener(id);
     this.approvalListeners.add(own);

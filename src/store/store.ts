@@ -215,8 +215,12 @@ export interface ApprovalStore {
   settleApproval(id: string, outcome: { status: Exclude<ApprovalStatus, 'pending'>; decidedBy: string; reason?: string; grantUntil?: string }): Promise<ApprovalRecord | undefined>;
   /** An approved approval that grants this exact request (same credential, server, method, target, digest) now. */
   findGrant(request: { requesterKey: string; server: string; method: string; target: string; argsDigest: string }): Promise<ApprovalRecord | undefined>;
+  /** Of these ids, the approvals no longer pending (one query, however many are held). */
+  settledApprovals(ids: string[]): Promise<ApprovalRecord[]>;
   /** Calls `listener(id)` when any process settles an approval (PostgreSQL: LISTEN/NOTIFY). */
   watchApprovals(listener: (id: string) => void): Promise<() => Promise<void>>;
+  /** True when watchApprovals hears other processes too (PostgreSQL); SQLite hears only its own. */
+  readonly approvalsNotifyAcrossProcesses: boolean;
 }
 
 /** Recorded messages per session id (sessions without any are absent). */
