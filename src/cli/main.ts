@@ -1,6 +1,7 @@
 // The portcullis command line. Each command lives in its own file and registers itself here.
 // Exit codes: 0 success, 1 a failed check, 2 bad usage; errors are one clear line on stderr.
 import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
 import { formatProblem, PortcullisError } from '../errors.js';
 import { register as keys } from './keys.js';
 import { register as init } from './init.js';
@@ -12,8 +13,12 @@ import { register as lint } from './lint.js';
 import { register as policyTest } from './test.js';
 import { register as explain } from './explain.js';
 
+// package.json sits two folders up from src/cli and from dist/cli alike.
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command('portcullis')
   .description('Policy-as-code gateway for the Model Context Protocol')
+  .version(version, '-V, --version', 'print the version')
   .showHelpAfterError(false)
   .exitOverride();
 
