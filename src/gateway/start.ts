@@ -29,11 +29,12 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean }
   const source = new PolicySource(resolve(baseDir, config.policy.path), {
     watch: config.policy.watch,
     onReload: (bundle, previous) => {
-      log.info({ version: bundle.version, previous: previous.version }, 'policy reloaded');
+      log.info({ version: bundle.version, previous: previous.version }, `policy reloaded: version ${bundle.version.slice(0, 12)} is in force`);
       for (const listener of reloadListeners) listener();
       auditing.log.append('policy.change', 'file-watch', { version: bundle.version, previous: previous.version, files: Object.keys(bundle.files) }).catch((e) => log.error({ err: (e as Error).message }, 'could not record a policy change'));
     },
     onInvalid: (e) => log.error({ problems: e.problems.map(formatProblem) }, `policy change rejected, the running version stays in force: ${e.message}`),
+    onRecovered: (bundle) => log.info({ version: bundle.version }, `policy files are valid again: version ${bundle.version.slice(0, 12)} is in force`),
   });
   let auditing: Auditing;
   try {

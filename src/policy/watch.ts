@@ -16,6 +16,8 @@ export interface PolicySourceOptions {
   onReload?: (bundle: CompiledBundle, previous: CompiledBundle) => void;
   /** A change did not compile: the previous bundle stays in force. */
   onInvalid?: (error: PortcullisError) => void;
+  /** The files compile again after a rejected change, to the version already in force (the edit was undone). */
+  onRecovered?: (bundle: CompiledBundle) => void;
 }
 
 export class PolicySource {
@@ -23,6 +25,8 @@ export class PolicySource {
   #watcher?: FSWatcher;
   #timer?: NodeJS.Timeout;
   #closed = false;
+  /** The last change was rejected: the next good compile is news even if its version is unchanged. */
+  #rejected = false;
   readonly path: string;
 
   /** Loads the bundle; throws PortcullisError('PCL_POLICY_INVALID') when it does not compile. */
@@ -48,10 +52,16 @@ export class PolicySource {
       next = loadBundle(this.path);
     } catch (e) {
       const error = e instanceof PortcullisError ? e : new PortcullisError('PCL_POLICY_INVALID', (e as Error).message);
+      this.#rejected = true;
       this.options.onInvalid?.(error);
       return error;
     }
-    if (next.version === this.#bundle.version) return this.#bundle;
+    const recovered = this.#rejected;
+    this.#rejected = false;
+    if (next.version === this.#bundle.version) {
+      if (recovered) this.options.onRecovered?.(this.#bundle);
+      return this.#bundle;
+    }
     const previous = this.#bundle;
     this.#bundle = next;
     this.options.onReload?.(next, previous);
