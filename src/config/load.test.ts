@@ -20,7 +20,7 @@ const server = 'servers:\n  files:\n    transport: stdio\n    command: npx\n';
 describe('config problems', () => {
   it('a YAML syntax error has its line and column', () => {
     assert.deepEqual(problems('listen:\n  host: 127.0.0.1\n port: 8080\n'), ['portcullis.yaml:3:1: All mapping items must start at the same column']);
-    assert.match(problems(`${server}auth: { anonymous: true\n`)[0], /^portcullis\.yaml:5:\d+: /);
+    assert.deepEqual(problems(`${server}auth:\n  anonymous: true\n\tapiKeys: []\n`), ['portcullis.yaml:7:1: Tabs are not allowed as indentation']);
   });
 
   it('a misspelt key names the nearest valid one, in nested objects and in both kinds of server', () => {
