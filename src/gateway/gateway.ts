@@ -11,7 +11,7 @@ import { mcpHandler } from '../fronts/streamable-http.js';
 import { HttpRefusal, isLoopbackHost, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
 import { createMetrics, registerAuditMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
-import { connectUpstream, probeUpstream } from '../upstreams/upstream.js';
+import { connectUpstream, probeStdioStart, probeUpstream } from '../upstreams/upstream.js';
 import type { Recorder } from '../audit/recorder.js';
 import type { AuditSink, PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
@@ -38,6 +38,10 @@ export class Gateway implements SessionHost {
   readonly toUpstream: (x: Exchange) => Promise<Reply>;
   readonly toClient: (x: Exchange) => Promise<Reply>;
   private closing = false;
+  /** Stdio upstreams whose start probe failed (see probeStarts): /readyz names them until a probe passes. */
+  private readonly startProblems = new Map<string, string>();
+  private probing?: Promise<Map<string, string>>;
+  private lastProbe = 0;
 
   constructor(
     readonly config: Config,
@@ -124,10 +128,34 @@ export class Gateway implements SessionHost {
     this.auth.close();
   }
 
-  /** Ready when every upstream can be reached (HTTP answers; a stdio command exists). */
+  /**
+   * Starts every stdio upstream (or those that failed before) once and asks it to initialize;
+   * `serve` runs it at start. The failures, by server, stay in /readyz until a later probe passes.
+   */
+  probeStarts(): Promise<Map<string, string>> {
+    this.probing ??= (async () => {
+      const names = Object.keys(this.config.servers).filter((n) => this.config.servers[n].transport === 'stdio' && (this.lastProbe === 0 || this.startProblems.has(n)));
+      await Promise.all(
+        names.map(async (name) => {
+          const result = await probeStdioStart(name, this.config.servers[name] as Extract<Config['servers'][string], { transport: 'stdio' }>, this.opts.baseDir ?? process.cwd());
+          if (result === 'ok') this.startProblems.delete(name);
+          else this.startProblems.set(name, result);
+        }),
+      );
+      this.lastProbe = Date.now();
+      this.probing = undefined;
+      return new Map(this.startProblems);
+    })();
+    return this.probing;
+  }
+
+  /** Ready when every upstream can be reached (HTTP answers; a stdio command exists and, once probed, starts). */
   async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = {};
     await Promise.all(Object.entries(this.config.servers).map(async ([name, server]) => (checks[`upstream:${name}`] = await probeUpstream(server, this.opts.baseDir ?? process.cwd()))));
+    for (const [name, problem] of this.startProblems) if (checks[`upstream:${name}`] === 'ok') checks[`upstream:${name}`] = `cannot start: ${problem}`;
+    // A failing upstream is tried again in the background (at most every 10 s): fixing it makes the gateway ready without a restart.
+    if (this.startProblems.size && !this.probing && Date.now() - this.lastProbe > 10_000 && !this.closing) void this.probeStarts();
     const audit = this.opts.health;
     if (audit) {
       const { pending, oldestPendingMs } = audit.stats();

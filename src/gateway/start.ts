@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { openAuditing, type Auditing } from '../audit/open.js';
 import type { LoadedConfig } from '../config/load.js';
 import { formatProblem, PortcullisError } from '../errors.js';
-import { createLogger } from '../observability/log.js';
+import { createLogger, type LogFormat } from '../observability/log.js';
 import { PolicySource } from '../policy/watch.js';
 import { policyPoint } from './decide.js';
 import { Gateway, startGateway, type GatewayOptions, type RunningGateway } from './gateway.js';
@@ -19,9 +19,9 @@ export interface Wiring {
   close(): Promise<void>;
 }
 
-export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean } = {}): Promise<Wiring> {
+export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean; logFormat?: LogFormat } = {}): Promise<Wiring> {
   const { config, baseDir } = loaded;
-  const log = createLogger(config.logging.level, opts.logToStderr);
+  const log = createLogger(config.logging.level, opts.logToStderr, opts.logFormat);
   if (!config.policy || !('path' in config.policy)) {
     throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (policy pushed to the store through the admin API is not available in this version)`);
   }
@@ -58,8 +58,8 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean }
   };
 }
 
-export async function serveFromConfig(loaded: LoadedConfig): Promise<RunningGateway & { wiring: Wiring }> {
-  const wiring = await wire(loaded);
+export async function serveFromConfig(loaded: LoadedConfig, opts: { logFormat?: LogFormat } = {}): Promise<RunningGateway & { wiring: Wiring }> {
+  const wiring = await wire(loaded, opts);
   const running = await startGateway(loaded.config, wiring.options);
   wiring.onPolicyChange(() => running.gateway.policyChanged());
   return { ...running, wiring, close: async () => (await running.close(), await wiring.close()) };
