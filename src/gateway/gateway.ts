@@ -199,6 +199,9 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
       } catch {
         return sendRefusal(res, new HttpRefusal(400, -32600, 'malformed server name in the path'));
       }
+      // Some MCP Inspector versions rewrite a URL that does not end in /mcp: /mcp/<server>/mcp is the
+      // same endpoint (server names have no "/", so this names no other server).
+      if (name.endsWith('/mcp') && Object.hasOwn(config.servers, name.slice(0, -4))) name = name.slice(0, -4);
       return void mcp(req, res, name);
     }
     route(gw, req, res, path).catch((e) => {
