@@ -86,8 +86,8 @@ export function register(program: Command): void {
 
 /**
  * How the user reaches this command again: through npx when installed in a project's node_modules,
- * with --no so that npx never fetches a package of that name from the registry instead.
+ * with --no-install so that npx never fetches a package of that name from the registry instead.
  */
 function invokedAs(): string {
-  return (process.argv[1] ?? '').split(/[\\/]/).includes('node_modules') ? 'npx --no portcullis' : 'portcullis';
+  return (process.argv[1] ?? '').split(/[\\/]/).includes('node_modules') ? 'npx --no-install portcullis' : 'portcullis';
 }

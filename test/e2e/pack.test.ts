@@ -115,7 +115,7 @@ describe('the package, installed from its tarball into an empty folder', { timeo
     const steps = next.split(' && ');
     assert.deepEqual(
       steps.map((s) => s.split(' ').slice(0, 4).join(' ')),
-      ['npx --no portcullis lint', 'npx --no portcullis test', 'npx --no portcullis serve'],
+      ['npx --no-install portcullis lint', 'npx --no-install portcullis test', 'npx --no-install portcullis serve'],
     );
     const lint = sh(steps[0], PROJECT);
     ok(lint, steps[0]);
@@ -176,8 +176,11 @@ console.log(d.effect, d.rule, report.ok);
     writeFileSync(join(PROJECT, 'consumer.mts'), code(true));
     writeFileSync(join(PROJECT, 'consumer.mjs'), code(false));
     // A consumer on Node16/NodeNext resolution finds the types through the package's exports.
-    const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--skipLibCheck', '--module', 'nodenext', '--target', 'es2022', '--types', '', 'consumer.mts'], { cwd: PROJECT, encoding: 'utf8' });
-    ok(tsc, 'tsc on a consumer of the package');
+    const tsc = (file: string) => spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--skipLibCheck', '--module', 'nodenext', '--target', 'es2022', file], { cwd: PROJECT, encoding: 'utf8' });
+    ok(tsc('consumer.mts'), 'tsc on a consumer of the package');
+    // The types are real, not `any`: a misuse does not compile.
+    writeFileSync(join(PROJECT, 'misuse.mts'), `import { decide } from 'portcullis';\nconst n: number = decide(null as never, null as never).effect;\n`);
+    assert.match(tsc('misuse.mts').stdout, /misuse\.mts\(2,7\): error TS2322: Type '"allow" \| "deny" \| "approve"' is not assignable to type 'number'/);
     const r = spawnSync(process.execPath, ['consumer.mjs'], { cwd: PROJECT, encoding: 'utf8' });
     ok(r, 'the consumer');
     assert.equal(r.stdout, 'allow p/q true\n');
