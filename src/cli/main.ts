@@ -13,8 +13,7 @@ import { register as lint } from './lint.js';
 import { register as policyTest } from './test.js';
 import { register as explain } from './explain.js';
 
-// package.json sits two folders up from src/cli and from dist/cli alike.
-const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+const version = packageVersion();
 
 const program = new Command('portcullis')
   .description('Policy-as-code gateway for the Model Context Protocol')
@@ -37,6 +36,19 @@ try {
   await program.parseAsync(process.argv);
 } catch (e) {
   process.exitCode = exitCodeFor(e);
+}
+
+/** The version in the package's package.json: the nearest one up from here (src/cli, dist/cli, or a benchmark's build). */
+function packageVersion(): string {
+  for (let dir = new URL('./', import.meta.url); ; dir = new URL('../', dir)) {
+    try {
+      const p = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { name?: string; version?: string };
+      if (p.name === 'portcullis' && p.version) return p.version;
+    } catch {
+      // no package.json here: keep going up
+    }
+    if (new URL('../', dir).href === dir.href) return 'unknown';
+  }
 }
 
 function exitCodeFor(e: unknown): number {
