@@ -179,8 +179,10 @@ console.log(d.effect, d.rule, report.ok);
     const tsc = (file: string) => spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--skipLibCheck', '--module', 'nodenext', '--target', 'es2022', file], { cwd: PROJECT, encoding: 'utf8' });
     ok(tsc('consumer.mts'), 'tsc on a consumer of the package');
     // The types are real, not `any`: a misuse does not compile.
-    writeFileSync(join(PROJECT, 'misuse.mts'), `import { decide } from 'portcullis';\nconst n: number = decide(null as never, null as never).effect;\n`);
-    assert.match(tsc('misuse.mts').stdout, /misuse\.mts\(2,7\): error TS2322: Type '"allow" \| "deny" \| "approve"' is not assignable to type 'number'/);
+    writeFileSync(join(PROJECT, 'misuse.mts'), `import { decide, notExported } from 'portcullis';\nconst n: number = decide(null as never, null as never).effect;\n`);
+    const misuse = tsc('misuse.mts').stdout;
+    assert.match(misuse, /misuse\.mts\(1,18\): error TS2305: Module '"portcullis"' has no exported member 'notExported'/);
+    assert.match(misuse, /misuse\.mts\(2,7\): error TS2322: Type '.+' is not assignable to type 'number'/);
     const r = spawnSync(process.execPath, ['consumer.mjs'], { cwd: PROJECT, encoding: 'utf8' });
     ok(r, 'the consumer');
     assert.equal(r.stdout, 'allow p/q true\n');
