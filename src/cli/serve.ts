@@ -16,10 +16,6 @@ export function register(program: Command): void {
       for (const w of accessWarnings(loaded.config)) running.wiring.log.warn(w);
       const names = Object.keys(loaded.config.servers);
       process.stderr.write(`portcullis: listening; MCP endpoints:\n${names.map((n) => `  ${running.url(n)}`).join('\n')}\n`);
-      // Every stdio upstream is started once now, so one that cannot start is said at once, not at the first session.
-      void running.gateway.probeStarts().then((failed) => {
-        for (const [server, problem] of failed) running.wiring.log.warn({ upstream: server }, `upstream ${server} cannot start, so every session on /mcp/${server} would fail (/readyz says so until it can): ${problem}`);
-      });
       await new Promise<void>((resolve) => {
         let stopping = false;
         const stop = (signal: string) => {

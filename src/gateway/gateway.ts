@@ -11,7 +11,7 @@ import { mcpHandler } from '../fronts/streamable-http.js';
 import { HttpRefusal, isLoopbackHost, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
 import { createMetrics, registerAuditMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
-import { connectUpstream, probeStdioStart, probeUpstream } from '../upstreams/upstream.js';
+import { connectUpstream, probeUpstream, type Upstream } from '../upstreams/upstream.js';
 import type { Recorder } from '../audit/recorder.js';
 import type { AuditSink, PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
@@ -38,10 +38,11 @@ export class Gateway implements SessionHost {
   readonly toUpstream: (x: Exchange) => Promise<Reply>;
   readonly toClient: (x: Exchange) => Promise<Reply>;
   private closing = false;
-  /** Stdio upstreams whose start probe failed (see probeStarts): /readyz names them until a probe passes. */
+  /**
+   * Servers whose last upstream went away before it answered anything (a server that exits at
+   * start: a missing folder, a bad argument): /readyz names them until one answers.
+   */
   private readonly startProblems = new Map<string, string>();
-  private probing?: Promise<Map<string, string>>;
-  private lastProbe = 0;
 
   constructor(
     readonly config: Config,
@@ -87,6 +88,7 @@ export class Gateway implements SessionHost {
       throw e;
     }
     session.attach(upstream);
+    this.watchStart(server, upstream);
     try {
       await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { sub: identity.sub, groups: identity.groups, via: identity.via } });
     } catch (e) {
@@ -98,6 +100,26 @@ export class Gateway implements SessionHost {
     this.metrics.sessions.inc({ server });
     session.log.info('session started');
     return session;
+  }
+
+  /** Notes whether this upstream answers before it goes away (see startProblems); observes, changes nothing. */
+  private watchStart(server: string, upstream: Upstream): void {
+    const { onmessage, onclose } = upstream;
+    let answered = false;
+    upstream.onmessage = (m) => {
+      if (!answered) {
+        answered = true;
+        if (this.startProblems.delete(server)) this.log.info({ upstream: server }, `upstream ${server} answers again`);
+      }
+      onmessage?.(m);
+    };
+    upstream.onclose = (reason) => {
+      if (!answered && !this.closing && !this.startProblems.has(server)) {
+        this.startProblems.set(server, `${reason} before it answered`);
+        this.log.warn({ upstream: server }, `upstream ${server} went away before it answered anything (${reason}): sessions on /mcp/${server} fail until it can start; its stderr lines above say why. /readyz reports it until it answers again`);
+      }
+      onclose?.(reason);
+    };
   }
 
   /** A session id is valid only on the path that created it and with the identity that created it. */
@@ -128,34 +150,11 @@ export class Gateway implements SessionHost {
     this.auth.close();
   }
 
-  /**
-   * Starts every stdio upstream (or those that failed before) once and asks it to initialize;
-   * `serve` runs it at start. The failures, by server, stay in /readyz until a later probe passes.
-   */
-  probeStarts(): Promise<Map<string, string>> {
-    this.probing ??= (async () => {
-      const names = Object.keys(this.config.servers).filter((n) => this.config.servers[n].transport === 'stdio' && (this.lastProbe === 0 || this.startProblems.has(n)));
-      await Promise.all(
-        names.map(async (name) => {
-          const result = await probeStdioStart(name, this.config.servers[name] as Extract<Config['servers'][string], { transport: 'stdio' }>, this.opts.baseDir ?? process.cwd());
-          if (result === 'ok') this.startProblems.delete(name);
-          else this.startProblems.set(name, result);
-        }),
-      );
-      this.lastProbe = Date.now();
-      this.probing = undefined;
-      return new Map(this.startProblems);
-    })();
-    return this.probing;
-  }
-
-  /** Ready when every upstream can be reached (HTTP answers; a stdio command exists and, once probed, starts). */
+  /** Ready when every upstream can be reached (HTTP answers; a stdio command exists, and its last start did not fail). */
   async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = {};
     await Promise.all(Object.entries(this.config.servers).map(async ([name, server]) => (checks[`upstream:${name}`] = await probeUpstream(server, this.opts.baseDir ?? process.cwd()))));
     for (const [name, problem] of this.startProblems) if (checks[`upstream:${name}`] === 'ok') checks[`upstream:${name}`] = `cannot start: ${problem}`;
-    // A failing upstream is tried again in the background (at most every 10 s): fixing it makes the gateway ready without a restart.
-    if (this.startProblems.size && !this.probing && Date.now() - this.lastProbe > 10_000 && !this.closing) void this.probeStarts();
     const audit = this.opts.health;
     if (audit) {
       const { pending, oldestPendingMs } = audit.stats();

@@ -5,7 +5,7 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { LATEST_PROTOCOL_VERSION, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { existsSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
@@ -133,39 +133,3 @@ function commandExists(command: string, cwd: string): boolean {
   return (process.env.PATH ?? '').split(delimiter).some((dir) => dir && existsSync(join(dir, command)));
 }
 
-/**
- * "ok", or why a stdio upstream cannot start: its command is started and asked to initialize, as a
- * session would, and closed again. Run when `serve` starts and while it fails, for /readyz: a
- * server that exits at once (a missing folder, a bad argument) fails every session otherwise.
- */
-export async function probeStdioStart(name: string, server: Extract<ServerConfig, { transport: 'stdio' }>, baseDir: string, timeoutMs = 30_000): Promise<string> {
-  const cwd = resolve(baseDir, server.cwd ?? '.');
-  if (!existsSync(cwd)) return `cannot start: its folder (cwd) ${cwd} does not exist`;
-  if (!commandExists(server.command, cwd)) return `command not found: ${server.command}`;
-  const transport = new StdioClientTransport({ command: server.command, args: server.args, env: { ...getDefaultEnvironment(), ...server.env }, cwd, stderr: 'pipe' });
-  let lastStderr = '';
-  createInterface({ input: transport.stderr as unknown as NodeJS.ReadableStream }).on('line', (line) => line.trim() && (lastStderr = line.trim()));
-  const result = await new Promise<string>((settle) => {
-    const timer = setTimeout(() => settle(`upstream "${name}" did not answer initialize within ${timeoutMs} ms`), timeoutMs);
-    const done = (r: string) => (clearTimeout(timer), settle(r));
-    transport.onmessage = (m) => {
-      if ('id' in m && m.id === 'portcullis-readiness') done('result' in m ? 'ok' : `upstream "${name}" refused initialize: ${(m as { error?: { message?: string } }).error?.message}`);
-    };
-    // stderr is read to its end before the reason is given: the child's last words say why.
-    transport.onclose = () => setTimeout(() => done(`upstream "${name}" exited before answering initialize${lastStderr ? `: ${lastStderr}` : ''}`), 50);
-    transport
-      .start()
-      .then(() =>
-        transport.send({
-          jsonrpc: '2.0',
-          id: 'portcullis-readiness',
-          method: 'initialize',
-          params: { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'portcullis-readiness', version: '1' } },
-        }),
-      )
-      .catch((e: Error) => done(`cannot start upstream "${name}": ${e.message}`));
-  });
-  transport.onclose = undefined;
-  await transport.close().catch(() => undefined);
-  return result;
-}
