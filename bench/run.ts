@@ -3,7 +3,7 @@
 //
 // Environment (all optional): BENCH_SEQ_CALLS (2000), BENCH_CLIENTS (32), BENCH_DURATION_MS
 // (5000 per path), BENCH_PROFILE=0 to skip the --cpu-prof run, BENCH_GATEWAY_LOG (info),
-// BENCH_ONLY=proxy|decisions|audit|auth (comma list) to run a subset.
+// BENCH_ONLY=proxy|decisions|audit|auth|masking (comma list) to run a subset.
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -25,6 +25,7 @@ const OPTIONAL: Array<{ name: string; file: string; fn: string }> = [
   { name: 'decisions', file: 'decisions.ts', fn: 'benchDecisions' },
   { name: 'audit', file: 'audit.ts', fn: 'benchAudit' },
   { name: 'auth', file: 'auth.ts', fn: 'benchAuth' },
+  { name: 'masking', file: 'masking.ts', fn: 'benchMasking' },
 ];
 
 function render(value: unknown): string {

@@ -178,7 +178,7 @@ test('a missing, unreadable or wrong signing key fails at start with a message n
   // openAuditing refuses before it creates the store.
   const config = {
     store: { url: 'sqlite:./never.db' },
-    audit: { signingKey: './nope.pem', checkpointEvery: 1000, recordings: { enabled: true, retention: 1000, maxMessageBytes: 1000 } },
+    audit: { signingKey: './nope.pem', checkpointEvery: 1000, recordings: { enabled: true, retention: 1000, maxMessageBytes: 1000, sealInterval: 30_000 } },
   };
   await assert.rejects(openAuditing(config, dir), (e: PortcullisError) => e.message.includes(missing));
   assert.equal(existsSync(join(dir, 'never.db')), false);
@@ -189,7 +189,7 @@ test('openAuditing wires store, log and recorder from the config; close writes t
   writeKey(dir, 'k.pem');
   const config = {
     store: { url: 'sqlite:./data/p.db' },
-    audit: { signingKey: './k.pem', checkpointEvery: 1000, recordings: { enabled: true, retention: 60_000, maxMessageBytes: 1000 } },
+    audit: { signingKey: './k.pem', checkpointEvery: 1000, recordings: { enabled: true, retention: 60_000, maxMessageBytes: 1000, sealInterval: 30_000 } },
   };
   const a = await openAuditing(config, dir);
   await a.log.append('session.start', 'alice', { sessionId: 's' });

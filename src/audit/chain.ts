@@ -17,6 +17,7 @@
 // fork. Every append of the failed batch rejects with PCL_AUDIT_WRITE_FAILED (the gateway then
 // denies the request: fail closed), healthy() turns false until a write succeeds.
 import { createHash } from 'node:crypto';
+import { identityLabel } from '../auth/identity.js';
 import type { Decision, DecisionInput } from '../policy/decision.js';
 import { PortcullisError } from '../errors.js';
 import { GENESIS_PREV, type AuditRecord, type ChainHead, type Checkpoint, type Store } from '../store/store.js';
@@ -29,7 +30,9 @@ export type AuditType =
   | 'decision'
   | `approval.${string}`
   | 'policy.change'
-  | `admin.${string}`;
+  | `admin.${string}`
+  | 'recording.seal'
+  | 'recording.prune';
 
 /**
  * The data of a `decision` record (what the gateway should pass). argsDigest, not the
@@ -45,9 +48,12 @@ export interface DecisionAuditData {
   rule: string;
   message?: string;
   bundleVersion: string;
-  identity: { sub: string; groups: string[] };
+  /** keyId: which API key, when the identity is one (two keys may share a sub). */
+  identity: { sub: string; keyId?: string; groups: string[] };
   server: string;
   method: string;
+  /** "server" for a request the upstream sent to the client (sampling, elicitation, roots); absent for the client's requests. */
+  from?: 'server';
   tool?: string;
   resource?: string;
   prompt?: string;
@@ -67,9 +73,10 @@ export function decisionAuditData(
     rule: decision.rule,
     message: decision.message,
     bundleVersion: decision.bundleVersion,
-    identity: { sub: input.identity.sub, groups: [...input.identity.groups] },
+    identity: { ...identityLabel(input.identity), groups: [...input.identity.groups] },
     server: input.server,
     method: input.method,
+    from: input.from === 'server' ? 'server' : undefined,
     tool: input.tool,
     resource: input.resource,
     prompt: input.prompt,

@@ -13,7 +13,7 @@ export interface Auditing {
   log: AuditLog;
   /** Undefined when audit.recordings.enabled is false. */
   recorder: Recorder | undefined;
-  /** Flushes recordings, writes the closing checkpoint, closes the store. */
+  /** Flushes and seals recordings, writes the closing checkpoint, closes the store. */
   close(): Promise<void>;
 }
 
@@ -32,7 +32,7 @@ export async function openAuditing(config: Pick<Config, 'audit' | 'store'>, base
   try {
     const log = await AuditLog.open(store, { signer, checkpointEvery: config.audit.checkpointEvery });
     const rec = config.audit.recordings;
-    const recorder = rec.enabled ? new Recorder(store, { retention: rec.retention, maxMessageBytes: rec.maxMessageBytes }) : undefined;
+    const recorder = rec.enabled ? new Recorder(store, { retention: rec.retention, maxMessageBytes: rec.maxMessageBytes, audit: log, sealInterval: rec.sealInterval }) : undefined;
     return {
       store,
       log,

@@ -10,11 +10,20 @@
 // Storage: a message larger than maxMessageBytes is cut to that many bytes and marked with its
 // original size. Bodies of at least `inlineBytes` are stored once per distinct content
 // (content-addressed by SHA-256), so a large result returned a thousand times costs one row.
-// Retention: messages older than `retention` are pruned periodically, with the payloads no
-// message references any more. Audit records are never pruned.
+// Retention: sessions whose every message is older than `retention` are pruned periodically,
+// with the payloads no message references any more. Audit records are never pruned.
+//
+// Tamper evidence (src/audit/recording-chain.ts): each message gets its seq and chain hash when
+// its batch is written, not when it is recorded, so what is stored is gapless and in order even
+// when a batch fails, is retried or is dropped. Only after a batch committed does the session's
+// digest advance; seals into the audit log carry that digest, so a seal covers exactly what was
+// stored. Seals are appended without waiting: record() still never waits on the store.
 import { createHash } from 'node:crypto';
 import type { Identity } from '../auth/identity.js';
-import type { Direction, Payload, RecordingRow, Store } from '../store/store.js';
+import type { AuditRecord } from '../store/store.js';
+import { GENESIS_PREV, type Direction, type Payload, type RecordingRow, type Store } from '../store/store.js';
+import type { AuditType } from './chain.js';
+import { linkHash, type RecordingSeal } from './recording-chain.js';
 
 export interface RecordInput {
   sessionId: string;
@@ -46,6 +55,12 @@ export interface RecorderOptions {
   /** Bodies at least this large are stored content-addressed; default 1024. */
   inlineBytes?: number;
   clock?: () => number;
+  /** The audit log that seals recordings (recording.seal) and notes prunes (recording.prune); without it recordings are unsealed. */
+  audit?: { append(type: AuditType, actor: string, data: Record<string, unknown>): Promise<AuditRecord> };
+  /** Seal every session with unsealed stored messages this often (ms); default 30 s; 0 disables the timer. */
+  sealInterval?: number;
+  /** Seal a session once this many of its stored messages are unsealed; default 1000. */
+  sealEvery?: number;
 }
 
 export interface RecorderStats {
@@ -55,12 +70,32 @@ export interface RecorderStats {
   dropped: number;
   failedWrites: number;
   pending: number;
+  /** recording.seal records appended, and those whose append failed. */
+  seals: number;
+  failedSeals: number;
 }
 
 interface Queued {
   row: RecordingRow;
   payload?: Payload;
   attempts: number;
+}
+
+/** One session's recording as this process wrote it. */
+interface SessionChain {
+  /** Messages stored (committed), the hash of the last, and the latest ts among them. */
+  stored: number;
+  head: string;
+  lastTs: number;
+  /** Messages covered by a seal that was appended. */
+  sealed: number;
+  /** Recorded but neither stored nor dropped yet. */
+  pending: number;
+  /** endSession() was called: the final seal follows once nothing is pending. */
+  ending: boolean;
+  final: boolean;
+  /** Seals of one session are appended one after another. */
+  sealing: Promise<void>;
 }
 
 const MAX_ATTEMPTS = 3;
@@ -72,8 +107,12 @@ export class Recorder {
   private writing: Promise<void> | undefined;
   private closed = false;
   private error: Error | undefined;
-  private readonly counters = { recorded: 0, written: 0, truncated: 0, dropped: 0, failedWrites: 0 };
-  private readonly o: Required<RecorderOptions>;
+  private sealTimer: NodeJS.Timeout | undefined;
+  private readonly chains = new Map<string, SessionChain>();
+  private readonly sealsInFlight = new Set<Promise<void>>();
+  private readonly counters = { recorded: 0, written: 0, truncated: 0, dropped: 0, failedWrites: 0, seals: 0, failedSeals: 0 };
+  private readonly o: Required<Omit<RecorderOptions, 'audit'>>;
+  private readonly audit: RecorderOptions['audit'];
 
   constructor(
     private readonly store: Store,
@@ -88,16 +127,27 @@ export class Recorder {
       maxQueue: options.maxQueue ?? 20_000,
       inlineBytes: options.inlineBytes ?? 1024,
       clock: options.clock ?? Date.now,
+      sealInterval: options.sealInterval ?? 30_000,
+      sealEvery: Math.max(1, Math.floor(options.sealEvery ?? 1000)),
     };
+    this.audit = options.audit;
+    if (this.audit && this.o.sealInterval > 0) {
+      this.sealTimer = setInterval(() => {
+        for (const [id, c] of this.chains) if (c.stored > c.sealed) this.seal(id, false);
+      }, this.o.sealInterval);
+      this.sealTimer.unref();
+    }
     if (this.o.pruneInterval > 0) {
       this.pruneTimer = setInterval(() => void this.prune().catch((e: Error) => (this.error = e)), this.o.pruneInterval);
       this.pruneTimer.unref();
     }
   }
 
-  /** Queues one message; never throws, never waits. */
+  /** Queues one message; never throws, never waits. Nothing is recorded for a session after endSession(). */
   record(input: RecordInput): void {
     if (this.closed) return;
+    let chain = this.chains.get(input.sessionId);
+    if (chain?.ending) return;
     let text: string;
     try {
       text = JSON.stringify(input.message) ?? 'null';
@@ -119,16 +169,32 @@ export class Recorder {
       ts: input.ts instanceof Date ? input.ts.getTime() : (input.ts ?? this.o.clock()),
       direction: input.direction,
       server: input.server,
-      sub: input.identity?.sub ?? null,
-      method: typeof msg.method === 'string' ? msg.method : null,
+      // Stored text must read back as written, or its hash would not verify: no lone surrogates.
+      sub: input.identity ? wellFormed(input.identity.sub) : null,
+      method: typeof msg.method === 'string' ? wellFormed(msg.method) : null,
       messageId: typeof msg.id === 'string' || typeof msg.id === 'number' ? JSON.stringify(msg.id) : null,
       decision: input.decision ? JSON.stringify({ effect: input.decision.effect, rule: input.decision.rule }) : null,
       body: inline ? text : null,
       payloadHash,
       truncatedFrom,
+      seq: 0, // given when written
+      hash: '',
     };
+    if (!chain) this.chains.set(input.sessionId, (chain = { stored: 0, head: GENESIS_PREV, lastTs: 0, sealed: 0, pending: 0, ending: false, final: false, sealing: Promise.resolve() }));
+    chain.pending++;
     this.enqueue({ row, payload: payloadHash ? { hash: payloadHash, body: text } : undefined, attempts: 0 });
     this.counters.recorded++;
+  }
+
+  /**
+   * The session has ended: once its queued messages are stored (or dropped), its final seal is
+   * appended, and nothing more is recorded for it. Never waits.
+   */
+  endSession(sessionId: string): void {
+    const chain = this.chains.get(sessionId);
+    if (!chain || chain.ending) return;
+    chain.ending = true;
+    this.settle(sessionId, chain);
   }
 
   /** Writes everything queued so far. */
@@ -142,9 +208,15 @@ export class Recorder {
     }
   }
 
-  /** Deletes messages older than the retention period; returns what was removed. */
+  /**
+   * Deletes sessions whose every message is older than the retention period; returns what was
+   * removed. The prune is noted in the audit log first (verify tells it from a deletion), and
+   * nothing is deleted when that note cannot be written.
+   */
   async prune(now: number = this.o.clock()): Promise<{ messages: number; payloads: number }> {
-    return this.store.pruneRecordings(now - this.o.retention);
+    const before = now - this.o.retention;
+    await this.audit?.append('recording.prune', 'system', { before });
+    return this.store.pruneRecordings(before);
   }
 
   stats(): RecorderStats {
@@ -155,22 +227,77 @@ export class Recorder {
     return this.error;
   }
 
-  /** Writes what is queued and stops the timers. Does not close the store. */
+  /**
+   * Writes what is queued, seals every session as final (nothing more is recorded by this
+   * process) and waits for the seals; stops the timers. Does not close the store or the audit log.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.pruneTimer) clearInterval(this.pruneTimer);
+    if (this.sealTimer) clearInterval(this.sealTimer);
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    for (const chain of this.chains.values()) chain.ending = true;
     await this.flush();
+    // What flush could not write (the store kept failing) is lost: the final seals cover what was stored.
+    for (const q of this.queue.splice(0)) this.counters.dropped++;
+    for (const [id, chain] of this.chains) {
+      chain.pending = 0;
+      this.settle(id, chain);
+    }
+    while (this.sealsInFlight.size) await Promise.all(this.sealsInFlight);
+  }
+
+  /** After a session's messages were stored or dropped: seal when it has ended or enough is unsealed. */
+  private settle(id: string, chain: SessionChain): void {
+    if (chain.ending && chain.pending === 0) this.seal(id, true);
+    else if (chain.stored - chain.sealed >= this.o.sealEvery) this.seal(id, false);
+  }
+
+  /** Appends a recording.seal of what is stored of the session now (after the seals before it). */
+  private seal(id: string, final: boolean): void {
+    const chain = this.chains.get(id);
+    if (!chain || chain.final) return;
+    if (final) chain.final = true;
+    if (!this.audit) {
+      if (final) this.chains.delete(id);
+      return;
+    }
+    const audit = this.audit;
+    const p = chain.sealing.then(async () => {
+      const { stored, head, lastTs } = chain;
+      if (stored > chain.sealed || (final && stored > 0)) {
+        const seal: RecordingSeal = { session: id, messages: stored, digest: head, lastTs, ...(final && { final: true as const }) };
+        try {
+          await audit.append('recording.seal', 'system', seal);
+          chain.sealed = Math.max(chain.sealed, stored);
+          this.counters.seals++;
+        } catch (e) {
+          this.error = e as Error;
+          this.counters.failedSeals++;
+        }
+      }
+      if (final) this.chains.delete(id);
+    });
+    chain.sealing = p;
+    this.sealsInFlight.add(p);
+    void p.finally(() => this.sealsInFlight.delete(p));
+  }
+
+  /** A queued message that will never be written. */
+  private dropped(q: Queued): void {
+    this.counters.dropped++;
+    const chain = this.chains.get(q.row.sessionId);
+    if (chain) {
+      chain.pending--;
+      this.settle(q.row.sessionId, chain);
+    }
   }
 
   private enqueue(q: Queued): void {
     this.queue.push(q);
-    if (this.queue.length > this.o.maxQueue) {
-      this.queue.shift();
-      this.counters.dropped++;
-    }
+    if (this.queue.length > this.o.maxQueue) this.dropped(this.queue.shift()!);
     if (this.queue.length >= this.o.batchSize) this.scheduleNow();
     else this.scheduleLater();
   }
@@ -197,22 +324,36 @@ export class Recorder {
     const batch = this.queue.splice(0, Math.max(this.o.batchSize, 1) * 4);
     const payloads = new Map<string, Payload>();
     for (const q of batch) if (q.payload) payloads.set(q.payload.hash, q.payload);
+    // Links continue from what is stored; they take effect only if this batch commits.
+    const heads = new Map<string, { stored: number; head: string; lastTs: number; written: number }>();
+    for (const { row } of batch) {
+      const chain = this.chains.get(row.sessionId)!;
+      const h = heads.get(row.sessionId) ?? { stored: chain.stored, head: chain.head, lastTs: chain.lastTs, written: 0 };
+      row.seq = ++h.stored;
+      row.hash = h.head = linkHash(h.head, row);
+      h.lastTs = Math.max(h.lastTs, row.ts);
+      h.written++;
+      heads.set(row.sessionId, h);
+    }
     this.writing = (async () => {
       try {
         await this.store.appendRecordings(batch.map((q) => q.row), [...payloads.values()]);
         this.counters.written += batch.length;
         this.error = undefined;
+        for (const [id, h] of heads) {
+          const chain = this.chains.get(id)!;
+          [chain.stored, chain.head, chain.lastTs] = [h.stored, h.head, h.lastTs];
+          chain.pending -= h.written;
+          this.settle(id, chain);
+        }
       } catch (e) {
         this.error = e as Error;
         this.counters.failedWrites++;
         // Back at the front, in order, unless they have failed too often or there is no room.
         const retry = batch.filter((q) => ++q.attempts < MAX_ATTEMPTS);
-        this.counters.dropped += batch.length - retry.length;
+        for (const q of batch) if (q.attempts >= MAX_ATTEMPTS) this.dropped(q);
         this.queue.unshift(...retry);
-        while (this.queue.length > this.o.maxQueue) {
-          this.queue.shift();
-          this.counters.dropped++;
-        }
+        while (this.queue.length > this.o.maxQueue) this.dropped(this.queue.shift()!);
       } finally {
         this.writing = undefined;
         if (this.queue.length && !this.closed) {
@@ -224,6 +365,12 @@ export class Recorder {
     })();
     return this.writing;
   }
+}
+
+/** The text with lone surrogates replaced by U+FFFD, as the store would read them back. */
+function wellFormed(text: string): string {
+  if (!/[\ud800-\udfff]/.test(text)) return text;
+  return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
 }
 
 /** The longest prefix of text that fits in maxBytes of UTF-8, never splitting a character. */

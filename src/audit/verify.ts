@@ -17,10 +17,14 @@
 // Records after the last signed checkpoint are protected by the chain only: a forger could
 // append to the tail. Checkpoints every N records and at shutdown keep that window small, and
 // the report says which records it covers.
+//
+// Session recordings are verified after the chain, against the seals the chain holds (see
+// src/audit/recording-chain.ts); every broken session is reported, with its first bad message.
 import type { KeyObject } from 'node:crypto';
-import { GENESIS_PREV, type AuditRecord, type Checkpoint, type Store } from '../store/store.js';
+import { GENESIS_PREV, type AuditRecord, type Checkpoint, type RecordedMessage, type Store } from '../store/store.js';
 import { hashRecord } from './chain.js';
 import { checkpointSignatureValid, keyIdOf } from './keys.js';
+import { verifySession, type RecordingBreak, type RecordingSeal, type SessionCheck } from './recording-chain.js';
 
 export type BreakKind =
   | 'changed'
@@ -49,7 +53,22 @@ export interface VerifyOptions {
   checkpointEvery?: number;
   /** True (a store): the chain must start at seq 1 from GENESIS_PREV. False (an export): it may start anywhere. */
   anchored?: boolean;
+  /** Called with every record that verified, in seq order. */
+  visit?: (r: AuditRecord) => void;
 }
+
+export interface RecordingsReport {
+  sessions: number;
+  messages: number;
+  /** Sessions with messages after their last seal (open, or cut short): checked by their links only. */
+  unsealed: { session: string; from: number; to: number }[];
+  /** Messages recorded before recordings were chained (an upgraded store): not verified. */
+  legacyMessages: number;
+  /** Every broken session, with its first bad message (at most MAX_BREAKS). */
+  breaks: RecordingBreak[];
+}
+
+const MAX_BREAKS = 100;
 
 export interface VerifyReport {
   ok: boolean;
@@ -64,12 +83,92 @@ export interface VerifyReport {
   /** The highest seq covered by a valid signed checkpoint (0: none). */
   coveredTo: number;
   warnings: string[];
+  /** Set by verifyStore once the chain verified. */
+  recordings?: RecordingsReport;
 }
 
 type Source = () => AsyncIterable<AuditRecord> | Iterable<AuditRecord>;
 
-export async function verifyStore(store: Store, options: Omit<VerifyOptions, 'anchored'> = {}): Promise<VerifyReport> {
-  return verifyChain(() => store.readAudit(), await store.listCheckpoints(), { ...options, anchored: true });
+/** Verifies the chain, then every session's recording against the seals in it. */
+export async function verifyStore(store: Store, options: Omit<VerifyOptions, 'anchored' | 'visit'> = {}): Promise<VerifyReport> {
+  const seals = new SealIndex();
+  const report = await verifyChain(() => store.readAudit(), await store.listCheckpoints(), { ...options, anchored: true, visit: (r) => seals.add(r) });
+  if (!report.ok) return report;
+  const chainedFrom = await store.recordingsChainedFrom();
+  const recordings: RecordingsReport = { sessions: 0, messages: 0, unsealed: [], legacyMessages: 0, breaks: [] };
+  const check = (session: string, rows: RecordedMessage[]) => {
+    recordings.sessions++;
+    recordings.messages += rows.length;
+    tally(recordings, session, rows, verifySession(session, rows, seals.of(session), seals.prunedBefore, chainedFrom));
+  };
+  let session: string | undefined;
+  let rows: RecordedMessage[] = [];
+  const seen = new Set<string>();
+  for await (const m of store.readRecordings()) {
+    if (m.sessionId !== session) {
+      if (session !== undefined) check(session, rows);
+      [session, rows] = [m.sessionId, []];
+      seen.add(session);
+    }
+    rows.push(m);
+  }
+  if (session !== undefined) check(session, rows);
+  for (const id of seals.sessions()) if (!seen.has(id)) tally(recordings, id, [], verifySession(id, [], seals.of(id), seals.prunedBefore, chainedFrom));
+  return withRecordings(report, recordings);
+}
+
+/** Verifies one session's recording, and the chain that holds its seals (for replay). */
+export async function verifyStoredSession(store: Store, sessionId: string, messages: RecordedMessage[], options: Omit<VerifyOptions, 'anchored' | 'visit'> = {}): Promise<VerifyReport> {
+  const seals = new SealIndex(sessionId);
+  const report = await verifyChain(() => store.readAudit(), await store.listCheckpoints(), { ...options, anchored: true, visit: (r) => seals.add(r) });
+  if (!report.ok) return report;
+  const recordings: RecordingsReport = { sessions: 1, messages: messages.length, unsealed: [], legacyMessages: 0, breaks: [] };
+  tally(recordings, sessionId, messages, verifySession(sessionId, messages, seals.of(sessionId), seals.prunedBefore, await store.recordingsChainedFrom()));
+  return withRecordings(report, recordings);
+}
+
+function tally(into: RecordingsReport, session: string, rows: RecordedMessage[], c: SessionCheck): void {
+  if (c.break && into.breaks.length < MAX_BREAKS) into.breaks.push(c.break);
+  if (c.unsealed) into.unsealed.push({ session, from: c.unsealed[0], to: c.unsealed[1] });
+  if (c.legacy) into.legacyMessages += rows.length;
+}
+
+function withRecordings(report: VerifyReport, recordings: RecordingsReport): VerifyReport {
+  const warnings = [...report.warnings];
+  const u = recordings.unsealed;
+  if (u.length) {
+    const list = u.slice(0, 3).map((x) => `${x.session} (messages ${x.from}–${x.to})`).join(', ');
+    warnings.push(`${u.length} session recording${u.length > 1 ? 's have' : ' has'} messages not sealed yet (open, or cut short by a crash), checked by their links only: ${list}${u.length > 3 ? ', …' : ''}`);
+  }
+  if (recordings.legacyMessages) warnings.push(`${recordings.legacyMessages} recorded messages predate chained recordings and are not verified`);
+  const ok = recordings.breaks.length === 0;
+  return { ...report, ok, recordings, warnings };
+}
+
+/** The recording.seal and recording.prune records of a verified chain (of one session, or all). */
+class SealIndex {
+  private readonly bySession = new Map<string, RecordingSeal[]>();
+  prunedBefore = -Infinity;
+
+  constructor(private readonly only?: string) {}
+
+  add(r: AuditRecord): void {
+    const d = r.data;
+    if (r.type === 'recording.prune' && typeof d.before === 'number') this.prunedBefore = Math.max(this.prunedBefore, d.before);
+    if (r.type !== 'recording.seal' || typeof d.session !== 'string' || (this.only !== undefined && d.session !== this.only)) return;
+    if (!Number.isInteger(d.messages) || typeof d.digest !== 'string' || typeof d.lastTs !== 'number') return;
+    const list = this.bySession.get(d.session) ?? [];
+    list.push(d as RecordingSeal);
+    this.bySession.set(d.session, list);
+  }
+
+  of(session: string): RecordingSeal[] {
+    return this.bySession.get(session) ?? [];
+  }
+
+  sessions(): Iterable<string> {
+    return this.bySession.keys();
+  }
 }
 
 /** Verifies the records `source` yields (in seq order; it is read again to diagnose a break). */
@@ -113,6 +212,7 @@ export async function verifyChain(source: Source, checkpoints: Checkpoint[], opt
     }
     report.records++;
     report.lastSeq = r.seq;
+    options.visit?.(r);
 
     // Checkpoints at this seq.
     const cps = bySeq.get(r.seq) ?? [];
@@ -233,10 +333,17 @@ async function positionOfHash(source: Source, hash: string): Promise<number | un
   return undefined;
 }
 
-/** One line for people: what was verified, or the first break. */
+/** For people: what was verified, or the first break of the chain, or every broken recording (one line each). */
 export function describeReport(report: VerifyReport): string {
   if (!report.ok && report.break) return `audit log broken at seq ${report.break.seq} (${report.break.kind}): ${report.break.message}`;
+  const rec = report.recordings;
+  if (!report.ok && rec) return rec.breaks.map(describeRecordingBreak).join('\n');
   const range = report.records ? ` (seq ${report.firstSeq}–${report.lastSeq})` : '';
   const sigs = report.signaturesChecked ? `, ${report.signedCheckpoints} signatures valid` : report.signedCheckpoints ? ', signatures not checked' : ', none signed';
-  return `ok: ${report.records} records verified${range}, ${report.checkpoints} checkpoints${report.checkpoints ? sigs : ''}`;
+  const recordings = rec ? `; ${rec.messages} recorded messages in ${rec.sessions} sessions verified` : '';
+  return `ok: ${report.records} records verified${range}, ${report.checkpoints} checkpoints${report.checkpoints ? sigs : ''}${recordings}`;
+}
+
+export function describeRecordingBreak(b: RecordingBreak): string {
+  return `recording of session ${b.session} broken at message ${b.message} (${b.kind}): ${b.text}`;
 }

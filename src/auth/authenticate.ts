@@ -143,12 +143,3 @@ export function createAuthenticator(auth: AuthConfig, opts: AuthenticatorOptions
     },
   };
 }
-
-/**
- * Who owns a session: the same principal across token refreshes (same issuer and subject), a
- * different one for anything else. The HTTP front compares it to bind Mcp-Session-Id to identity.
- */
-export function identityKey(identity: Identity): string {
-  const iss = identity.via === 'oidc' && typeof identity.claims.iss === 'string' ? identity.claims.iss : '';
-  return JSON.stringify([identity.via, iss, identity.sub]);
-}

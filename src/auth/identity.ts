@@ -11,3 +11,25 @@ export interface Identity {
 }
 
 export const ANONYMOUS: Identity = Object.freeze({ sub: 'anonymous', groups: [], claims: {}, via: 'anonymous' as const });
+
+/**
+ * The credential a session is bound to: an API key by its id (two keys that share a `sub` are two
+ * credentials), an OIDC token by its issuer and subject (the same principal across token
+ * refreshes). How the identity was established is part of it, so an API key whose sub equals a
+ * token's subject is still someone else.
+ */
+export function identityKey(identity: Identity): string {
+  switch (identity.via) {
+    case 'api-key':
+      return JSON.stringify(['api-key', String(identity.claims.keyId)]);
+    case 'oidc':
+      return JSON.stringify(['oidc', typeof identity.claims.iss === 'string' ? identity.claims.iss : '', identity.sub]);
+    default:
+      return JSON.stringify([identity.via, identity.sub]);
+  }
+}
+
+/** How logs and audit records name an identity: its sub, and for an API key which key. */
+export function identityLabel(identity: Identity): { sub: string; keyId?: string } {
+  return identity.via === 'api-key' ? { sub: identity.sub, keyId: String(identity.claims.keyId) } : { sub: identity.sub };
+}

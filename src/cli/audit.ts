@@ -172,7 +172,8 @@ export function register(program: Command): void {
     });
 }
 
-function keyFor(o: VerifyOpts, loaded: LoadedConfig | undefined): KeyObject | undefined {
+/** --public-key, else the public half of audit.signingKey, else none. */
+export function keyFor(o: { publicKey?: string }, loaded: LoadedConfig | undefined): KeyObject | undefined {
   if (o.publicKey) return loadVerifyKey(o.publicKey);
   const path = loaded?.config.audit.signingKey;
   return path ? loadVerifyKey(resolveKeyPath(path, loaded.baseDir)) : undefined;

@@ -20,6 +20,7 @@ interface ExplainOpts {
   resource?: string;
   prompt?: string;
   method?: string;
+  serverRequest?: string;
   args?: string;
   time?: string;
   json?: boolean;
@@ -50,16 +51,17 @@ export function register(program: Command): void {
     .option('--resource <uri>', 'a resources/read of this URI')
     .option('--prompt <name>', 'a prompts/get of this prompt')
     .option('--method <method>', 'the JSON-RPC method (default from --tool, --resource or --prompt)')
+    .option('--server-request <method>', 'a request the server sends to the client (sampling/createMessage, elicitation/create, roots/list…)')
     .option('--args <json>', 'tool or prompt arguments as a JSON object')
     .option('--time <iso>', 'the request time (default now)')
     .option('--json', 'print the explanation as JSON')
     .action((o: ExplainOpts) => {
       if (o.config && o.policy) throw new PortcullisError('PCL_USAGE', 'give -c or --policy, not both');
       if (!o.config && !o.policy) throw new PortcullisError('PCL_USAGE', 'give -c portcullis.yaml or --policy <path>');
-      const targets = [o.tool, o.resource, o.prompt].filter((x) => x !== undefined).length;
-      if (targets > 1) throw new PortcullisError('PCL_USAGE', 'give at most one of --tool, --resource and --prompt');
-      const method = o.method ?? (o.tool !== undefined ? 'tools/call' : o.resource !== undefined ? 'resources/read' : o.prompt !== undefined ? 'prompts/get' : undefined);
-      if (!method) throw new PortcullisError('PCL_USAGE', 'give --tool, --resource, --prompt or --method');
+      const targets = [o.tool, o.resource, o.prompt, o.serverRequest].filter((x) => x !== undefined).length;
+      if (targets > 1 || (o.serverRequest !== undefined && o.method !== undefined)) throw new PortcullisError('PCL_USAGE', 'give at most one of --tool, --resource, --prompt and --server-request (which is its own method)');
+      const method = o.serverRequest ?? o.method ?? (o.tool !== undefined ? 'tools/call' : o.resource !== undefined ? 'resources/read' : o.prompt !== undefined ? 'prompts/get' : undefined);
+      if (!method) throw new PortcullisError('PCL_USAGE', 'give --tool, --resource, --prompt, --method or --server-request');
       const time = o.time ? new Date(o.time) : new Date();
       if (Number.isNaN(time.getTime())) throw new PortcullisError('PCL_USAGE', `--time "${o.time}" is not a date`);
       const { path } = policyPathFrom(o.policy, o.config);
@@ -71,11 +73,12 @@ export function register(program: Command): void {
         via: 'local',
       };
       const input: DecisionInput = { identity, server: o.server, method, time };
+      if (o.serverRequest !== undefined) input.from = 'server';
       if (o.tool !== undefined) input.tool = o.tool;
       if (o.resource !== undefined) input.resource = o.resource;
       if (o.prompt !== undefined) input.prompt = o.prompt;
       if (o.args !== undefined) input.args = jsonObject(o.args, '--args');
-      else if (o.tool !== undefined || o.prompt !== undefined) input.args = {};
+      else if (o.tool !== undefined || o.prompt !== undefined || o.serverRequest !== undefined) input.args = {};
       const e = explain(bundle, input);
       process.stdout.write(o.json ? JSON.stringify(e, null, 2) + '\n' : formatExplanation(e));
     });

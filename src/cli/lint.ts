@@ -15,7 +15,7 @@ export function policyPathFrom(path: string | undefined, configFile: string | un
   const { config, baseDir } = loadConfig(configFile);
   const servers = Object.keys(config.servers);
   if (path) return { path, servers };
-  if (!config.policy || !('path' in config.policy)) throw new PortcullisError('PCL_USAGE', `${configFile} has no policy.path: give a policy path`);
+  if (!config.policy) throw new PortcullisError('PCL_USAGE', `${configFile} has no policy.path: give a policy path`);
   return { path: resolve(baseDir, config.policy.path), servers };
 }
 

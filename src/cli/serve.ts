@@ -2,7 +2,8 @@ import { Option, type Command } from 'commander';
 import { loadConfig } from '../config/load.js';
 import { accessWarnings } from '../config/warnings.js';
 import { serveFromConfig } from '../gateway/start.js';
-import { LOG_FORMATS, type LogFormat } from '../observability/log.js';
+import { createLogger, LOG_FORMATS, type LogFormat } from '../observability/log.js';
+import { stopOnSignals } from './signals.js';
 
 export function register(program: Command): void {
   program
@@ -12,20 +13,18 @@ export function register(program: Command): void {
     .addOption(new Option('--log-format <format>', 'log lines as JSON, or pretty for people (default: pretty in a terminal, else JSON)').choices(LOG_FORMATS))
     .action(async (opts: { config: string; logFormat?: LogFormat }) => {
       const loaded = loadConfig(opts.config);
-      const running = await serveFromConfig(loaded, { logFormat: opts.logFormat });
-      for (const w of accessWarnings(loaded.config)) running.wiring.log.warn(w);
-      const names = Object.keys(loaded.config.servers);
-      process.stderr.write(`portcullis: listening; MCP endpoints:\n${names.map((n) => `  ${running.url(n)}`).join('\n')}\n`);
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const stop = (signal: string) => {
-          if (stopping) return;
-          stopping = true;
-          running.wiring.log.info({ signal }, 'shutting down: no new connections, finishing in-flight requests');
-          running.close().then(resolve, resolve);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+      // Before anything starts: a signal during startup stops the gateway as soon as it runs.
+      const log = createLogger(loaded.config.logging.level, false, opts.logFormat);
+      const stop = stopOnSignals(log);
+      try {
+        const running = await serveFromConfig(loaded, log);
+        for (const w of accessWarnings(loaded.config)) log.warn(w);
+        const names = Object.keys(loaded.config.servers);
+        process.stderr.write(`portcullis: listening; MCP endpoints:\n${names.map((n) => `  ${running.url(n)}`).join('\n')}\n`);
+        await stop.requested;
+        await running.close({ force: stop.force });
+      } finally {
+        stop.done();
+      }
     });
 }

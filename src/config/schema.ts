@@ -42,6 +42,8 @@ const limits = z.strictObject({
   upstreamTimeout: duration.default(60_000),
   sessionIdleTimeout: duration.default(30 * 60_000),
   maxSessions: positiveInt.default(1000),
+  /** Sessions one credential (identityKey) may hold at once, so one caller cannot take all of maxSessions. */
+  maxSessionsPerIdentity: positiveInt.default(100),
 });
 
 const stdioServer = z.strictObject({
@@ -52,9 +54,15 @@ const stdioServer = z.strictObject({
   cwd: z.string().optional(),
 });
 
+/** Credentials in "user:pass@" would travel wherever a URL does (logs, errors); headers carry them instead. */
+const upstreamUrl = z.url({ protocol: /^https?$/ }).refine((u) => {
+  const url = new URL(u);
+  return url.username === '' && url.password === '';
+}, 'credentials in the URL ("user:pass@") are not accepted: put them in headers, e.g. headers: { Authorization: "Basic ${env:CRM_BASIC}" } or { Authorization: "Bearer ${env:CRM_TOKEN}" }');
+
 const httpServer = z.strictObject({
   transport: z.enum(['http', 'sse']),
-  url: z.url({ protocol: /^https?$/ }),
+  url: upstreamUrl,
   headers: z.record(z.string(), z.string()).default({}),
 });
 
@@ -86,23 +94,25 @@ const auth = z.strictObject({
   resourceUrl: z.url().optional(),
 });
 
-const policy = z.union([
-  z.strictObject({ path: z.string().min(1), watch: z.boolean().default(true) }),
-  z.strictObject({ source: z.literal('store') }),
-]);
+/**
+ * A section of SPEC's config whose capability this version does not have. Accepting it would
+ * let an operator believe it is in force (an admin token that opens nothing, an approval timeout
+ * that times nothing), so its presence is a load error that says so.
+ */
+const notInForce = (what: string) =>
+  z
+    .unknown()
+    .superRefine((_v, ctx) => ctx.addIssue({ code: 'custom', message: `${what} is not available in this version, so this setting would do nothing: remove it` }))
+    .optional();
+
+const policy = z.strictObject({
+  path: z.string().min(1),
+  watch: z.boolean().default(true),
+  source: notInForce('policy pushed through the admin API (source: store)'),
+});
 
 const store = z.strictObject({
   url: z.string().regex(/^(sqlite:|postgres:\/\/|postgresql:\/\/)/, 'must start with sqlite: or postgres://').default('sqlite:./data/portcullis.db'),
-});
-
-const admin = z.strictObject({
-  tokens: z.array(z.strictObject({ id: z.string().min(1), sha256: sha256Hex })).default([]),
-  groups: z.array(z.string()).default([]),
-});
-
-const approvals = z.strictObject({
-  timeout: duration.default(5 * 60_000),
-  webhooks: z.array(z.strictObject({ url: z.url(), headers: z.record(z.string(), z.string()).default({}) })).default([]),
 });
 
 const audit = z.strictObject({
@@ -113,8 +123,23 @@ const audit = z.strictObject({
       enabled: z.boolean().default(true),
       retention: duration.default(30 * 86_400_000),
       maxMessageBytes: positiveInt.default(256 * 1024),
+      /** Open sessions' recordings are sealed into the audit chain at least this often. */
+      sealInterval: duration.default(30_000),
     })
     .prefault({}),
+});
+
+/** Scrapers of /metrics: with tokens listed, only `Authorization: Bearer <token>` with a listed SHA-256 reads them. */
+const metrics = z.strictObject({
+  tokens: z
+    .array(z.strictObject({ id: z.string().min(1), sha256: sha256Hex }))
+    .refine((ts) => new Set(ts.map((t) => t.sha256)).size === ts.length, 'two tokens have the same sha256: each token must be distinct')
+    .default([]),
+});
+
+const masking = z.strictObject({
+  /** HMAC key of the hash strategy: stable within a deployment, unlinkable across deployments. */
+  hashKey: z.string().min(32, 'use at least 32 characters (e.g. ${file:./keys/masking.key} with 32 random bytes, hex)').optional(),
 });
 
 const logging = z.strictObject({
@@ -131,9 +156,11 @@ export const configSchema = z.strictObject({
   auth: auth.prefault({}),
   policy: policy.optional(),
   store: store.prefault({}),
-  admin: admin.prefault({}),
-  approvals: approvals.prefault({}),
+  admin: notInForce('the admin API'),
+  approvals: notInForce('holding calls for approval'),
   audit: audit.prefault({}),
+  metrics: metrics.prefault({}),
+  masking: masking.prefault({}),
   logging: logging.prefault({}),
 });
 

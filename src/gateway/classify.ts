@@ -3,6 +3,7 @@
 // is refused here, so later stages only ever see well-formed messages, and what they decide on
 // is the very object that is forwarded (nothing is normalised or copied in between).
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { templateProblem, uriProblem } from '../policy/uri.js';
 
 export const INVALID_REQUEST = -32600;
 export const METHOD_NOT_FOUND = -32601;
@@ -15,14 +16,18 @@ export const UPSTREAM_ERROR = -32010;
 
 type Obj = Record<string, unknown>;
 
-/** What policy governs about a request; `housekeeping` is protocol plumbing that is always allowed. */
+/**
+ * What policy governs about a request; `housekeeping` is protocol plumbing that is always allowed.
+ * `serverRequest` is a request the upstream sends to the client (sampling, elicitation, roots…).
+ */
 export type Action =
   | { kind: 'housekeeping' }
+  | { kind: 'serverRequest' }
   | { kind: 'list'; list: 'tools' | 'resources' | 'resourceTemplates' | 'prompts' }
   | { kind: 'tool'; tool: string; args: Obj }
   | { kind: 'resource'; resource: string }
   | { kind: 'prompt'; prompt: string; args: Obj }
-  | { kind: 'completion'; prompt?: string; resource?: string; args: Obj }
+  | { kind: 'completion'; prompt?: string; resource?: string; args: Obj; argument: string; context: Record<string, string> }
   | { kind: 'other' };
 
 export type Classified =
@@ -49,11 +54,11 @@ const LISTS: Record<string, Extract<Action, { kind: 'list' }>['list']> = {
   'prompts/list': 'prompts',
 };
 
-/** Requests a client may send that carry nothing for policy to decide on. */
-const CLIENT_HOUSEKEEPING = new Set(['initialize', 'ping', 'logging/setLevel', 'tasks/get', 'tasks/list', 'tasks/result', 'tasks/cancel']);
-
-/** Requests a server may send to a client (they travel downstream, never upstream). */
-export const SERVER_REQUESTS = new Set(['ping', 'sampling/createMessage', 'elicitation/create', 'roots/list', 'tasks/get', 'tasks/list', 'tasks/result', 'tasks/cancel']);
+/**
+ * Requests a client may send that carry nothing for policy to decide on. tasks/* are not among
+ * them: a task's result is the answer to a call that policy decided, so reading it is decided too.
+ */
+const CLIENT_HOUSEKEEPING = new Set(['initialize', 'ping', 'logging/setLevel']);
 
 /** Validates the JSON-RPC envelope. `fromClient` selects which request methods are expected. */
 export function classify(raw: unknown, fromClient: boolean): Classified {
@@ -91,7 +96,7 @@ export function classify(raw: unknown, fromClient: boolean): Classified {
     return { type: 'notification', method, params, message };
   }
   if (isNotificationMethod) throw new ShapeError(INVALID_REQUEST, `${method} is a notification: it must not carry an id`, id as RequestId);
-  const action = fromClient ? clientAction(method, params, id as RequestId) : ({ kind: 'housekeeping' } as const);
+  const action: Action = fromClient ? clientAction(method, params, id as RequestId) : { kind: method === 'ping' ? 'housekeeping' : 'serverRequest' };
   return { type: 'request', id: id as RequestId, method, params, action, message };
 }
 
@@ -100,6 +105,11 @@ function clientAction(method: string, params: Obj | undefined, id: RequestId): A
     throw new ShapeError(INVALID_PARAMS, `${method}: ${what}`, id);
   };
   const p = params ?? {};
+  // One resource, one spelling: a URI that servers would read differently is refused, not rewritten.
+  const canonical = (uri: string, where: string, problem: (uri: string) => string | undefined): string => {
+    const why = problem(uri);
+    return why ? bad(`${where} is not a canonical URI: ${why}`) : uri;
+  };
   const objectArgs = (v: unknown, what: string): Obj => {
     if (v === undefined) return {};
     if (!isObj(v)) return bad(`${what} must be an object`);
@@ -115,7 +125,7 @@ function clientAction(method: string, params: Obj | undefined, id: RequestId): A
     case 'resources/subscribe':
     case 'resources/unsubscribe':
       if (typeof p.uri !== 'string') bad('params.uri must be a string');
-      return { kind: 'resource', resource: p.uri as string };
+      return { kind: 'resource', resource: canonical(p.uri as string, 'params.uri', uriProblem) };
     case 'prompts/get': {
       if (typeof p.name !== 'string') bad('params.name must be a string');
       const args = objectArgs(p.arguments, 'params.arguments');
@@ -127,9 +137,14 @@ function clientAction(method: string, params: Obj | undefined, id: RequestId): A
       const arg = p.argument;
       if (!isObj(ref)) return bad('params.ref must be an object');
       if (!isObj(arg) || typeof arg.name !== 'string' || typeof arg.value !== 'string') bad('params.argument needs a string name and value');
-      const args = { [(arg as Obj).name as string]: (arg as Obj).value };
-      if (ref.type === 'ref/prompt' && typeof ref.name === 'string') return { kind: 'completion', prompt: ref.name, args };
-      if (ref.type === 'ref/resource' && typeof ref.uri === 'string') return { kind: 'completion', resource: ref.uri, args };
+      const argument = (arg as Obj).name as string;
+      const args = { [argument]: (arg as Obj).value };
+      // The other arguments the client has filled in, which steer the upstream's completer.
+      const context = p.context === undefined ? {} : isObj(p.context) ? objectArgs(p.context.arguments, 'params.context.arguments') : bad('params.context must be an object');
+      for (const v of Object.values(context)) if (typeof v !== 'string') bad('params.context.arguments must hold strings');
+      const base = { args, argument, context: context as Record<string, string> };
+      if (ref.type === 'ref/prompt' && typeof ref.name === 'string') return { kind: 'completion', prompt: ref.name, ...base };
+      if (ref.type === 'ref/resource' && typeof ref.uri === 'string') return { kind: 'completion', resource: canonical(ref.uri, 'params.ref.uri', templateProblem), ...base };
       return bad('params.ref must be {type: "ref/prompt", name} or {type: "ref/resource", uri}');
     }
     case 'initialize':
@@ -140,6 +155,14 @@ function clientAction(method: string, params: Obj | undefined, id: RequestId): A
     case 'logging/setLevel':
       if (typeof p.level !== 'string') bad('params.level must be a string');
       return { kind: 'housekeeping' };
+    case 'tasks/get':
+    case 'tasks/result':
+    case 'tasks/cancel':
+      if (typeof p.taskId !== 'string') bad('params.taskId must be a string');
+      return { kind: 'other' };
+    case 'tasks/list':
+      if (p.cursor !== undefined && typeof p.cursor !== 'string') bad('params.cursor must be a string');
+      return { kind: 'other' };
   }
   const list = LISTS[method];
   if (list) {

@@ -7,13 +7,21 @@ import type { Identity } from '../auth/identity.js';
 import type { CompiledBundle, Kind } from '../policy/compile.js';
 import { decisionAuditData, type AuditType } from '../audit/chain.js';
 import { decide, visible } from '../policy/decide.js';
+import type { Masker } from '../masking/mask.js';
+import { maskerFor, type MaskTarget } from '../masking/select.js';
 import type { Decision, DecisionInput } from '../policy/decision.js';
 import { errorResponse, FORBIDDEN_BY_POLICY, INTERNAL_ERROR, type Classified } from './classify.js';
 import type { Exchange, Reply, Stage } from './pipeline.js';
 
 let mint: (message: JSONRPCMessage, decision: Decision) => Authorized;
 
+/**
+ * A message the gateway decided to send upstream, its decision's audit record durable. The private
+ * #brand makes the class nominal: an object literal of the same shape does not typecheck (see
+ * authorized.test.ts), and `Authorized.is` tells a forged one apart at run time.
+ */
 export class Authorized {
+  readonly #brand = true;
   static {
     mint = (message, decision) => new Authorized(message, decision);
   }
@@ -21,6 +29,9 @@ export class Authorized {
     readonly message: JSONRPCMessage,
     readonly decision: Decision,
   ) {}
+  static is(value: unknown): value is Authorized {
+    return typeof value === 'object' && value !== null && #brand in value;
+  }
 }
 
 /** One bundle version of the policy: a request is decided, and its list reply filtered, by one view. */
@@ -28,6 +39,8 @@ export interface PolicyView {
   readonly version: string;
   decide(input: DecisionInput): Decision;
   visible(identity: Identity, server: string, kind: Kind, name: string): boolean;
+  /** The masks this version applies to a result for this caller (undefined: none). */
+  masker(identity: Identity, server: string, target: MaskTarget): Masker | undefined;
 }
 
 /** What the decide stage asks of the policy engine: the view in force now. */
@@ -35,16 +48,20 @@ export interface PolicyPoint {
   current(): PolicyView;
 }
 
-const views = new WeakMap<CompiledBundle, PolicyView>();
-
-/** The gateway's policy point over compiled bundles (a PolicySource, or a fixed bundle). */
-export function policyPoint(source: { current(): CompiledBundle }): PolicyPoint {
+/** The gateway's policy point over compiled bundles (a PolicySource, or a fixed bundle); `hashKey` is masking.hashKey. */
+export function policyPoint(source: { current(): CompiledBundle }, masking: { hashKey?: Buffer } = {}): PolicyPoint {
+  const views = new WeakMap<CompiledBundle, PolicyView>();
   return {
     current() {
       const bundle = source.current();
       let view = views.get(bundle);
       if (!view) {
-        view = { version: bundle.version, decide: (input) => decide(bundle, input), visible: (identity, server, kind, name) => visible(bundle, identity, server, kind, name) };
+        view = {
+          version: bundle.version,
+          decide: (input) => decide(bundle, input),
+          visible: (identity, server, kind, name) => visible(bundle, identity, server, kind, name),
+          masker: (identity, server, target) => maskerFor(bundle, identity, server, target, masking.hashKey),
+        };
         views.set(bundle, view);
       }
       return view;
@@ -68,7 +85,8 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
   return async (x, next) => {
     const m = x.msg!;
     const session = x.session;
-    const policy = (x.policy = points.current());
+    // The masking stage may have taken the version already: one version governs the whole exchange.
+    const policy = (x.policy ??= points.current());
     if (m.type === 'response') {
       // A client's answer to a server's request (sampling, elicitation, roots): only ids the
       // upstream actually asked for go up, so a client cannot inject answers.
@@ -78,12 +96,22 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
     }
     if (m.type === 'notification') {
       // Protocol notifications pass; any other is decided like an unknown method (denied unless
-      // policy allows it), and a denied notification is dropped, since it gets no reply.
-      const decision = CLIENT_NOTIFICATIONS.has(m.method)
-        ? builtIn('protocol/notification', policy.version)
-        : policy.decide({ identity: session.identity, server: session.server, method: m.method, time: new Date() });
+      // a methods rule allows it) and audited; a denied notification is dropped, since it gets no reply.
+      if (CLIENT_NOTIFICATIONS.has(m.method)) {
+        x.authorized = mint(m.message, builtIn('protocol/notification', policy.version));
+        return next();
+      }
+      const input: DecisionInput = { identity: x.identity, server: session.server, method: m.method, time: new Date() };
+      const decision = (x.decision = policy.decide(input));
+      const decisionId = (x.decisionId = randomUUID());
+      try {
+        await audit.append('decision', x.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id }));
+      } catch (e) {
+        session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; notification dropped');
+        return undefined;
+      }
       if (decision.effect !== 'allow') {
-        session.log.warn({ method: m.method, rule: decision.rule }, 'notification dropped by policy');
+        session.log.warn({ method: m.method, rule: decision.rule, decisionId }, 'notification dropped by policy');
         return undefined;
       }
       x.authorized = mint(m.message, decision);
@@ -96,7 +124,7 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
     x.decisionId = decisionId;
     // Durable before anything moves: a decision without its record is no decision (fail closed).
     try {
-      await audit.append('decision', session.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
+      await audit.append('decision', x.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
     } catch (e) {
       session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; request refused');
       // An outage, not a policy answer: the client may retry; the store's own error stays in the log.
@@ -111,6 +139,50 @@ export function decideStage(points: PolicyPoint, audit: AuditSink): Stage {
   };
 }
 
+/**
+ * Toward the client: a request the upstream sends to the client (sampling, elicitation, roots,
+ * tasks) is decided like a client's, by the rules' `serverRequests`, for the session's identity,
+ * with its params as `args`; ping is allowed built-in. Audited either way, before anything moves.
+ * Refused, it never reaches the client, and its error is the reply, which the outermost toClient
+ * stage answers to the upstream (so the upstream does not wait). Server notifications pass.
+ */
+export function decideServerRequest(points: PolicyPoint, audit: AuditSink): Stage {
+  return async (x, next) => {
+    const m = x.msg!;
+    if (m.type !== 'request') return next();
+    const session = x.session;
+    const policy = (x.policy = points.current());
+    const input: DecisionInput = { identity: x.identity, server: session.server, method: m.method, from: 'server', args: m.params ?? {}, time: new Date() };
+    const decision = m.action.kind === 'housekeeping' ? builtIn('protocol/housekeeping', policy.version) : policy.decide(input);
+    const decisionId = randomUUID();
+    x.decision = decision;
+    x.decisionId = decisionId;
+    try {
+      await audit.append('decision', x.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: session.id, requestId: m.id }));
+    } catch (e) {
+      session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; server request refused');
+      return errorResponse(m.id, INTERNAL_ERROR, 'Audit log unavailable: the request was not passed to the client (PCL_AUDIT_WRITE_FAILED)', { code: 'PCL_AUDIT_WRITE_FAILED', decisionId, retryable: true });
+    }
+    if (decision.effect === 'allow') return next();
+    session.log.warn({ method: m.method, rule: decision.rule, decisionId }, 'server request refused by policy');
+    const why = decision.effect === 'approve' ? 'approval required, and approvals are not enabled on this gateway' : decision.message;
+    return errorResponse(m.id, FORBIDDEN_BY_POLICY, 'Forbidden by policy', { rule: decision.rule, decisionId, ...(why && { message: why }) });
+  };
+}
+
+/**
+ * The gateway's own error answer to a server's request (a refusal, an audit outage, a failed
+ * stage), for the upstream. Only an error response with the request's own id qualifies, so it
+ * carries nothing the client sent.
+ */
+export function answerForUpstream(x: Exchange, reply: JSONRPCMessage): Authorized | undefined {
+  const m = x.msg;
+  const id = m?.type === 'request' ? m.id : (x.raw as { id?: unknown } | null)?.id;
+  if (!('error' in reply) || reply.id !== id) return undefined;
+  const decision = x.decision && x.decision.effect !== 'allow' ? x.decision : { effect: 'deny' as const, rule: '(gateway error)', bundleVersion: x.policy?.version ?? '' };
+  return mint(reply, decision);
+}
+
 /** Protocol plumbing (initialize, ping, list methods…) is allowed built-in; everything else is policy's. */
 function governed(m: Extract<Classified, { type: 'request' }>): boolean {
   return m.action.kind !== 'housekeeping' && m.action.kind !== 'list';
@@ -118,7 +190,7 @@ function governed(m: Extract<Classified, { type: 'request' }>): boolean {
 
 /** What policy decides on (and what the audit record describes). */
 function decisionInput(x: Exchange, m: Extract<Classified, { type: 'request' }>): DecisionInput {
-  const base = { identity: x.session.identity, server: x.session.server, method: m.method, time: new Date() };
+  const base = { identity: x.identity, server: x.session.server, method: m.method, time: new Date() };
   const a = m.action;
   switch (a.kind) {
     case 'tool':

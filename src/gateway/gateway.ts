@@ -3,15 +3,17 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { createAuthenticator, identityKey, type Authenticator } from '../auth/authenticate.js';
-import type { Identity } from '../auth/identity.js';
+import { createApiKeyVerifier, type ApiKeyVerifier } from '../auth/api-keys.js';
+import { createAuthenticator, type Authenticator } from '../auth/authenticate.js';
+import { identityKey, identityLabel, type Identity } from '../auth/identity.js';
 import { handleWellKnown, resourceMetadataUrl, wwwAuthenticate } from '../auth/protected-resource.js';
 import type { Config } from '../config/schema.js';
 import { mcpHandler } from '../fronts/streamable-http.js';
-import { HttpRefusal, isLoopbackHost, sendRefusal } from '../fronts/http-request.js';
+import { checkHostAndOrigin, HttpRefusal, isLoopbackHost, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
 import { createMetrics, registerAuditMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
 import { connectUpstream, probeUpstream, type Upstream } from '../upstreams/upstream.js';
+import { killStdioUpstreams } from '../upstreams/stdio.js';
 import type { Recorder } from '../audit/recorder.js';
 import type { AuditSink, PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
@@ -29,15 +31,30 @@ export interface GatewayOptions {
   health?: AuditHealth;
 }
 
+/** How long requests in flight get to finish at shutdown. */
+export const DRAIN_MS = 10_000;
+
+export interface ShutdownOptions {
+  graceMs?: number;
+  /** Aborted: stop draining, SIGKILL stdio upstreams (a second Ctrl-C). */
+  force?: AbortSignal;
+}
+
 export class Gateway implements SessionHost {
   readonly log: Logger;
   readonly metrics: Metrics = createMetrics();
   readonly sessions = new Map<string, Session>();
   readonly limits: SessionLimits;
   readonly auth: Authenticator;
+  private readonly metricsTokens: ApiKeyVerifier;
   readonly toUpstream: (x: Exchange) => Promise<Reply>;
   readonly toClient: (x: Exchange) => Promise<Reply>;
   private closing = false;
+  /** Sessions being opened (their upstream starting): they count against the limits already. */
+  private opening = 0;
+  /** Sessions open or being opened, per credential (identityKey), for limits.maxSessionsPerIdentity. */
+  private readonly perPrincipal = new Map<string, number>();
+  private shutdown?: Promise<void>;
   /**
    * Servers whose last upstream went away before it answered anything (a server that exits at
    * start: a missing folder, a bad argument): /readyz names them until one answers.
@@ -54,11 +71,19 @@ export class Gateway implements SessionHost {
     this.toClient = pipelines.toClient;
     const l = config.limits;
     registerAuditMetrics(this.metrics.registry, opts.health, opts.recorder);
+    this.metricsTokens = createApiKeyVerifier(config.metrics.tokens.map((t) => ({ ...t, groups: [] })));
     this.auth = createAuthenticator(config.auth, { log: this.log, resourceUrl: configuredBaseUrl(config) });
     if (config.auth.oidc && !configuredBaseUrl(config)) {
       this.log.warn(`auth.resourceUrl is not set and the listen address (${config.listen.host}:${config.listen.port}) is not a URL clients use: the protected-resource metadata names the address each request reached, and tokens are accepted only for auth.oidc.audience. Set auth.resourceUrl to the gateway's public URL so that MCP clients' resource-bound tokens are accepted`);
     }
     this.limits = { upstreamTimeoutMs: l.upstreamTimeout, maxResultBytes: l.maxResultBytes, idleTimeoutMs: l.sessionIdleTimeout };
+  }
+
+  /** Whether a scrape may read /metrics: anyone when metrics.tokens is empty, else a bearer token whose SHA-256 is listed. */
+  metricsAllowed(authorization: string | undefined): boolean {
+    if (this.metricsTokens.size === 0) return true;
+    const m = /^Bearer +(\S+)$/i.exec(authorization ?? '');
+    return m !== null && this.metricsTokens.verify(m[1]) !== undefined;
   }
 
   /** The identity behind a request, or undefined after answering it (401 with where to log in, or 400). */
@@ -72,34 +97,66 @@ export class Gateway implements SessionHost {
     return undefined;
   }
 
-  /** Opens a session: starts its upstream first, so a client never holds a session without one. */
+  /**
+   * Opens a session: starts its upstream first, so a client never holds a session without one.
+   * The limits are checked and the place taken before anything is started, so concurrent opens
+   * cannot overshoot them.
+   */
   async openSession(id: string, server: string, identity: Identity, channel: ClientChannel): Promise<Session> {
     if (this.closing) throw Object.assign(new Error('the gateway is shutting down'), { status: 503 });
-    if (this.sessions.size >= this.config.limits.maxSessions) {
-      throw Object.assign(new Error(`the gateway has ${this.sessions.size} sessions open, its limit (limits.maxSessions)`), { status: 503 });
+    const l = this.config.limits;
+    if (this.sessions.size + this.opening >= l.maxSessions) {
+      throw Object.assign(new Error(`the gateway has ${this.sessions.size + this.opening} sessions open, its limit (limits.maxSessions)`), { status: 503 });
     }
-    const session = new Session(id, server, identity, channel, this);
-    let upstream;
+    const principal = identityKey(identity);
+    const held = this.perPrincipal.get(principal) ?? 0;
+    if (held >= l.maxSessionsPerIdentity) {
+      this.log.warn({ ...identityLabel(identity), sessions: held }, 'session refused: per-identity limit');
+      throw Object.assign(new Error(`this identity has ${held} sessions open, its limit (limits.maxSessionsPerIdentity): end one (DELETE) before opening another`), { status: 429 });
+    }
+    this.perPrincipal.set(principal, held + 1);
+    this.opening++;
+    let opened = false;
     try {
-      upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd());
-    } catch (e) {
-      this.metrics.upstreamFailures.inc({ server });
-      session.log.error({ err: (e as Error).message }, 'upstream could not be started');
-      throw e;
+      const session = new Session(id, server, identity, channel, this);
+      let upstream;
+      try {
+        upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd());
+      } catch (e) {
+        this.metrics.upstreamFailures.inc({ server }); // connectUpstream logged why
+        throw e;
+      }
+      session.attach(upstream);
+      this.watchStart(server, upstream);
+      if (this.closing) {
+        // The gateway began to shut down while this upstream started: it must not outlive the shutdown.
+        session.end('the gateway is shutting down');
+        await session.whenClosed;
+        throw Object.assign(new Error('the gateway is shutting down'), { status: 503 });
+      }
+      try {
+        await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { ...identityLabel(identity), groups: identity.groups, via: identity.via } });
+      } catch (e) {
+        session.log.error({ err: (e as Error).message }, 'audit write failed; session refused');
+        session.end('its start could not be recorded');
+        throw Object.assign(new Error('Audit log unavailable: the session was not opened (PCL_AUDIT_WRITE_FAILED)'), { status: 503 });
+      }
+      if (session.isEnded) throw new Error(`the upstream ended before the session opened`);
+      this.sessions.set(id, session);
+      opened = true;
+      this.metrics.sessions.inc({ server });
+      session.log.info('session started');
+      return session;
+    } finally {
+      this.opening--;
+      if (!opened) this.release(principal);
     }
-    session.attach(upstream);
-    this.watchStart(server, upstream);
-    try {
-      await this.opts.audit.append('session.start', identity.sub, { session: id, server, identity: { sub: identity.sub, groups: identity.groups, via: identity.via } });
-    } catch (e) {
-      session.log.error({ err: (e as Error).message }, 'audit write failed; session refused');
-      session.end('its start could not be recorded');
-      throw Object.assign(new Error('Audit log unavailable: the session was not opened (PCL_AUDIT_WRITE_FAILED)'), { status: 503 });
-    }
-    this.sessions.set(id, session);
-    this.metrics.sessions.inc({ server });
-    session.log.info('session started');
-    return session;
+  }
+
+  private release(principal: string): void {
+    const n = (this.perPrincipal.get(principal) ?? 1) - 1;
+    if (n > 0) this.perPrincipal.set(principal, n);
+    else this.perPrincipal.delete(principal);
   }
 
   /** Notes whether this upstream answers before it goes away (see startProblems); observes, changes nothing. */
@@ -122,18 +179,20 @@ export class Gateway implements SessionHost {
     };
   }
 
-  /** A session id is valid only on the path that created it and with the identity that created it. */
+  /** A session id is valid only on the path that created it and with the credential that created it. */
   findSession(id: string, server: string, identity: Identity): Session | undefined {
     const s = this.sessions.get(id);
-    if (!s || s.server !== server || identityKey(s.identity) !== identityKey(identity)) return undefined;
+    if (!s || s.server !== server || s.principal !== identityKey(identity)) return undefined;
     return s;
   }
 
   ended(session: Session, reason: string): void {
+    this.opts.recorder?.endSession(session.id);
     if (!this.sessions.delete(session.id)) return;
+    this.release(session.principal);
     this.metrics.sessions.dec({ server: session.server });
     session.log.info({ reason }, 'session ended');
-    this.opts.audit.append('session.end', session.identity.sub, { session: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
+    this.opts.audit.append('session.end', session.openedBy.sub, { session: session.id, server: session.server, reason }).catch((e) => session.log.error({ err: (e as Error).message }, 'could not record session end'));
   }
 
   /** A new policy version is in force: every open session is told its lists may have changed. */
@@ -141,37 +200,68 @@ export class Gateway implements SessionHost {
     for (const s of this.sessions.values()) s.policyChanged();
   }
 
-  /** Graceful: no new sessions, in-flight requests get up to graceMs to finish, then every session ends. */
-  async close(graceMs = 10_000): Promise<void> {
+  /**
+   * Drain, then end: no new sessions; requests in flight get up to graceMs to finish (no longer
+   * once `force` aborts: then stdio upstreams are SIGKILLed); then every session ends and its
+   * upstream is closed, stdio process groups included. Idempotent: every call gets the same
+   * promise, so a second signal cannot start a second shutdown.
+   */
+  close(opts: ShutdownOptions = {}): Promise<void> {
+    return (this.shutdown ??= this.drainThenEnd(opts));
+  }
+
+  private async drainThenEnd({ graceMs = DRAIN_MS, force }: ShutdownOptions): Promise<void> {
     this.closing = true;
-    const deadline = Date.now() + graceMs;
-    while (Date.now() < deadline && [...this.sessions.values()].some((s) => s.busy)) await new Promise((r) => setTimeout(r, 20));
-    for (const s of [...this.sessions.values()]) s.end('the gateway is shutting down');
+    const forced = new Promise<void>((resolve) => {
+      const now = () => (killStdioUpstreams(), resolve());
+      if (force?.aborted) now();
+      else force?.addEventListener('abort', now, { once: true });
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const drained = Promise.all([...this.sessions.values()].map((s) => s.drained()));
+    await Promise.race([drained, forced, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    const sessions = [...this.sessions.values()];
+    for (const s of sessions) s.end('the gateway is shutting down');
+    await Promise.all(sessions.map((s) => s.whenClosed));
     this.auth.close();
   }
 
-  /** Ready when every upstream can be reached (HTTP answers; a stdio command exists, and its last start did not fail). */
+  /**
+   * Ready when every upstream can be reached (HTTP answers; a stdio command exists, and its last
+   * start did not end before it answered). /readyz is
+   * public, so it says names and states only; why a check fails (a command, an address, a store
+   * error) goes to the log, once each time it changes.
+   */
   async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
-    const checks: Record<string, string> = {};
+    const checks: Record<string, { state: string; detail?: string }> = {};
     await Promise.all(Object.entries(this.config.servers).map(async ([name, server]) => (checks[`upstream:${name}`] = await probeUpstream(server, this.opts.baseDir ?? process.cwd()))));
-    for (const [name, problem] of this.startProblems) if (checks[`upstream:${name}`] === 'ok') checks[`upstream:${name}`] = `cannot start: ${problem}`;
+    for (const [name, detail] of this.startProblems) if (checks[`upstream:${name}`].state === 'ok') checks[`upstream:${name}`] = { state: 'cannot start', detail };
     const audit = this.opts.health;
     if (audit) {
       const { pending, oldestPendingMs } = audit.stats();
       // A store that waits on a lock fails nothing for seconds: report the stall before it fails.
-      checks.audit = !audit.healthy() ? `failing: ${audit.lastError()?.message ?? 'write failed'}` : oldestPendingMs > 1000 ? `stalled: ${pending} appends waiting ${oldestPendingMs} ms` : 'ok';
+      checks.audit = !audit.healthy() ? { state: 'failing', detail: audit.lastError()?.message ?? 'write failed' } : oldestPendingMs > 1000 ? { state: 'stalled', detail: `${pending} appends waiting ${oldestPendingMs} ms` } : { state: 'ok' };
     }
-    checks.auth = this.auth.ready() ? 'ok' : `not ready: ${this.auth.readinessProblem() ?? 'identity provider unavailable'}`;
-    if (this.closing) checks.gateway = 'shutting down';
-    return { ready: Object.values(checks).every((c) => c === 'ok'), checks };
+    checks.auth = this.auth.ready() ? { state: 'ok' } : { state: 'not ready', detail: this.auth.readinessProblem() ?? 'identity provider unavailable' };
+    if (this.closing) checks.gateway = { state: 'shutting down' };
+    const states: Record<string, string> = {};
+    for (const [name, { state, detail }] of Object.entries(checks)) {
+      states[name] = state;
+      const said = detail === undefined ? state : `${state}: ${detail}`;
+      if (this.readinessSaid.get(name) !== said && (state !== 'ok' || this.readinessSaid.has(name))) this.log[state === 'ok' ? 'info' : 'warn']({ check: name, state, detail }, 'readiness check changed');
+      this.readinessSaid.set(name, said);
+    }
+    return { ready: Object.values(states).every((c) => c === 'ok'), checks: states };
   }
+  private readonly readinessSaid = new Map<string, string>();
 }
 
 export interface RunningGateway {
   gateway: Gateway;
   server: Server;
   url(server: string): string;
-  close(): Promise<void>;
+  close(opts?: ShutdownOptions): Promise<void>;
 }
 
 /** Starts the HTTP listener; resolves once it listens. */
@@ -188,9 +278,18 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
     connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(limits.requestTimeout / 4))),
     keepAliveTimeout: 5_000,
   });
-  const mcp = mcpHandler(gw, isLoopbackHost(config.listen.host.toLowerCase()));
+  const mcp = mcpHandler(gw);
+  const boundToLoopback = isLoopbackHost(config.listen.host.toLowerCase());
   server.on('request', (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
+    // Every route, not only /mcp: a DNS-rebinding page must not read /metrics or /readyz either.
+    try {
+      checkHostAndOrigin(req, config.listen, boundToLoopback);
+    } catch (e) {
+      gw.metrics.refusals.inc({ status: '403' });
+      if (path.startsWith('/mcp/')) return sendRefusal(res, e as HttpRefusal);
+      return json(res, 403, { error: 'forbidden', message: (e as Error).message });
+    }
     if (path.startsWith('/mcp/')) {
       let name: string;
       try {
@@ -221,18 +320,26 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   gw.log.info({ address: `http://${host}:${address.port}`, servers: Object.keys(config.servers) }, 'gateway listening');
+  // Stop accepting, drain and end the sessions, then close connections: idle ones at once,
+  // busy ones (a GET stream, say) after 5 s or at once when forced.
+  let closing: Promise<void> | undefined;
+  const closeListener = async (opts: ShutdownOptions = {}) => {
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    await gw.close(opts);
+    server.closeIdleConnections();
+    const all = () => server.closeAllConnections();
+    const timer = setTimeout(all, 5_000);
+    if (opts.force?.aborted) all();
+    else opts.force?.addEventListener('abort', all, { once: true });
+    await closed;
+    clearTimeout(timer);
+    opts.force?.removeEventListener('abort', all);
+  };
   return {
     gateway: gw,
     server,
     url: (name) => `http://${host}:${address.port}/mcp/${encodeURIComponent(name)}`,
-    close: async () => {
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      await gw.close();
-      server.closeIdleConnections();
-      const timer = setTimeout(() => server.closeAllConnections(), 5_000);
-      await closed;
-      clearTimeout(timer);
-    },
+    close: (opts) => (closing ??= closeListener(opts)),
   };
 }
 
@@ -261,6 +368,11 @@ async function route(gw: Gateway, req: IncomingMessage, res: ServerResponse, pat
     return json(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks, sessions: gw.sessions.size });
   }
   if (path === '/metrics') {
+    if (!gw.metricsAllowed(req.headers.authorization)) {
+      gw.metrics.refusals.inc({ status: '401' });
+      res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="metrics"' });
+      return void res.end(JSON.stringify({ error: 'unauthorized', message: 'metrics need Authorization: Bearer <token> (metrics.tokens)' }));
+    }
     res.writeHead(200, { 'content-type': gw.metrics.registry.contentType });
     return void res.end(await gw.metrics.registry.metrics());
   }

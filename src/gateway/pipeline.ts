@@ -3,6 +3,7 @@
 // without calling next() stops the message there (a deny, a malformed message). The ordered
 // lists live in stages.ts, so a reader finds the whole path in one place.
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import type { Identity } from '../auth/identity.js';
 import type { Decision } from '../policy/decision.js';
 import type { Classified } from './classify.js';
 import type { Authorized, PolicyView } from './decide.js';
@@ -14,6 +15,12 @@ export interface Exchange {
   readonly direction: 'toUpstream' | 'toClient';
   /** The parsed message, exactly as it arrived. */
   readonly raw: unknown;
+  /**
+   * Who this message is from (toUpstream: its own request's verified identity) or for (toClient:
+   * see Session.toClient). Every stage reads this, never a session field, so two requests of one
+   * session are decided and filtered each with its own identity.
+   */
+  readonly identity: Identity;
   readonly startedAt: number;
   /** Set by classify. */
   msg?: Classified;
@@ -23,6 +30,10 @@ export interface Exchange {
   decisionId?: string;
   /** Set by decide once the decision's audit record is durable; the only thing forward accepts. */
   authorized?: Authorized;
+  /** What the session recording stores of this message: set by the masking stage (masked). */
+  recordable?: unknown;
+  /** Set by the recording stage: the masking stage calls it once `recordable` is known, so messages are recorded in order. */
+  recordNow?: () => void;
   /** Releases this message's place in the session's upstream order (see Session.order). */
   releaseTurn: () => void;
   turnReady: Promise<void>;

@@ -4,9 +4,9 @@
 // that dies ends the session with a clear error instead of leaving requests hanging.
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
-import type { Identity } from '../auth/identity.js';
+import { identityKey, identityLabel, type Identity } from '../auth/identity.js';
 import type { Upstream } from '../upstreams/upstream.js';
-import { errorResponse, UPSTREAM_ERROR } from './classify.js';
+import { errorResponse, INVALID_REQUEST, UPSTREAM_ERROR } from './classify.js';
 import type { Exchange, Reply } from './pipeline.js';
 
 /** The downstream side, as the front offers it. */
@@ -32,6 +32,14 @@ export interface SessionLimits {
   idleTimeoutMs: number;
 }
 
+/** A client request id taken from when a front accepts the request until its answer is sent. */
+export interface Admission {
+  /** Set once the request has entered the session (fromClient). */
+  delivered: boolean;
+  /** Frees the id; only the admission that holds it can free it. */
+  release(): void;
+}
+
 interface InFlight {
   settle(reply: Reply): void;
   progressToken?: unknown;
@@ -54,6 +62,15 @@ export class Session {
   /** The capabilities the upstream answered initialize with. */
   serverCapabilities?: Record<string, unknown>;
   private readonly inFlight = new Map<RequestId, InFlight>();
+  /** Client request ids from acceptance until their answer is sent (see admit). */
+  private readonly admitted = new Map<RequestId, Admission>();
+  /** Ids the upstream still owes an answer the client no longer waits for (timed out, cancelled):
+   *  not free yet, or that late answer would settle a new request with the same id. */
+  private readonly abandoned = new Set<RequestId>();
+  /** The credential this session is bound to (identityKey of the identity that opened it). */
+  readonly principal: string;
+  /** The identity of the latest client message, for messages the upstream sends on its own (see toClient). */
+  private latest: Identity;
   private readonly serverRequests = new Set<RequestId>();
   private readonly turns = new Turns();
   /** Delivery of what the upstream sends, in its order (see fromUpstream). */
@@ -62,21 +79,28 @@ export class Session {
   private resolveEnded!: (reason: string) => void;
   /** Resolves with the reason once the session has ended, from either side. */
   readonly whenEnded = new Promise<string>((r) => (this.resolveEnded = r));
+  private resolveClosed!: (upstreamClosed: Promise<void>) => void;
+  /** Resolves once the session has ended and its upstream is closed (a stdio upstream's processes are gone). */
+  readonly whenClosed = new Promise<void>((r) => (this.resolveClosed = r));
+  private drainWaiters: Array<() => void> = [];
+  /** Client messages between fromClient and their reply written. */
+  private handling = 0;
   readonly log: Logger;
   private readonly idle: NodeJS.Timeout;
 
   constructor(
     readonly id: string,
     readonly server: string,
-    /** Who is calling. Starts as the identity that opened the session; the HTTP front replaces it
-     *  with each request's freshly verified identity of the same principal (identityKey), so a
-     *  refreshed token's groups and claims are the ones policy sees, not the first token's. */
-    public identity: Identity,
+    /** The identity that opened the session. Each request carries its own (Exchange.identity), of
+     *  the same credential: fronts find a session only for its principal (identityKey). */
+    readonly openedBy: Identity,
     /** The downstream side (the front's transport for this session). */
     readonly channel: ClientChannel,
     private readonly host: SessionHost,
   ) {
-    this.log = host.log.child({ session: id, server, sub: identity.sub });
+    this.principal = identityKey(openedBy);
+    this.latest = openedBy;
+    this.log = host.log.child({ session: id, server, ...identityLabel(openedBy) });
     // Idle sessions end (and their upstream processes exit); a request in flight is not idleness.
     this.idle = setTimeout(() => (this.busy ? this.touch() : this.end(`idle for ${host.limits.idleTimeoutMs} ms (limits.sessionIdleTimeout)`)), host.limits.idleTimeoutMs).unref();
   }
@@ -85,9 +109,18 @@ export class Session {
     this.idle.refresh();
   }
 
-  /** Whether requests are in flight (graceful shutdown waits for them). */
+  /** Whether requests are in flight, or a client message is still on its way through (graceful shutdown waits for them). */
   get busy(): boolean {
-    return this.inFlight.size > 0;
+    return this.inFlight.size > 0 || this.handling > 0;
+  }
+
+  private wakeIfIdle(): void {
+    if (!this.busy) for (const w of this.drainWaiters.splice(0)) w();
+  }
+
+  /** Resolves when no request is in flight (at once if none is). */
+  drained(): Promise<void> {
+    return this.busy ? new Promise((r) => this.drainWaiters.push(r)) : Promise.resolve();
   }
 
   get isEnded(): boolean {
@@ -100,15 +133,66 @@ export class Session {
     upstream.onclose = (reason) => this.end(reason);
   }
 
-  /** A message from the client: through the pipeline, and its reply back to the client. */
-  async fromClient(raw: unknown): Promise<void> {
+  /**
+   * Takes a client request id until its answer is sent, or undefined when a request with that id
+   * is already in flight here: a second one would cross the answers (the first's reply routed to
+   * the second, the upstream seeing one id twice). Fronts that hand requests on asynchronously
+   * (the SDK's HTTP transport) admit before doing so; fromClient admits the rest.
+   */
+  admit(id: RequestId): Admission | undefined {
+    if (this.admitted.has(id) || this.abandoned.has(id)) return undefined;
+    const admission: Admission = {
+      delivered: false,
+      release: () => {
+        if (this.admitted.get(id) === admission) this.admitted.delete(id);
+      },
+    };
+    this.admitted.set(id, admission);
+    return admission;
+  }
+
+  /** A message from the client, with the verified identity of the request that carried it: through the pipeline, and its reply back to the client. */
+  async fromClient(raw: unknown, identity: Identity): Promise<void> {
+    this.handling++;
+    try {
+      await this.pass(raw, identity);
+    } finally {
+      this.handling--;
+      this.wakeIfIdle();
+    }
+  }
+
+  private async pass(raw: unknown, identity: Identity): Promise<void> {
     this.touch();
+    const id = requestId(raw);
+    let admission: Admission | undefined;
+    if (id !== undefined) {
+      const held = this.admitted.get(id);
+      admission = held && !held.delivered ? held : held ? undefined : this.admit(id);
+      if (!admission) {
+        // Refused before classify and decide: nothing decided, nothing forwarded, the first request's answer untouched.
+        this.log.warn({ id }, 'request id already in flight; refused');
+        await this.channel.send(duplicateId(id)).catch(() => undefined);
+        return;
+      }
+      admission.delivered = true;
+    }
+    this.latest = identity;
+    try {
+      await this.run(raw, identity);
+    } finally {
+      admission?.release();
+    }
+  }
+
+  private async run(raw: unknown, identity: Identity): Promise<void> {
     const turn = this.turns.take();
     let released = false;
     const x: Exchange = {
       session: this,
       direction: 'toUpstream',
       raw,
+      identity,
       startedAt: performance.now(),
       turnReady: turn.ready,
       releaseTurn: () => {
@@ -132,7 +216,10 @@ export class Session {
     const m = message as { id?: RequestId; method?: unknown };
     if (m.method === undefined && m.id !== undefined) {
       const waiting = this.inFlight.get(m.id);
-      if (!waiting) return this.log.debug({ id: m.id }, 'dropped a reply nobody waits for (timed out or cancelled)');
+      if (!waiting) {
+        this.abandoned.delete(m.id);
+        return this.log.debug({ id: m.id }, 'dropped a reply nobody waits for (timed out or cancelled)');
+      }
       const size = Buffer.byteLength(JSON.stringify(message));
       const reply = size > this.host.limits.maxResultBytes ? errorResponse(m.id, UPSTREAM_ERROR, `the upstream's answer is ${size} bytes, over the gateway's limit of ${this.host.limits.maxResultBytes} (limits.maxResultBytes)`) : message;
       // After the server messages that came before it: a request's last progress notification
@@ -143,9 +230,14 @@ export class Session {
     this.toClient(message);
   }
 
-  /** A message for the client that answers no request: through the toClient stages, one at a time, in order. */
+  /**
+   * A message for the client that answers no request: through the toClient stages, one at a time,
+   * in order. It is decided and recorded with the identity of the client's latest message: always
+   * this session's credential (sessions are bound to it), and its freshest verified token, so a
+   * group removed at the provider stops counting here too once the client presents its next token.
+   */
   toClient(message: JSONRPCMessage): void {
-    const x: Exchange = { session: this, direction: 'toClient', raw: message, startedAt: performance.now(), turnReady: Promise.resolve(), releaseTurn: () => {} };
+    const x: Exchange = { session: this, direction: 'toClient', raw: message, identity: this.latest, startedAt: performance.now(), turnReady: Promise.resolve(), releaseTurn: () => {} };
     this.outbound = this.outbound.then(() => this.host.toClient(x)).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not deliver a server message'));
   }
 
@@ -161,16 +253,21 @@ export class Session {
     }
   }
 
-  /** Registers a client request as in flight; its reply arrives through fromUpstream. */
+  /** Registers a client request as in flight; its reply arrives through fromUpstream (admit keeps its id unique). */
   expect(id: RequestId, progressToken: unknown): Promise<Reply> {
-    if (this.inFlight.has(id)) return Promise.resolve(errorResponse(id, -32600, `request id ${JSON.stringify(id)} is already in flight in this session`));
+    // admit() keeps ids unique; reaching this would be a bug, and the throw fails closed before sending.
+    if (this.inFlight.has(id)) throw new Error(`request id ${JSON.stringify(id)} is already in flight in this session`);
     return new Promise<Reply>((resolve) => {
-      const timer = setTimeout(() => settle(errorResponse(id, UPSTREAM_ERROR, `the upstream did not answer within ${this.host.limits.upstreamTimeoutMs} ms (limits.upstreamTimeout)`)), this.host.limits.upstreamTimeoutMs);
+      const timer = setTimeout(() => {
+        this.abandon(id);
+        settle(errorResponse(id, UPSTREAM_ERROR, `the upstream did not answer within ${this.host.limits.upstreamTimeoutMs} ms (limits.upstreamTimeout)`));
+      }, this.host.limits.upstreamTimeoutMs);
       const settle = (reply: Reply) => {
         if (this.inFlight.get(id) !== entry) return;
         clearTimeout(timer);
         this.inFlight.delete(id);
         resolve(reply);
+        this.wakeIfIdle();
       };
       const entry: InFlight = { settle, progressToken };
       this.inFlight.set(id, entry);
@@ -180,8 +277,15 @@ export class Session {
   /** The client cancelled a request: it gets no reply (MCP cancellation semantics). */
   cancelled(id: RequestId): void {
     if (!this.inFlight.has(id)) return;
+    this.abandon(id);
     this.inFlight.get(id)!.settle(undefined);
     this.channel.cancelled?.(id);
+  }
+
+  private abandon(id: RequestId): void {
+    // Bounded: an upstream that never answers must not grow this without end.
+    if (this.abandoned.size >= MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value!);
+    this.abandoned.add(id);
   }
 
   /** Settles an in-flight request with an error (the upstream could not be sent to). */
@@ -226,7 +330,21 @@ export class Session {
       errors.push(this.channel.send(errorResponse(id, UPSTREAM_ERROR, `session ended: ${reason}`), id).catch(() => undefined));
     }
     this.host.ended(this, reason);
-    void this.upstream?.close().catch(() => undefined);
+    this.resolveClosed(this.upstream ? this.upstream.close().catch(() => undefined) : Promise.resolve());
     void Promise.all(errors).then(() => this.channel.close()).catch(() => undefined);
   }
+}
+
+const MAX_ABANDONED = 10_000;
+
+/** The id of a client request (a message with a method and an id), else undefined. */
+export function requestId(raw: unknown): RequestId | undefined {
+  const m = raw as { method?: unknown; id?: unknown } | null;
+  if (typeof m !== 'object' || m === null || typeof m.method !== 'string') return undefined;
+  return typeof m.id === 'string' || typeof m.id === 'number' ? m.id : undefined;
+}
+
+/** The refusal of a request whose id is already in flight in its session. */
+export function duplicateId(id: RequestId): JSONRPCMessage {
+  return errorResponse(id, INVALID_REQUEST, `request id ${JSON.stringify(id)} is already in flight in this session (or the upstream still owes its answer after a timeout or cancellation): use another id`);
 }

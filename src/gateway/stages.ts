@@ -1,12 +1,18 @@
 // The data path, in order. Messages from the client run through `toUpstream`, outermost first;
 // the reply comes back through the same stages in reverse. Messages the upstream sends on its
-// own (notifications, sampling/elicitation/roots requests) run through `toClient`.
+// own (notifications, sampling/elicitation/roots requests) run through `toClient`; there, the
+// reply to a request is the gateway's refusal of it, answered to the upstream.
+import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import type { Recorder } from '../audit/recorder.js';
-import type { Metrics } from '../observability/metrics.js';
-import { classify, errorResponse, INTERNAL_ERROR, ShapeError } from './classify.js';
-import { decideStage, type AuditSink, type PolicyPoint } from './decide.js';
+import { methodLabel, type Metrics } from '../observability/metrics.js';
+import type { Masker } from '../masking/mask.js';
+import { fitToSchema } from '../masking/output-schema.js';
+import type { MaskTarget } from '../masking/select.js';
+import type { Session } from './session.js';
+import { classify, errorResponse, INTERNAL_ERROR, ShapeError, type Action, type Classified } from './classify.js';
+import { answerForUpstream, decideServerRequest, decideStage, type AuditSink, type PolicyPoint, type PolicyView } from './decide.js';
 import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
 
 export interface PipelineDeps {
@@ -19,20 +25,35 @@ export interface PipelineDeps {
 
 export function buildPipelines(deps: PipelineDeps): { toUpstream: (x: Exchange) => Promise<Reply>; toClient: (x: Exchange) => Promise<Reply> } {
   return {
-    toUpstream: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder), classifyStage(true), filterLists, decideStage(deps.policy, deps.audit), forward]),
-    toClient: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder), classifyStage(false), deliver]),
+    toUpstream: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(true), filterLists, filterCompletions, masking(deps.policy), decideStage(deps.policy, deps.audit), forward]),
+    toClient: compose([answerUpstream, failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(false), decideServerRequest(deps.policy, deps.audit), masking(deps.policy), deliver]),
   };
 }
 
-/** An error inside any stage is a refusal, never a pass: the client gets an error, nothing is forwarded by it. */
+/**
+ * An error inside any stage is a refusal, never a pass: the sender of a request gets an error
+ * (the client; toward the client, the upstream), nothing is forwarded by it.
+ */
 const failClosed: Stage = async (x, next) => {
   try {
     return await next();
   } catch (e) {
     x.session.log.error({ err: (e as Error).message, stack: (e as Error).stack }, 'stage failed; message refused');
     const id = x.msg?.type === 'request' ? x.msg.id : undefined;
-    return id === undefined || x.direction === 'toClient' ? undefined : errorResponse(id, INTERNAL_ERROR, `gateway error: ${(e as Error).message}`);
+    return id === undefined ? undefined : errorResponse(id, INTERNAL_ERROR, `gateway error: ${(e as Error).message}`);
   }
+};
+
+/**
+ * Outermost toward the client: the reply to a server's request is the gateway's refusal of it
+ * (denied, unaudited, failed). It goes to the upstream, which would otherwise wait for an answer
+ * the client will never give, since the client never saw the request.
+ */
+const answerUpstream: Stage = async (x, next) => {
+  const reply = await next();
+  const answer = reply && answerForUpstream(x, reply);
+  if (answer) await x.session.upstream?.send(answer);
+  return reply;
 };
 
 /** One structured log line and the metrics per request: who, what, the decision and how long it took. */
@@ -42,7 +63,7 @@ function observed(log: Logger, metrics: Metrics): Stage {
     const m = x.msg;
     if (m?.type !== 'request') return reply;
     const server = x.session.server;
-    metrics.requests.inc({ server, method: m.method, effect: x.decision?.effect ?? (x.direction === 'toClient' ? 'server-request' : 'refused') });
+    metrics.requests.inc({ server, method: methodLabel(m.method), effect: x.decision?.effect ?? (x.direction === 'toClient' ? 'server-request' : 'refused') });
     if (x.direction === 'toUpstream') metrics.latency.observe({ server }, (performance.now() - x.startedAt) / 1000);
     if (log.isLevelEnabled('info')) {
       const a = m.action;
@@ -67,18 +88,46 @@ function observed(log: Logger, metrics: Metrics): Stage {
 
 /**
  * Session recordings: every message of the session, both directions, as the client sent and saw
- * it (outside every stage that rewrites a reply). The reply carries the decision that governed
- * its request, so a replay shows what was decided. Recording never waits on the store.
+ * it: masked (the masking stage says when the masked message is known, before anything moves on,
+ * so the recording keeps message order), and outside every stage that rewrites a reply. A message
+ * refused before it could be classified is recorded under every mask of its server. The reply
+ * carries the decision that governed its request, so a replay shows what was decided. Recording
+ * never waits on the store.
  */
-function recorded(recorder: Recorder | undefined): Stage[] {
+function recorded(recorder: Recorder | undefined, policy: PolicyPoint): Stage[] {
   if (!recorder) return [];
   return [
     async (x, next) => {
       const s = x.session;
-      const base = { sessionId: s.id, server: s.server, identity: s.identity };
-      recorder.record({ ...base, direction: x.direction === 'toUpstream' ? 'fromClient' : 'toClient', message: x.raw });
-      const reply = await next();
-      if (reply) recorder.record({ ...base, direction: 'toClient', message: reply, ...(x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } }) });
+      const base = { sessionId: s.id, server: s.server, identity: x.identity };
+      const decided = () => x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } };
+      const ts = Date.now();
+      let done = false;
+      x.recordNow = () => {
+        // After its end a session's recording is sealed: what reaches it then reaches no client.
+        if (done || s.isEnded) return;
+        done = true;
+        let message: unknown = x.recordable;
+        if (message === undefined) {
+          try {
+            message = x.raw === null || typeof x.raw !== 'object' ? x.raw : ((x.policy ?? policy.current()).masker(x.identity, s.server, undefined)?.envelope(x.raw) ?? x.raw);
+          } catch (e) {
+            message = { unrecordable: `masking failed: ${(e as Error).message}` }; // never the message in clear
+          }
+        }
+        const toClient = x.direction === 'toClient';
+        recorder.record({ ...base, ts, direction: toClient ? 'toClient' : 'fromClient', message, ...(toClient && decided()) });
+      };
+      let reply: Reply;
+      try {
+        reply = await next();
+      } finally {
+        // Toward the client, only what it saw: a server message refused (malformed, denied) is not,
+        // and the refusal went to the upstream; the audit log holds the decision.
+        if (x.direction === 'toUpstream' || (!reply && x.msg)) x.recordNow();
+      }
+      if (x.direction === 'toClient') return reply;
+      if (reply && !s.isEnded) recorder.record({ ...base, direction: 'toClient', message: reply, ...decided() });
       return reply;
     },
   ];
@@ -91,7 +140,8 @@ function classifyStage(fromClient: boolean): Stage {
     } catch (e) {
       if (!(e instanceof ShapeError)) throw e;
       x.session.log.warn({ err: e.message }, 'malformed message refused');
-      return e.id === null || !fromClient ? undefined : errorResponse(e.id, e.code, e.message);
+      // A malformed request from the upstream is answered to the upstream (see answerUpstream).
+      return e.id === null ? undefined : errorResponse(e.id, e.code, e.message);
     }
     return next();
   };
@@ -116,7 +166,8 @@ const filterLists: Stage = async (x, next) => {
   const spec = LIST_ITEMS[m.action.list];
   const items = (reply.result as Record<string, unknown>)[spec.field];
   if (!Array.isArray(items)) return reply;
-  const { identity, server } = x.session;
+  const { identity } = x;
+  const { server } = x.session;
   const shown = items.filter((item) => {
     const name = (item as Record<string, unknown> | null)?.[spec.key];
     return typeof name === 'string' && x.policy!.visible(identity, server, spec.kind, name);
@@ -124,6 +175,127 @@ const filterLists: Stage = async (x, next) => {
   if (shown.length === items.length) return reply;
   return { ...reply, result: { ...reply.result, [spec.field]: shown } } as JSONRPCMessage;
 };
+
+/** Server messages that carry data for the client (SPEC 4): masked under every mask of the server. */
+const DATA_FROM_SERVER = new Set(['notifications/message', 'notifications/progress', 'sampling/createMessage']);
+
+/**
+ * Masking (SPEC 4, docs/masking.md). Toward the upstream it takes the policy version that will
+ * decide (so one version chooses both), masks the client's message for the recording only (the
+ * upstream receives it unchanged), and masks the reply the upstream returns. Toward the client it
+ * masks what the server sends on its own. What is delivered and recorded is the masked message.
+ */
+function masking(points: PolicyPoint): Stage {
+  return async (x, next) => {
+    const m = x.msg!;
+    const s = x.session;
+    const policy = (x.policy ??= points.current());
+    if (x.direction === 'toClient') {
+      const method = m.type === 'response' ? undefined : m.method;
+      const masker = method && DATA_FROM_SERVER.has(method) ? policy.masker(x.identity, s.server, undefined) : undefined;
+      if (masker && m.type !== 'response' && m.params) {
+        const params = masker.envelope(m.params) as Record<string, unknown>;
+        if (params !== m.params) x.msg = { ...m, params, message: { ...m.message, params } as JSONRPCMessage };
+      }
+      x.recordable = x.msg!.message;
+      x.recordNow?.();
+      return next();
+    }
+    const target = m.type === 'request' ? maskTarget(m.action) : undefined;
+    const masker = m.type === 'request' ? (target ? policy.masker(x.identity, s.server, target) : undefined) : policy.masker(x.identity, s.server, undefined);
+    x.recordable = masker ? maskClientMessage(m, masker) : m.message;
+    x.recordNow?.();
+    const reply = await next();
+    if (m.type === 'request' && m.action.kind === 'list' && m.action.list === 'tools' && reply && 'result' in reply) rememberOutputSchemas(s, reply.result);
+    // Only what came from the upstream: the gateway's own refusals carry nothing to mask.
+    if (!masker || !reply || x.decision?.effect !== 'allow') return reply;
+    if ('result' in reply) {
+      let result = masker.envelope(reply.result) as Record<string, unknown>;
+      if (result === reply.result) return reply;
+      const schema = target?.kind === 'tool' ? outputSchemas.get(s)?.get(target.name) : undefined;
+      if (schema && 'structuredContent' in result) result = { ...result, structuredContent: fitToSchema(reply.result.structuredContent, result.structuredContent, schema) };
+      return { ...reply, result } as JSONRPCMessage;
+    }
+    if ('error' in reply) {
+      const error = masker.envelope(reply.error);
+      return error === reply.error ? reply : ({ ...reply, error } as JSONRPCMessage);
+    }
+    return reply;
+  };
+}
+
+/** Each session's tools' outputSchemas, from its tools/list replies, so masked structuredContent keeps fitting them. */
+const outputSchemas = new WeakMap<Session, Map<string, unknown>>();
+
+function rememberOutputSchemas(s: Session, result: Record<string, unknown>): void {
+  const tools = result.tools;
+  if (!Array.isArray(tools)) return;
+  let known = outputSchemas.get(s);
+  if (!known) outputSchemas.set(s, (known = new Map()));
+  for (const t of tools as Array<{ name?: unknown; outputSchema?: unknown }>) if (typeof t?.name === 'string' && t.outputSchema !== undefined && known.size < 10_000) known.set(t.name, t.outputSchema);
+}
+
+function maskTarget(a: Action): MaskTarget {
+  if (a.kind === 'tool') return { kind: 'tool', name: a.tool };
+  if (a.kind === 'resource') return { kind: 'resource', name: a.resource };
+  if (a.kind === 'prompt') return { kind: 'prompt', name: a.prompt };
+  if (a.kind === 'completion') return a.prompt !== undefined ? { kind: 'prompt', name: a.prompt } : a.resource !== undefined ? { kind: 'resource', name: a.resource } : undefined;
+  return undefined;
+}
+
+/** The client's message as the recording stores it: arguments (and a client's answers) masked. */
+function maskClientMessage(m: Classified, masker: Masker): unknown {
+  const raw = m.message as unknown as Record<string, unknown>;
+  if (m.type === 'response') {
+    const result = 'result' in raw ? masker.envelope(raw.result) : undefined;
+    return result === undefined || result === raw.result ? raw : { ...raw, result };
+  }
+  const p = m.params;
+  if (!p) return raw;
+  // tools/call and prompts/get carry `arguments`, completion/complete an `argument`.
+  const key = 'arguments' in p ? 'arguments' : 'argument' in p ? 'argument' : undefined;
+  const masked = key ? masker.data(p[key]) : m.type === 'notification' ? masker.data(p) : p;
+  if (masked === (key ? p[key] : p)) return raw;
+  return { ...raw, params: key ? { ...p, [key]: masked } : masked };
+}
+
+
+/**
+ * Completions reveal nothing that lists hide. A value is kept only when the request it would
+ * complete could be made: for a ref/resource, the template expanded (the SDK's UriTemplate) with
+ * the value and the context arguments is a URI the caller may read; for a ref/prompt, prompts/get
+ * with those arguments is not denied. Decided by the same policy version as the completion
+ * request. Values are removed, never rewritten; `total` goes when any was, since it would count
+ * the hidden ones.
+ */
+const filterCompletions: Stage = async (x, next) => {
+  const reply = await next();
+  const m = x.msg!;
+  if (m.type !== 'request' || m.action.kind !== 'completion' || !reply || !('result' in reply) || !x.policy) return reply;
+  const completion = (reply.result as Record<string, unknown>).completion as Record<string, unknown> | undefined;
+  if (!Array.isArray(completion?.values)) return reply;
+  const usable = completionUsable(x.policy, x, m.action);
+  const values = completion.values.filter((v): v is string => typeof v === 'string' && usable(v));
+  if (values.length === completion.values.length) return reply;
+  const { total: _hidden, ...rest } = completion;
+  return { ...reply, result: { ...reply.result, completion: { ...rest, values } } } as JSONRPCMessage;
+};
+
+function completionUsable(policy: PolicyView, x: Exchange, a: Extract<Action, { kind: 'completion' }>): (value: string) => boolean {
+  const base = { identity: x.identity, server: x.session.server, time: new Date() };
+  const args = (value: string) => ({ ...a.context, [a.argument]: value });
+  if (a.prompt !== undefined) return (value) => policy.decide({ ...base, method: 'prompts/get', prompt: a.prompt, args: args(value) }).effect !== 'deny';
+  const template = new UriTemplate(a.resource!); // classify has checked that it parses
+  return (value) => {
+    let resource: string;
+    try {
+      resource = template.expand(args(value));
+    } catch {
+      return false; // a value the SDK refuses to expand (over its length limits)
+    }
+    return policy.decide({ ...base, method: 'resources/read', resource }).effect !== 'deny';
+  };
+}
 
 /** Innermost stage toward the upstream: sends the Authorized message and waits for its reply. */
 const forward: Stage = async (x) => {
@@ -148,7 +320,7 @@ const forward: Stage = async (x) => {
   }
   const meta = m.params?._meta as { progressToken?: unknown } | undefined;
   const reply = s.expect(m.id, meta?.progressToken);
-  upstream.send(authorized).catch((e: Error) => s.failed(m.id, `could not send to the upstream: ${e.message}`));
+  upstream.send(authorized).catch((e: Error) => s.failed(m.id, e.message));
   x.releaseTurn();
   const answer = await reply;
   if (m.method === 'initialize' && answer && 'result' in answer) {
@@ -163,7 +335,13 @@ const forward: Stage = async (x) => {
 const deliver: Stage = async (x) => {
   const m = x.msg!;
   const s = x.session;
+  // The client's answer may go up only for a request it was actually sent.
   if (m.type === 'request') s.rememberServerRequest(m.id);
-  await s.sendToClient(m.message as JSONRPCMessage, s.relatedRequest(m.message));
+  try {
+    await s.sendToClient(m.message as JSONRPCMessage, s.relatedRequest(m.message));
+  } catch (e) {
+    if (m.type === 'request') s.takeServerRequest(m.id);
+    throw e;
+  }
   return undefined;
 };

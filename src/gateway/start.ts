@@ -5,10 +5,11 @@ import type { Logger } from 'pino';
 import { openAuditing, type Auditing } from '../audit/open.js';
 import type { LoadedConfig } from '../config/load.js';
 import { formatProblem, PortcullisError } from '../errors.js';
-import { createLogger, type LogFormat } from '../observability/log.js';
+import { createLogger } from '../observability/log.js';
+import { usesHash } from '../policy/compile.js';
 import { PolicySource } from '../policy/watch.js';
 import { policyPoint } from './decide.js';
-import { Gateway, startGateway, type GatewayOptions, type RunningGateway } from './gateway.js';
+import { Gateway, startGateway, type GatewayOptions, type RunningGateway, type ShutdownOptions } from './gateway.js';
 
 export interface Wiring {
   log: Logger;
@@ -19,15 +20,17 @@ export interface Wiring {
   close(): Promise<void>;
 }
 
-export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean; logFormat?: LogFormat } = {}): Promise<Wiring> {
+export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): Promise<Wiring> {
   const { config, baseDir } = loaded;
-  const log = createLogger(config.logging.level, opts.logToStderr, opts.logFormat);
-  if (!config.policy || !('path' in config.policy)) {
-    throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (policy pushed to the store through the admin API is not available in this version)`);
-  }
+  const log = opts.log ?? createLogger(config.logging.level);
+  if (!config.policy) throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy.path is required (a file or folder of policy documents)`);
   const reloadListeners: Array<() => void> = [];
+  const hashKey = config.masking.hashKey === undefined ? undefined : Buffer.from(config.masking.hashKey, 'utf8');
   const source = new PolicySource(resolve(baseDir, config.policy.path), {
     watch: config.policy.watch,
+    check: (bundle) => {
+      if (!hashKey && usesHash(bundle)) throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: a mask uses strategy hash, which needs masking.hashKey (e.g. hashKey: \${file:./keys/masking.key}); the policy was not loaded`);
+    },
     onReload: (bundle, previous) => {
       log.info({ version: bundle.version, previous: previous.version }, `policy reloaded: version ${bundle.version.slice(0, 12)} is in force`);
       for (const listener of reloadListeners) listener();
@@ -43,7 +46,7 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean; 
     source.close();
     throw e;
   }
-  const policy = policyPoint(source);
+  const policy = policyPoint(source, { hashKey });
   log.info({ version: source.current().version, path: source.path }, 'policy loaded');
   return {
     log,
@@ -58,15 +61,19 @@ export async function wire(loaded: LoadedConfig, opts: { logToStderr?: boolean; 
   };
 }
 
-export async function serveFromConfig(loaded: LoadedConfig, opts: { logFormat?: LogFormat } = {}): Promise<RunningGateway & { wiring: Wiring }> {
-  const wiring = await wire(loaded, opts);
+export async function serveFromConfig(loaded: LoadedConfig, log?: Logger): Promise<RunningGateway & { wiring: Wiring }> {
+  const wiring = await wire(loaded, { log });
   const running = await startGateway(loaded.config, wiring.options);
   wiring.onPolicyChange(() => running.gateway.policyChanged());
-  return { ...running, wiring, close: async () => (await running.close(), await wiring.close()) };
+  // The sessions end (their session.end records queued) before the audit log writes its closing checkpoint.
+  let closing: Promise<void> | undefined;
+  const close = (opts?: ShutdownOptions) => (closing ??= running.close(opts).finally(() => wiring.close()));
+  return { ...running, wiring, close };
 }
 
-export async function gatewayFromConfig(loaded: LoadedConfig): Promise<{ gateway: Gateway; wiring: Wiring }> {
-  const wiring = await wire(loaded, { logToStderr: true });
+/** For the stdio front: logs go to stderr (stdout carries the protocol). */
+export async function gatewayFromConfig(loaded: LoadedConfig, log: Logger = createLogger(loaded.config.logging.level, true)): Promise<{ gateway: Gateway; wiring: Wiring }> {
+  const wiring = await wire(loaded, { log });
   const gateway = new Gateway(loaded.config, wiring.options);
   wiring.onPolicyChange(() => gateway.policyChanged());
   return { gateway, wiring };

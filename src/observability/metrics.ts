@@ -27,12 +27,46 @@ export function registerAuditMetrics(registry: Registry, audit?: AuditHealth, re
   }
 }
 
+/**
+ * The request methods MCP defines (2024-11-05 to 2026-07-28), client and server side. Label values
+ * come from this closed set: a client that sends a million made-up methods must not make a
+ * million series (Prometheus keeps every one in memory until it restarts).
+ */
+export const METHOD_LABELS: ReadonlySet<string> = new Set([
+  'initialize',
+  'ping',
+  'server/discover',
+  'tools/list',
+  'tools/call',
+  'resources/list',
+  'resources/templates/list',
+  'resources/read',
+  'resources/subscribe',
+  'resources/unsubscribe',
+  'prompts/list',
+  'prompts/get',
+  'completion/complete',
+  'logging/setLevel',
+  'tasks/get',
+  'tasks/list',
+  'tasks/result',
+  'tasks/cancel',
+  'sampling/createMessage',
+  'elicitation/create',
+  'roots/list',
+]);
+
+/** A method as a metric label: itself when MCP defines it, else "other". */
+export function methodLabel(method: string): string {
+  return METHOD_LABELS.has(method) ? method : 'other';
+}
+
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   return {
     registry,
-    requests: new Counter({ name: 'portcullis_requests_total', help: 'Client requests by server, method and decision effect', labelNames: ['server', 'method', 'effect'] as const, registers: [registry] }),
+    requests: new Counter({ name: 'portcullis_requests_total', help: 'Client requests by server, method (MCP methods; any other is "other") and decision effect', labelNames: ['server', 'method', 'effect'] as const, registers: [registry] }),
     latency: new Histogram({
       name: 'portcullis_request_duration_seconds',
       help: 'Time from a client request reaching the pipeline to its reply',

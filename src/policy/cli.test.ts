@@ -120,18 +120,25 @@ describe('portcullis test', () => {
     assert.equal(r.code, 0, r.out + r.err);
     assert.match(r.out, /^\d+ passed, 0 failed\n$/);
   });
-  it('one line per failure with why, a last line N passed, N failed, exit 1; masking tests fail', () => {
+  it('one line per failure with why, a last line N passed, N failed, exit 1; result tests check masking', () => {
     const dir = folder({
-      'db.yaml': `${head('db')}rules:\n  - { name: q, effect: allow, tools: [query] }\n`,
+      'db.yaml': `${head('db')}rules:\n  - { name: q, effect: allow, tools: [query] }\nmasks:\n  - { name: pii, tools: [query], detectors: [email], who: { groups: [analysts] } }\n`,
       'db.test.yaml': `tests:
   - { name: query ok, server: db, tool: query, expect: allow }
   - { name: wrong expectation, server: db, tool: drop, expect: allow }
   - { name: wrong rule, server: db, tool: query, expect: allow, rule: other }
-  - name: masked
+  - name: emails are masked
+    identity: { sub: alice, groups: [analysts] }
     server: db
     tool: query
-    result: { content: [] }
-    expectResult: { content: [] }
+    result: { content: [ { type: text, text: "mail bob@example.com" } ] }
+    expectResult: { content: [ { type: text, text: "mail [REDACTED:email]" } ] }
+  - name: not for others
+    server: db
+    tool: query
+    expect: allow
+    result: { content: [ { type: text, text: "mail bob@example.com" } ] }
+    expectResult: { content: [ { type: text, text: "mail [REDACTED:email]" } ] }
 `,
     });
     const r = cli('test', dir);
@@ -140,8 +147,8 @@ describe('portcullis test', () => {
     assert.equal(lines.length, 4);
     assert.match(lines[0], /db\.test\.yaml:3 wrong expectation: expected allow, got deny by db\/default/);
     assert.match(lines[1], /db\.test\.yaml:4 wrong rule: expected rule other, got allow by db\/q/);
-    assert.match(lines[2], /db\.test\.yaml:5 masked: masking is not available yet/);
-    assert.equal(lines[3], '1 passed, 3 failed');
+    assert.match(lines[2], /db\.test\.yaml:\d+ not for others: expected result .*got .*mail bob@example\.com/);
+    assert.equal(lines[3], '2 passed, 3 failed');
   });
   it('an invalid test file is an error with file and line', () => {
     const dir = folder({ 'db.yaml': `${head('db')}`, 'db.test.yaml': 'tests:\n  - { name: x, server: db, tool: q, expect: alow }\n' });
@@ -167,6 +174,16 @@ describe('portcullis explain', () => {
     assert.equal(e.decision.effect, 'deny');
     assert.equal(e.decision.rule, 'db/sel');
     assert.match(e.rules[0].when.error, /No such key: sql/);
+  });
+  it('explains a request the server sends to the client (--server-request), governed only by serverRequests', () => {
+    const dir = folder({ 'db.yaml': `${head('db')}default: allow\nrules:\n  - { name: every-method, effect: allow, methods: ["*"] }\n  - { name: small, effect: allow, who: { groups: [analysts] }, serverRequests: [sampling/createMessage], when: 'args.maxTokens <= 100' }\n` });
+    const ok = cli('explain', '--policy', dir, '--identity', 'alice', '--groups', 'analysts', '--server', 'db', '--server-request', 'sampling/createMessage', '--args', '{"maxTokens":50}');
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /^decision: ALLOW by db\/small/);
+    assert.match(ok.out, /no match db\/every-method .*\n.*the rule governs only methods, not this server request/);
+    const no = cli('explain', '--policy', dir, '--identity', 'alice', '--server', 'db', '--server-request', 'roots/list');
+    assert.match(no.out, /^decision: DENY by \(no rule allows this server request\)/);
+    assert.equal(cli('explain', '--policy', dir, '--identity', 'a', '--server', 'db', '--server-request', 'roots/list', '--method', 'x').code, 2);
   });
   it('reads the policy path from a config with -c', () => {
     const r = cli('explain', '-c', 'examples/demo/portcullis.yaml', '--identity', 'anonymous', '--server', 'files', '--tool', 'write_file', '--args', '{"path":"a.md","content":"x"}');

@@ -11,7 +11,9 @@ import type { Identity } from '../auth/identity.js';
 import type { Effect } from './decision.js';
 import { compileCel, type CompiledCel } from './cel.js';
 import { compileNameGlob, compileUriGlob, hasWildcard, type Matcher } from './glob.js';
-import { compileRe2, type Pattern } from './re2.js';
+import { BUILTIN, customDetector, SECRET_KINDS } from '../masking/detectors.js';
+import { parsePath } from '../masking/jsonpath.js';
+import type { MaskRules } from '../masking/mask.js';
 import { policyDocument, type MaskSpec, type PolicyDocument, type RuleSpec, type WhoSpec } from './schema.js';
 
 /** What a policy problem is about; lint reports it as the finding's rule id. */
@@ -24,6 +26,8 @@ export type Kind = 'tool' | 'resource' | 'prompt';
 export const KINDS: readonly Kind[] = ['tool', 'resource', 'prompt'];
 /** The rule field that names each kind. */
 export const SELECTOR = { tool: 'tools', resource: 'resources', prompt: 'prompts' } as const;
+/** What a rule's selector can name: a tool, resource or prompt; another client method (`methods`); a server's request (`serverRequests`). */
+export type Selectable = Kind | 'method' | 'serverRequest';
 
 export interface Selector {
   patterns: string[];
@@ -46,8 +50,8 @@ export interface CompiledRule {
   lineOf: (path: PropertyKey[]) => number | undefined;
   matchesWho: (identity: Identity) => boolean;
   /** Per kind, the name globs; absent when the rule does not name that kind. */
-  selectors: Partial<Record<Kind | 'method', Selector>>;
-  /** A rule naming none of tools, resources, prompts, methods governs every tool, resource and prompt. */
+  selectors: Partial<Record<Selectable, Selector>>;
+  /** A rule naming none of tools, resources, prompts, methods, serverRequests governs every tool, resource and prompt. */
   anyKind: boolean;
   when?: CompiledCel;
   message?: string;
@@ -63,8 +67,10 @@ export interface CompiledMask {
   /** The line of a field inside the mask, for findings. */
   lineOf: (path: PropertyKey[]) => number | undefined;
   selectors: Partial<Record<Kind, Selector>>;
-  /** Custom detectors, compiled for re2js (linear time: they run on upstream results). */
-  custom: { name: string; pattern: Pattern }[];
+  /** Whether the mask applies to this caller (`who`, less `exempt`). */
+  appliesTo: (identity: Identity) => boolean;
+  /** Detectors (built-in and custom, on re2js: linear time) and field paths, compiled. */
+  rules: MaskRules;
 }
 
 export interface CompiledDocument {
@@ -100,7 +106,7 @@ interface KindIndex {
 /** Everything needed to decide for one server: the covering documents merged into one index. */
 export interface ServerView {
   documents: CompiledDocument[];
-  kinds: Record<Kind | 'method', KindIndex>;
+  kinds: Record<Selectable, KindIndex>;
   /** The decision when no rule matches (tools, resources, prompts): deny wins over allow. */
   fallback: { effect: 'allow' | 'deny'; rule: string };
 }
@@ -273,6 +279,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           resource: selector(r.resources, true, field('resources')),
           prompt: selector(r.prompts, false, field('prompts')),
           method: selector(r.methods, false, field('methods')),
+          serverRequest: selector(r.serverRequests, false, field('serverRequests')),
         };
         document.rules.push({
           id: `${docName}/${r.name}`,
@@ -287,7 +294,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
           lineOf: (path) => at(['rules', i, ...path]),
           matchesWho: compileWho(r.who),
           selectors,
-          anyKind: !r.tools && !r.resources && !r.prompts && !r.methods,
+          anyKind: !r.tools && !r.resources && !r.prompts && !r.methods && !r.serverRequests,
           when,
           message: r.message,
           approvers: r.approvers ? JSON.parse(JSON.stringify({ sub: list(r.approvers.sub), groups: list(r.approvers.groups) })) : undefined,
@@ -297,7 +304,8 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
       spec.masks.forEach((m, i) => {
         if (maskNames.has(m.name)) problem('duplicate-name', ['masks', i, 'name'], `mask "${m.name}" is defined twice in policy "${docName}"`);
         maskNames.add(m.name);
-        const custom = (m.custom ?? []).map((c) => ({ name: c.name, pattern: compileRe2(c.pattern) })); // checked by the schema
+        const matchesWho = compileWho(m.who);
+        const exempt = m.exempt ? compileWho(m.exempt) : () => false;
         document.masks.push({
           id: `${docName}/${m.name}`,
           spec: m,
@@ -310,7 +318,8 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
             resource: selector(m.resources, true, (j, msg) => problem('schema', ['masks', i, 'resources', j], msg)),
             prompt: selector(m.prompts, false, (j, msg) => problem('schema', ['masks', i, 'prompts', j], msg)),
           },
-          custom,
+          appliesTo: (identity) => matchesWho(identity) && !exempt(identity),
+          rules: compileMaskRules(m), // patterns and paths were checked by the schema
         });
       });
       documents.push(document);
@@ -353,9 +362,12 @@ function partition(rules: CompiledRule[]): Partition {
   return { general, byGroup };
 }
 
-function buildKindIndex(rules: CompiledRule[], kind: Kind | 'method'): KindIndex {
+/** Any-kind rules govern tools, resources and prompts; methods and server requests only by name. */
+const namedOnly = (kind: Selectable): kind is 'method' | 'serverRequest' => kind === 'method' || kind === 'serverRequest';
+
+function buildKindIndex(rules: CompiledRule[], kind: Selectable): KindIndex {
   const named = rules.filter((r) => r.selectors[kind]);
-  const general = kind === 'method' ? [] : rules.filter((r) => r.anyKind);
+  const general = namedOnly(kind) ? [] : rules.filter((r) => r.anyKind);
   const globRules = named.filter((r) => r.selectors[kind]!.patterns.some(hasWildcard));
   const names = new Set<string>();
   for (const r of named) for (const p of r.selectors[kind]!.patterns) if (!hasWildcard(p)) names.add(p);
@@ -374,6 +386,7 @@ function buildView(documents: CompiledDocument[]): ServerView {
       resource: buildKindIndex(rules, 'resource'),
       prompt: buildKindIndex(rules, 'prompt'),
       method: buildKindIndex(rules, 'method'),
+      serverRequest: buildKindIndex(rules, 'serverRequest'),
     },
     fallback: denying
       ? { effect: 'deny', rule: `${denying.name}/default` }
@@ -388,7 +401,7 @@ const EMPTY: CompiledRule[] = [];
  * precedence order: the selector holds; `who` is still to be checked (sub and claims, and
  * groups for rules that name no group are not filtered here).
  */
-export function candidates(view: ServerView, kind: Kind | 'method', name: string, identity: Identity): CompiledRule[] {
+export function candidates(view: ServerView, kind: Selectable, name: string, identity: Identity): CompiledRule[] {
   const index = view.kinds[kind];
   const hit = index.byName.get(name);
   const part = hit ?? index.rest;
@@ -414,23 +427,51 @@ export function candidates(view: ServerView, kind: Kind | 'method', name: string
   return out.length ? out : EMPTY;
 }
 
-/** Whether a rule's tools/resources/prompts/methods select this name (ignoring server, who, when). */
-export function selects(rule: CompiledRule, kind: Kind | 'method', name: string): boolean {
+/** Whether a rule's tools/resources/prompts/methods/serverRequests select this name (ignoring server, who, when). */
+export function selects(rule: CompiledRule, kind: Selectable, name: string): boolean {
   const s = rule.selectors[kind];
   if (s) return s.matchers.some((m) => m(name));
-  return kind !== 'method' && rule.anyKind;
+  return !namedOnly(kind) && rule.anyKind;
 }
 
-/** The masks that apply to a result (for the masking stage): every covering document's masks that select it. */
-export function masksFor(bundle: CompiledBundle, server: string, kind: Kind, name: string): CompiledMask[] {
+/**
+ * The masks that apply to a result (for the masking stage): every covering document's masks that
+ * select it, in bundle order. Without a target (server notifications, which belong to no one
+ * tool), every mask of the server.
+ */
+export function masksFor(bundle: CompiledBundle, server: string, target?: { kind: Kind; name: string }): CompiledMask[] {
   return bundle
     .view(server)
     .documents.flatMap((d) => d.masks)
     .filter((m) => {
+      if (!target) return true;
       const any = !m.selectors.tool && !m.selectors.resource && !m.selectors.prompt;
-      const s = m.selectors[kind];
-      return any || (s !== undefined && s.matchers.some((x) => x(name)));
+      const s = m.selectors[target.kind];
+      return any || (s !== undefined && s.matchers.some((x) => x(target.name)));
     });
+}
+
+/** Whether any mask of the bundle hashes (then masking.hashKey is required). */
+export function usesHash(bundle: CompiledBundle): boolean {
+  return bundle.documents.some((d) => d.masks.some((m) => [...m.rules.detectors, ...m.rules.fields].some((r) => r.strategy === 'hash')));
+}
+
+function compileMaskRules(m: MaskSpec): MaskRules {
+  const detectors: MaskRules['detectors'] = [];
+  for (const entry of m.detectors ?? []) {
+    const name = typeof entry === 'string' ? entry : entry.name;
+    const strategy = typeof entry === 'string' ? m.strategy : entry.strategy;
+    const names = name === 'secrets' ? SECRET_KINDS : [name];
+    for (const n of names) detectors.push({ detector: BUILTIN[n], strategy });
+  }
+  for (const c of m.custom ?? []) detectors.push({ detector: customDetector(c.name, c.pattern, c.validator), strategy: c.strategy ?? m.strategy });
+  const fields = (m.fields ?? []).map((f) => {
+    const path = parsePath(f);
+    const last = [...path].reverse().find((s) => s.t === 'member' || s.t === 'deep') as { name: string } | undefined;
+    const kind = last && /^[A-Za-z0-9_]+$/.test(last.name) ? last.name.toLowerCase() : 'field';
+    return { path, strategy: m.strategy, kind };
+  });
+  return { detectors, fields, dropBlobs: m.blobs === 'drop' };
 }
 
 const SKIP_DIRS = new Set(['node_modules']);

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import type { Identity } from '../auth/identity.js';
 import { compileBundle } from './compile.js';
-import { decide, visible } from './decide.js';
+import { decide, MALFORMED, visible } from './decide.js';
 import type { DecisionInput } from './decision.js';
 
 const alice: Identity = { sub: 'alice', groups: ['analysts'], claims: { dept: 'finance', roles: ['reader', 'auditor'] }, via: 'oidc' };
@@ -100,6 +101,52 @@ describe('decision table', () => {
     assert.deepEqual([call('x/unknown').effect, call('x/unknown').rule], ['deny', '(no rule allows this method)']);
   });
 
+  it('a request the server sends to the client is governed only by serverRequests rules; methods and defaults do not reach it', () => {
+    const b = compileBundle({
+      'p.yaml': policy(
+        'db',
+        [
+          '  - { name: every-method, effect: allow, methods: ["*"] }',
+          '  - { name: all-kinds, effect: allow }',
+          '  - { name: roots, effect: allow, serverRequests: [roots/list] }',
+          '  - { name: analysts-sample, effect: allow, who: { groups: [analysts] }, serverRequests: ["sampling/*"], when: "args.maxTokens <= 100" }',
+          '  - { name: no-elicit, effect: deny, serverRequests: ["elicitation/*"], message: servers do not question our users }',
+          '',
+        ].join('\n'),
+        'default: allow\n',
+      ),
+    });
+    const asked = (method: string, args: Record<string, unknown> = {}, identity = alice) => decide(b, { identity, server: 'db', method, from: 'server', args, time });
+    const doc = `p-db-${'default: allow\n'.length}`;
+    assert.deepEqual([asked('roots/list').effect, asked('roots/list').rule], ['allow', `${doc}/roots`]);
+    assert.deepEqual([asked('sampling/createMessage', { maxTokens: 50 }).effect, asked('sampling/createMessage', { maxTokens: 50 }).rule], ['allow', `${doc}/analysts-sample`]);
+    assert.equal(asked('sampling/createMessage', { maxTokens: 500 }).effect, 'deny', 'when is evaluated on the params');
+    assert.equal(asked('sampling/createMessage', { maxTokens: 50 }, bob).effect, 'deny', 'who is the client being asked');
+    assert.deepEqual(asked('elicitation/create'), { effect: 'deny', rule: `${doc}/no-elicit`, message: 'servers do not question our users', bundleVersion: b.version });
+    // methods: ["*"] and the allow default govern client requests only.
+    assert.deepEqual([asked('tasks/get').effect, asked('tasks/get').rule], ['deny', '(no rule allows this server request)']);
+    assert.equal(decide(b, { identity: alice, server: 'db', method: 'tasks/get', time }).effect, 'allow', 'the same method from the client is a methods matter');
+    assert.equal(decide(b, { identity: alice, server: 'db', method: 'roots/list', time }).rule, `${doc}/every-method`);
+    // Names compare exactly here too.
+    assert.equal(asked('Roots/list').effect, 'deny');
+    assert.equal(asked('roots/list ').effect, 'deny');
+  });
+
+  it('a server request is allowed only under its exact name: every other spelling is denied', () => {
+    const b = compileBundle({ 'p.yaml': policy('db', '  - { name: s, effect: allow, serverRequests: [sampling/createMessage, "roots/*"] }\n', 'default: allow\n') });
+    const name = 'sampling/createMessage';
+    // Near spellings (case, whitespace, Unicode look-alikes, NUL, prefixes) and arbitrary strings.
+    const near = fc.tuple(fc.nat(name.length - 1), fc.constantFrom('S', 'A', ' ', '\u0000', '\u0430', '\u200b', '/', 'e\u0301', '')).map(([i, c]) => name.slice(0, i) + c + name.slice(i + 1));
+    fc.assert(
+      fc.property(fc.oneof(near, fc.string(), fc.string({ unit: 'grapheme' })), (method) => {
+        const d = decide(b, { identity: alice, server: 'db', method, from: 'server', args: {}, time });
+        const allowed = method === name || method.startsWith('roots/');
+        return (d.effect === 'allow') === allowed;
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it('resources, prompts and completion map to the right selectors', () => {
     const b = compileBundle({
       'p.yaml': policy(
@@ -157,21 +204,23 @@ describe('names are compared exactly', () => {
     assert.equal(decide(b, tool('echo', {}, alice, 'DB')).effect, 'deny');
     assert.equal(decide(b, tool('echo', {}, alice, 'db ')).effect, 'deny');
   });
-  it('resource globs: "*" stays in a segment, "**" crosses, dot segments never match a wildcard', () => {
+  it('resource globs: "*" stays in a segment, "**" crosses; a URI that is not canonical is denied as malformed', () => {
     const r = compileBundle({ 'p.yaml': policy('fs', '  - { name: data, effect: allow, resources: ["file:///srv/data/**", "demo://doc/*.md", "file:///exact/../x"] }\n') });
-    const read = (uri: string) => decide(r, { identity: alice, server: 'fs', method: 'resources/read', resource: uri, time }).effect;
+    const decision = (uri: string) => decide(r, { identity: alice, server: 'fs', method: 'resources/read', resource: uri, time });
+    const read = (uri: string) => decision(uri).effect;
     assert.equal(read('file:///srv/data/a/b/c.txt'), 'allow');
     assert.equal(read('file:///srv/data/'), 'allow');
     assert.equal(read('file:///srv/data'), 'deny');
-    assert.equal(read('file:///srv/data/../secret'), 'deny');
-    assert.equal(read('file:///srv/data/%2e%2E/secret'), 'deny');
-    assert.equal(read('file:///srv/data/..%2fsecret'), 'deny');
-    assert.equal(read('file:///srv/data/a/./b'), 'deny');
     assert.equal(read('file:///srv/data/..hidden'), 'allow');
     assert.equal(read('demo://doc/a.md'), 'allow');
     assert.equal(read('demo://doc/a/b.md'), 'deny');
     assert.equal(read('demo://doc/a.MD'), 'deny');
-    assert.equal(read('file:///exact/../x'), 'allow'); // spelled out exactly
+    for (const uri of ['file:///srv/data/../secret', 'file:///srv/data/%2e%2E/secret', 'file:///srv/data/..%2fsecret', 'file:///srv/data/a/./b', 'file:///exact/../x', 'FILE:///srv/data/a', 'file:///srv/data/a\tb']) {
+      const d = decision(uri);
+      assert.equal(d.effect, 'deny', uri);
+      assert.equal(d.rule, MALFORMED, uri);
+      assert.match(d.message!, /^the URI is not canonical: /, uri);
+    }
   });
 });
 

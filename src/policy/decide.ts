@@ -4,9 +4,11 @@
 // - The documents whose `server` matches cover the request; their rules are pooled.
 // - What a rule governs: `tools` → tools/call; `resources` → resources/read, resources/subscribe,
 //   resources/unsubscribe; `prompts` → prompts/get; completion/complete → `prompts` for a
-//   ref/prompt, `resources` for a ref/resource (the URI template, compared literally). A rule
+//   ref/prompt, `resources` for a ref/resource (the URI template, compared literally). A URI (or
+//   template) that is not canonical (uri.ts) is denied as malformed before any rule. A rule
 //   naming none of tools, resources, prompts and methods governs every tool, resource and prompt.
-//   Any other method is governed only by rules with `methods:` globs.
+//   Any other method is governed only by rules with `methods:` globs; a request the server sends
+//   to the client (input.from "server") only by rules with `serverRequests:` globs.
 // - Among the rules that apply (server, selector, `who`, and `when` true): deny beats approve
 //   beats allow; ties go to the first rule in bundle order (files by name, then document order).
 // - A `when` that fails at runtime denies, naming that rule and the error. Deny rules are
@@ -14,36 +16,45 @@
 //   approve and allow rule is evaluated, so a failing one denies even when another would allow.
 // - No rule matched: the covering documents' `default`s combine the same way (one deny
 //   suffices); for a method outside tools/resources/prompts the answer is deny, so an unknown
-//   method passes only when a rule allows it. No covering document: deny.
+//   method (or server request) passes only when a rule allows it. No covering document: deny.
 import type { Identity } from '../auth/identity.js';
 import { celErrorMessage, type CelContext } from './cel.js';
-import { candidates, type CompiledBundle, type CompiledRule, type Kind, type ServerView } from './compile.js';
+import { candidates, type CompiledBundle, type CompiledRule, type Kind, type Selectable, type ServerView } from './compile.js';
 import type { Decision, DecisionInput } from './decision.js';
+import { templateProblem, uriProblem } from './uri.js';
 
 /** Built-in rule names a decision can carry. */
 export const NO_POLICY = '(no policy covers this request)';
 export const METHOD_NOT_ALLOWED = '(no rule allows this method)';
+export const SERVER_REQUEST_NOT_ALLOWED = '(no rule allows this server request)';
 export const MALFORMED = '(malformed request)';
 export const EVALUATION_FAILED = '(policy evaluation failed)';
 
-export type Target = { kind: Kind | 'method'; name: string } | { malformed: string };
+export type Target = { kind: Selectable; name: string } | { malformed: string };
 
 const RESOURCE_METHODS = new Set(['resources/read', 'resources/subscribe', 'resources/unsubscribe']);
 
 /** What a request is about, for rule selection. */
-export function targetOf(input: Pick<DecisionInput, 'method' | 'tool' | 'resource' | 'prompt'>): Target {
+export function targetOf(input: Pick<DecisionInput, 'method' | 'from' | 'tool' | 'resource' | 'prompt'>): Target {
   const { method } = input;
+  if (input.from === 'server') return { kind: 'serverRequest', name: method };
   const need = (kind: Kind, value: string | undefined): Target =>
     typeof value === 'string' ? { kind, name: value } : { malformed: `${method} without a ${kind} name` };
   if (method === 'tools/call') return need('tool', input.tool);
-  if (RESOURCE_METHODS.has(method)) return need('resource', input.resource);
+  if (RESOURCE_METHODS.has(method)) return canonical(need('resource', input.resource), uriProblem);
   if (method === 'prompts/get') return need('prompt', input.prompt);
   if (method === 'completion/complete') {
     if (typeof input.prompt === 'string') return { kind: 'prompt', name: input.prompt };
-    if (typeof input.resource === 'string') return { kind: 'resource', name: input.resource };
+    if (typeof input.resource === 'string') return canonical({ kind: 'resource', name: input.resource }, templateProblem);
     return { malformed: 'completion/complete without a prompt or resource reference' };
   }
   return { kind: 'method', name: method };
+}
+
+/** Policy decides on canonical URIs only (see uri.ts); the gateway refuses others before deciding. */
+function canonical(target: Target, problem: (uri: string) => string | undefined): Target {
+  const why = 'name' in target ? problem(target.name) : undefined;
+  return why ? { malformed: `the URI is not canonical: ${why}` } : target;
 }
 
 export function celContext(input: DecisionInput): CelContext {
@@ -109,8 +120,9 @@ function decideUnsafe(bundle: CompiledBundle, input: DecisionInput): Decision {
   return fallback(bundle, view, target.kind, target.name);
 }
 
-export function fallback(bundle: CompiledBundle, view: ServerView, kind: Kind | 'method', name: string): Decision {
+export function fallback(bundle: CompiledBundle, view: ServerView, kind: Selectable, name: string): Decision {
   if (kind === 'method') return deny(bundle, METHOD_NOT_ALLOWED, `no rule allows method "${name}"`);
+  if (kind === 'serverRequest') return deny(bundle, SERVER_REQUEST_NOT_ALLOWED, `no rule allows the server to send "${name}" to the client (serverRequests)`);
   return view.fallback.effect === 'deny' ? deny(bundle, view.fallback.rule) : { effect: 'allow', rule: view.fallback.rule, bundleVersion: bundle.version };
 }
 
@@ -118,11 +130,14 @@ export function fallback(bundle: CompiledBundle, view: ServerView, kind: Kind | 
  * For tools/list, resources/list, resources/templates/list and prompts/list: whether to show
  * an item. True when some allow or approve rule could let this identity use it (`when` is
  * ignored: arguments are unknown at list time) or the covering default allows it, unless a deny
- * rule without `when` applies to it. Costs the same lookups as a decision, without CEL.
+ * rule without `when` applies to it or it is a URI that is not canonical. Costs the same lookups
+ * as a decision, without CEL.
  */
 export function visible(bundle: CompiledBundle, identity: Identity, server: string, kind: Kind, name: string): boolean {
   const view = bundle.view(server);
   if (!view.documents.length) return false;
+  // A URI (or template) that no request could name canonically cannot be used.
+  if (kind === 'resource' && templateProblem(name)) return false;
   let usable = false;
   for (const r of candidates(view, kind, name, identity)) {
     if (!r.matchesWho(identity)) continue;

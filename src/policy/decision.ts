@@ -9,8 +9,10 @@ export interface DecisionInput {
   server: string;
   /** The JSON-RPC method, e.g. "tools/call". */
   method: string;
+  /** Who sent the request: the client (the default), or the upstream server asking the client (sampling, elicitation, roots). */
+  from?: 'client' | 'server';
   tool?: string;
-  /** tools/call arguments or prompts/get arguments (always an object when present). */
+  /** tools/call or prompts/get arguments, or a server request's params (always an object when present). */
   args?: Record<string, unknown>;
   /** resources/read, resources/subscribe, resources/unsubscribe: the URI. */
   resource?: string;

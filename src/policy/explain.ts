@@ -3,7 +3,7 @@
 // explanation can never disagree with what the gateway does.
 import type { Identity } from '../auth/identity.js';
 import { celErrorMessage } from './cel.js';
-import type { CompiledBundle, CompiledRule, Kind } from './compile.js';
+import { masksFor, type CompiledBundle, type CompiledRule, type Kind, type Selectable } from './compile.js';
 import { celContext, decide, targetOf } from './decide.js';
 import type { Decision, DecisionInput } from './decision.js';
 
@@ -31,6 +31,8 @@ export interface Explanation {
   decision: Decision;
   documents: { name: string; file: string; line?: number; server: string; covers: boolean; default: 'allow' | 'deny' }[];
   rules: RuleExplanation[];
+  /** The masks the result of this request gets for this identity (docs/masking.md), in bundle order. */
+  masks: { mask: string; file: string; line?: number; detectors: string[]; fields: string[]; strategy: string }[];
 }
 
 const q = (s: string) => JSON.stringify(s);
@@ -65,23 +67,24 @@ function explainWho(rule: CompiledRule, identity: Identity): Check {
   return { ok, reason: parts.join(', ') };
 }
 
-const FIELD = { tool: 'tools', resource: 'resources', prompt: 'prompts', method: 'methods' } as const;
+const FIELD = { tool: 'tools', resource: 'resources', prompt: 'prompts', method: 'methods', serverRequest: 'serverRequests' } as const;
+const NOUN = { tool: 'tool', resource: 'resource', prompt: 'prompt', method: 'method', serverRequest: 'server request' } as const;
 
-function explainSelector(rule: CompiledRule, kind: Kind | 'method', name: string): Check {
+function explainSelector(rule: CompiledRule, kind: Selectable, name: string): Check {
   const s = rule.selectors[kind];
   if (s) {
     const i = s.matchers.findIndex((m) => m(name));
     return i >= 0
-      ? { ok: true, reason: `${kind} ${q(name)} matches ${q(s.patterns[i])}` }
-      : { ok: false, reason: `${kind} ${q(name)} matches none of ${FIELD[kind]} ${listOf(s.patterns)}` };
+      ? { ok: true, reason: `${NOUN[kind]} ${q(name)} matches ${q(s.patterns[i])}` }
+      : { ok: false, reason: `${NOUN[kind]} ${q(name)} matches none of ${FIELD[kind]} ${listOf(s.patterns)}` };
   }
   if (rule.anyKind) {
-    return kind === 'method'
-      ? { ok: false, reason: `the rule names no methods, and method ${q(name)} is governed only by rules with methods:` }
-      : { ok: true, reason: 'the rule names no tools, resources, prompts or methods: it governs every tool, resource and prompt' };
+    return kind === 'method' || kind === 'serverRequest'
+      ? { ok: false, reason: `the rule names no ${FIELD[kind]}, and ${NOUN[kind]} ${q(name)} is governed only by rules with ${FIELD[kind]}:` }
+      : { ok: true, reason: 'the rule names no tools, resources, prompts, methods or serverRequests: it governs every tool, resource and prompt' };
   }
-  const named = (['tool', 'resource', 'prompt', 'method'] as const).filter((k) => rule.selectors[k]).map((k) => FIELD[k]);
-  return { ok: false, reason: `the rule governs only ${named.join(' and ')}, not this ${kind === 'method' ? 'method' : kind}` };
+  const named = (['tool', 'resource', 'prompt', 'method', 'serverRequest'] as const).filter((k) => rule.selectors[k]).map((k) => FIELD[k]);
+  return { ok: false, reason: `the rule governs only ${named.join(' and ')}, not this ${NOUN[kind]}` };
 }
 
 export function explain(bundle: CompiledBundle, input: DecisionInput): Explanation {
@@ -119,7 +122,20 @@ export function explain(bundle: CompiledBundle, input: DecisionInput): Explanati
       }
     }
   }
-  return { decision, documents, rules };
+  const masks =
+    'malformed' in target || target.kind === 'method' || target.kind === 'serverRequest'
+      ? []
+      : masksFor(bundle, input.server, { kind: target.kind, name: target.name })
+          .filter((m) => m.appliesTo(input.identity))
+          .map((m) => ({
+            mask: m.id,
+            file: m.file,
+            line: m.line,
+            detectors: [...(m.spec.detectors ?? []).map((d) => (typeof d === 'string' ? d : `${d.name} (${d.strategy})`)), ...(m.spec.custom ?? []).map((c) => c.name)],
+            fields: m.spec.fields ?? [],
+            strategy: m.spec.strategy,
+          }));
+  return { decision, documents, rules, masks };
 }
 
 /** The explanation as text, for the CLI. */
@@ -128,6 +144,8 @@ export function formatExplanation(e: Explanation): string {
   const out = [`decision: ${d.effect.toUpperCase()} by ${d.rule}${d.message ? ` (${d.message})` : ''}`];
   if (d.approvers) out.push(`approvers: ${[...(d.approvers.sub ?? []).map((s) => `sub ${s}`), ...(d.approvers.groups ?? []).map((g) => `group ${g}`)].join(', ') || '(none named)'}`);
   out.push(`bundle: ${d.bundleVersion}`);
+  out.push(`masks: ${e.masks.length ? '' : 'none'}`);
+  for (const m of e.masks) out.push(`  ${m.mask} (${m.file}${m.line ? `:${m.line}` : ''}): ${[...m.detectors, ...m.fields].join(', ')}; ${m.strategy}`);
   for (const doc of e.documents) {
     out.push('');
     out.push(`policy ${doc.name} (${doc.file}${doc.line ? `:${doc.line}` : ''}), server ${q(doc.server)}: ${doc.covers ? `covers this request, default ${doc.default}` : 'does not cover this server'}`);

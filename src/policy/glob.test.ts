@@ -5,8 +5,10 @@ import { compileNameGlob, compileUriGlob, hasDotSegment } from './glob.js';
 
 // The documented semantics, written as directly as possible (exponential, fine for short
 // strings): a run of two or more "*" matches anything, one "*" anything without "/", every other
-// character itself; a pattern with a wildcard never matches a URI with a dot segment.
-function reference(pattern: string, uri: string): boolean {
+// character itself; a pattern with a wildcard never matches a URI with a dot segment; a pattern
+// without "?" sees the URI without its query.
+function reference(pattern: string, full: string): boolean {
+  const uri = pattern.includes('?') || !full.includes('?') ? full : full.slice(0, full.indexOf('?'));
   if (!pattern.includes('*')) return pattern === uri;
   if (hasDotSegment(uri)) return false;
   const go = (i: number, j: number): boolean => {

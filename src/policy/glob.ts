@@ -6,8 +6,10 @@
 // Resource URIs: "*" matches any run of characters within one path segment (no "/"), "**" any
 // run across segments. A URI holding a dot segment ("." or "..", also percent-encoded, also
 // between backslashes) never matches a pattern with a wildcard: upstream servers resolve such
-// segments, so "file:///srv/data/../secret" must not pass for "file:///srv/data/**". Such a URI
-// can only be matched by a pattern without wildcards (spelled out exactly).
+// segments, so "file:///srv/data/../secret" must not pass for "file:///srv/data/**". (Policy
+// decides on canonical URIs only, see uri.ts, so this is a second line.) A pattern without "?" is
+// matched against the URI without its query: a query parameterises a resource (a file server
+// ignores it), so a deny on "file:///x" holds for "file:///x?v=1".
 //
 // There is no escape for a literal "*" and no "?" wildcard: a policy never needs to name a tool
 // with a "*" in it, and fewer metacharacters means fewer surprises.
@@ -59,14 +61,24 @@ export function hasDotSegment(uri: string): boolean {
 const SEG = -1; // "*": any run without "/"
 const ANY = -2; // "**" (or more stars): any run
 
+/** A resource URI glob; the query is set aside unless the pattern has one (see the top). */
+export function compileUriGlob(pattern: string): Matcher {
+  const match = compileUriPattern(pattern);
+  if (pattern.includes('?')) return match;
+  return (v) => {
+    const q = v.indexOf('?');
+    return match(q < 0 ? v : v.slice(0, q));
+  };
+}
+
 /**
- * A resource URI glob: "*" within a segment, "**" across segments. Every string is a valid
+ * A resource URI pattern: "*" within a segment, "**" across segments. Every string is a valid
  * pattern, and matching needs no regular expression: the literal prefix and suffix are compared
  * directly and the part between them runs as a set of pattern positions advanced once per code
  * unit, so time is linear in the URI's length (times the pattern's length / 32), whatever either
  * holds.
  */
-export function compileUriGlob(pattern: string): Matcher {
+function compileUriPattern(pattern: string): Matcher {
   if (!hasWildcard(pattern)) return (v) => v === pattern;
   const prefix = pattern.slice(0, pattern.indexOf('*'));
   const suffix = pattern.slice(pattern.lastIndexOf('*') + 1);

@@ -1,7 +1,8 @@
 // Lint: everything the compiler rejects (errors), plus what loads but is probably wrong
 // (warnings). A bundle with no errors always loads: lint runs the gateway's own compiler.
-import { compileWithProblems, readPolicyFiles, type CompiledBundle, type CompiledRule, type CompileOptions, type Kind } from './compile.js';
+import { compileWithProblems, readPolicyFiles, type CompiledBundle, type CompiledRule, type CompileOptions, type Kind, type Selectable } from './compile.js';
 import { globCovers, globsOverlap, hasWildcard } from './glob.js';
+import type { WhoSpec } from './schema.js';
 
 export type Level = 'error' | 'warning';
 
@@ -40,12 +41,13 @@ export interface LintOptions extends CompileOptions {
 }
 
 /** Per kind, which patterns select every name, and what allowing them lets a caller do. */
-const EVERY: Record<Kind | 'method', { all: (p: string) => boolean; says: string }> = {
+const EVERY: Record<Selectable, { all: (p: string) => boolean; says: string }> = {
   tool: { all: (p) => /^\*+$/.test(p), says: 'call every tool' },
   // A single "*" does not cross "/", so only "**" selects every URI (and "*" is flagged below).
   resource: { all: (p) => /^\*\*+$/.test(p), says: 'read every resource' },
   prompt: { all: (p) => /^\*+$/.test(p), says: 'get every prompt' },
   method: { all: (p) => /^\*+$/.test(p), says: 'use every other method' },
+  serverRequest: { all: (p) => /^\*+$/.test(p), says: 'be sent every request the server makes (sampling, elicitation, roots)' },
 };
 
 const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*$/;
@@ -75,9 +77,12 @@ const subset = (inner: readonly unknown[] | undefined, outer: readonly unknown[]
 
 /** Whether every identity that `r` admits is admitted by `e`. */
 function whoCovers(e: CompiledRule, r: CompiledRule): boolean {
-  const ew = e.spec.who;
+  return whoSpecCovers(e.spec.who, r.spec.who);
+}
+
+/** Whether every identity `rw` admits is admitted by `ew` (absent: everyone). */
+function whoSpecCovers(ew: WhoSpec | undefined, rw: WhoSpec | undefined): boolean {
   if (!ew) return true;
-  const rw = r.spec.who;
   if (!rw) return false;
   if (ew.sub !== undefined && !subset(asList(rw.sub), asList(ew.sub)!)) return false;
   if (ew.groups !== undefined && !subset(asList(rw.groups), asList(ew.groups)!)) return false;
@@ -91,10 +96,10 @@ function whoCovers(e: CompiledRule, r: CompiledRule): boolean {
 /** Whether `e` selects every name `r` selects. */
 function selectorCovers(e: CompiledRule, r: CompiledRule): boolean {
   if (r.anyKind) return e.anyKind;
-  for (const kind of ['tool', 'resource', 'prompt', 'method'] as const) {
+  for (const kind of ['tool', 'resource', 'prompt', 'method', 'serverRequest'] as const) {
     const rs = r.selectors[kind];
     if (!rs) continue;
-    if (e.anyKind && kind !== 'method') continue;
+    if (e.anyKind && kind !== 'method' && kind !== 'serverRequest') continue;
     const es = e.selectors[kind];
     if (!es || !rs.patterns.every((p) => es.patterns.some((o) => globCovers(o, p, kind === 'resource')))) return false;
   }
@@ -111,7 +116,7 @@ function semanticFindings(bundle: CompiledBundle, options: LintOptions): Finding
     const where = `rules.${r.document.rules.indexOf(r)}`;
     const at = (msg: string, id: string) => add(id, r.file, r.line, `${r.id}: ${msg}`, where);
     if (r.effect === 'allow' && !r.spec.who) {
-      const every = r.anyKind ? ['call every tool', 'read every resource', 'get every prompt'] : (Object.keys(EVERY) as (Kind | 'method')[]).filter((k) => r.selectors[k]?.patterns.some(EVERY[k].all)).map((k) => EVERY[k].says);
+      const every = r.anyKind ? ['call every tool', 'read every resource', 'get every prompt'] : (Object.keys(EVERY) as Selectable[]).filter((k) => r.selectors[k]?.patterns.some(EVERY[k].all)).map((k) => EVERY[k].says);
       if (every.length) at(`allows every identity to ${every.join(', ')}${r.when ? ' (only limited by its when)' : ''}; name them or add who`, 'allow-all');
     }
     r.selectors.resource?.patterns.forEach((p, j) => {
@@ -146,12 +151,17 @@ function semanticFindings(bundle: CompiledBundle, options: LintOptions): Finding
         if (why) add('uri-matches-nothing', m.file, m.lineOf(['resources', j]) ?? m.line, `${m.id}: ${JSON.stringify(p)} ${why}`, `${field}.resources.${j}`);
       });
       const at = (msg: string) => add('mask-matches-nothing', m.file, m.line, `${m.id}: ${msg}`, field);
-      if (!m.spec.detectors && !m.spec.custom && !m.spec.fields) return at('no detectors, custom detectors or fields: it masks nothing');
+      if (!m.spec.detectors && !m.spec.custom && !m.spec.fields && m.spec.blobs !== 'drop') return at('no detectors, custom detectors or fields: it masks nothing');
+      if (m.spec.exempt && whoSpecCovers(m.spec.exempt, m.spec.who)) return at('exempt covers every identity its who admits, so it applies to nobody');
       // A mask on tools (resources, prompts) that no allow or approve rule of a covering policy can reach.
       const related = bundle.documents.filter((o) => globsOverlap(o.server, d.server, false));
       if (related.some((o) => o.default === 'allow')) return;
       const usable = related.flatMap((o) => o.rules).filter((r) => r.effect !== 'deny');
       if (usable.some((r) => r.anyKind)) return;
+      const selectsAny = m.selectors.tool || m.selectors.resource || m.selectors.prompt;
+      if (!selectsAny && !usable.some((r) => r.selectors.tool || r.selectors.resource || r.selectors.prompt)) {
+        return at(`no allow or approve rule for server "${d.server}" lets any tool, resource or prompt through, so it never applies`);
+      }
       for (const kind of ['tool', 'resource', 'prompt'] as Kind[]) {
         const s = m.selectors[kind];
         if (!s) continue;

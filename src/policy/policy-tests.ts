@@ -2,10 +2,12 @@
 // as the gateway.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { LineCounter, parseDocument } from 'yaml';
 import { lineOf, yamlErrorAt, zodProblems } from '../config/load.js';
 import { PortcullisError, type Problem } from '../errors.js';
 import { isTestFile, loadBundle, type CompiledBundle } from './compile.js';
+import { maskerFor } from '../masking/select.js';
 import { decide } from './decide.js';
 import type { DecisionInput } from './decision.js';
 import { policyTestFile, type PolicyTestCase } from './schema.js';
@@ -78,26 +80,41 @@ export function testInput(t: PolicyTestCase): DecisionInput {
   const input: DecisionInput = {
     identity: { sub: t.identity.sub, groups: t.identity.groups, claims: t.identity.claims, via: 'local' },
     server: t.server,
-    method: t.method ?? (target ? DEFAULT_METHOD[target] : ''),
+    method: t.serverRequest ?? t.method ?? (target ? DEFAULT_METHOD[target] : ''),
     time: t.time ? new Date(t.time) : new Date(),
   };
+  if (t.serverRequest !== undefined) input.from = 'server';
   if (t.tool !== undefined) input.tool = t.tool;
   if (t.resource !== undefined) input.resource = t.resource;
   if (t.prompt !== undefined) input.prompt = t.prompt;
-  if (t.args !== undefined || t.tool !== undefined || t.prompt !== undefined) input.args = t.args ?? {};
+  if (t.args !== undefined || t.tool !== undefined || t.prompt !== undefined || t.serverRequest !== undefined) input.args = t.args ?? {};
   return input;
 }
 
+/** The HMAC key of the hash strategy in policy tests, so expected values can be written down (never a deployment's key). */
+export const TEST_HASH_KEY = 'portcullis-policy-tests';
+
 /** Runs one test case against a bundle; returns why it failed, or undefined when it passed. */
 export function checkCase(bundle: CompiledBundle, t: PolicyTestCase): string | undefined {
-  if (t.result !== undefined || t.expectResult !== undefined) return 'masking is not available yet: result/expectResult tests cannot run';
-  const d = decide(bundle, testInput(t));
+  const input = testInput(t);
+  const d = decide(bundle, input);
   const got = `${d.effect} by ${d.rule}${d.message ? ` (${d.message})` : ''}`;
-  if (d.effect !== t.expect) return `expected ${t.expect}, got ${got}`;
+  // A result test may leave the decision out: then only what the client would see is checked.
+  if (t.expect !== undefined && d.effect !== t.expect) return `expected ${t.expect}, got ${got}`;
   if (t.rule !== undefined) {
     const same = t.rule.includes('/') ? d.rule === t.rule : d.rule.slice(d.rule.indexOf('/') + 1) === t.rule;
     if (!same) return `expected rule ${t.rule}, got ${got}`;
   }
+  if (t.expectResult === undefined) return undefined;
+  const target = t.tool !== undefined ? { kind: 'tool' as const, name: t.tool } : t.resource !== undefined ? { kind: 'resource' as const, name: t.resource } : { kind: 'prompt' as const, name: t.prompt! };
+  let seen: unknown;
+  try {
+    const masker = maskerFor(bundle, input.identity, t.server, target, Buffer.from(TEST_HASH_KEY));
+    seen = masker ? masker.envelope(t.result) : t.result;
+  } catch (e) {
+    return `masking failed: ${(e as Error).message}`;
+  }
+  if (!isDeepStrictEqual(seen, t.expectResult)) return `expected result ${JSON.stringify(t.expectResult)}, got ${JSON.stringify(seen)}`;
   return undefined;
 }
 

@@ -3,6 +3,7 @@
 // rule. The JSON Schema in schema/policy.schema.json is generated from here (see
 // policyJsonSchema and the test that checks the committed file is up to date).
 import { z } from 'zod';
+import { parsePath } from '../masking/jsonpath.js';
 import { compileCel } from './cel.js';
 import { compileRe2, type Pattern } from './re2.js';
 
@@ -42,7 +43,8 @@ export const rule = z.strictObject({
   tools: globList('tool name globs ("*" matches any run of characters); the rule governs tools/call').optional(),
   resources: globList('resource URI globs ("*" within one path segment, "**" across segments); governs resources/read, subscribe, unsubscribe').optional(),
   prompts: globList('prompt name globs; governs prompts/get').optional(),
-  methods: globList('JSON-RPC method globs, for methods other than tools/call, resources/* and prompts/get').optional(),
+  methods: globList('JSON-RPC method globs, for client requests other than tools/call, resources/* and prompts/get').optional(),
+  serverRequests: globList('method globs of requests the server sends to the client (sampling/createMessage, elicitation/create, roots/list, tasks/*): the rule governs whether the gateway passes them on').optional(),
   when: z
     .string()
     .min(1)
@@ -62,34 +64,60 @@ export const rule = z.strictObject({
     .describe('for effect approve: who may approve'),
 });
 
+const strategy = z.enum(['redact', 'hash', 'partial']).describe('redact: [REDACTED:<kind>]; hash: <kind>_<12 hex of HMAC-SHA256> (masking.hashKey); partial: keeps the last 4 characters');
+
+/** A linear-time (RE2) pattern that compiles and does not match the empty string. */
+const re2Pattern = z
+  .string()
+  .min(1)
+  .superRefine((pattern, ctx) => {
+    let re: Pattern;
+    try {
+      re = compileRe2(pattern);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return;
+    }
+    if (re.test('')) ctx.addIssue({ code: 'custom', message: 'pattern matches the empty string, so it would mask nothing useful' });
+  });
+
 export const mask = z.strictObject({
   name,
   description: z.string().optional(),
+  who: who.optional().describe('whose results this mask applies to; absent means everyone'),
+  exempt: who.optional().describe('identities this mask does not apply to (e.g. auditors)'),
   tools: globList('tool name globs whose results are masked').optional(),
   resources: globList('resource URI globs whose contents are masked').optional(),
   prompts: globList('prompt name globs whose messages are masked').optional(),
-  detectors: nonEmptyList(z.enum(BUILTIN_DETECTORS)).optional(),
+  detectors: nonEmptyList(
+    z.union([z.enum(BUILTIN_DETECTORS), z.strictObject({ name: z.enum(BUILTIN_DETECTORS), strategy })]),
+  )
+    .optional()
+    .describe('built-in detectors; an entry {name, strategy} overrides the mask\'s strategy for that detector'),
   custom: nonEmptyList(
     z.strictObject({
       name: z.string().regex(/^[a-z][a-z0-9_]*$/, 'use lowercase letters, digits and "_" (it appears as [REDACTED:<name>])'),
-      pattern: z
-        .string()
-        .min(1)
-        .superRefine((pattern, ctx) => {
-          let re: Pattern;
-          try {
-            re = compileRe2(pattern);
-          } catch (e) {
-            ctx.addIssue({ code: 'custom', message: (e as Error).message });
-            return;
-          }
-          if (re.test('')) ctx.addIssue({ code: 'custom', message: 'pattern matches the empty string, so it would mask nothing useful' });
-        })
-        .describe('RE2 regular expression (linear-time matching; no backreferences or lookaround)'),
+      pattern: re2Pattern.describe('RE2 regular expression (linear time: no backreferences or lookaround)'),
+      validator: z.enum(['luhn', 'mod97', 'us_ssn']).optional().describe('a match is masked only when it passes this check'),
+      strategy: strategy.optional(),
     }),
   ).optional(),
-  fields: nonEmptyList(z.string().regex(/^\$/, 'a JSONPath starts with "$"')).optional(),
-  strategy: z.enum(['redact', 'hash', 'partial']).default('redact'),
+  fields: nonEmptyList(
+    z
+      .string()
+      .regex(/^\$/, 'a JSONPath starts with "$"')
+      .superRefine((path, ctx) => {
+        try {
+          parsePath(path);
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: `JSONPath: ${(e as Error).message}` });
+        }
+      }),
+  )
+    .optional()
+    .describe('JSONPath ($, .name, [\'name\'], [*], .*, [n], ..name) into structuredContent, JSON text content and JSON resource contents'),
+  strategy: strategy.default('redact'),
+  blobs: z.enum(['keep', 'drop']).default('keep').describe('drop: binary resource contents are replaced by [REDACTED:blob]'),
 });
 
 export const policyDocument = z.strictObject({
@@ -126,18 +154,22 @@ const testCase = z
     tool: z.string().optional(),
     resource: z.string().optional(),
     prompt: z.string().optional(),
+    serverRequest: z.string().min(1).optional().describe('a request the upstream server sends to the client, e.g. sampling/createMessage (args: its params)'),
     args: z.record(z.string(), z.unknown()).optional(),
     time: z.iso.datetime({ offset: true }).optional().describe('the request time (ISO 8601); now when absent'),
     expect: z.enum(['allow', 'deny', 'approve']).optional(),
     rule: z.string().min(1).optional().describe('the rule expected to decide: "<document>/<rule>" or just "<rule>"'),
-    result: z.unknown().optional(),
-    expectResult: z.unknown().optional(),
+    result: z.unknown().optional().describe('what the upstream returns (a tools/call, resources/read or prompts/get result)'),
+    expectResult: z.unknown().optional().describe('what the client must see after masking'),
   })
   .superRefine((t, ctx) => {
-    const targets = [t.tool, t.resource, t.prompt].filter((x) => x !== undefined).length;
-    if (targets > 1) ctx.addIssue({ code: 'custom', message: 'give at most one of tool, resource and prompt' });
-    if (targets === 0 && t.method === undefined) ctx.addIssue({ code: 'custom', message: 'give a tool, a resource, a prompt or a method' });
+    const targets = [t.tool, t.resource, t.prompt, t.serverRequest].filter((x) => x !== undefined).length;
+    if (targets > 1) ctx.addIssue({ code: 'custom', message: 'give at most one of tool, resource, prompt and serverRequest' });
+    if (targets === 0 && t.method === undefined) ctx.addIssue({ code: 'custom', message: 'give a tool, a resource, a prompt, a method or a serverRequest' });
+    if (t.serverRequest !== undefined && t.method !== undefined) ctx.addIssue({ code: 'custom', path: ['method'], message: 'a serverRequest is its own method: leave method out' });
     if (t.expect === undefined && t.expectResult === undefined) ctx.addIssue({ code: 'custom', path: ['expect'], message: 'expect (allow | deny | approve) is required' });
+    if ((t.result === undefined) !== (t.expectResult === undefined)) ctx.addIssue({ code: 'custom', path: [t.result === undefined ? 'result' : 'expectResult'], message: 'result and expectResult go together' });
+    if (t.result !== undefined && t.tool === undefined && t.resource === undefined && t.prompt === undefined) ctx.addIssue({ code: 'custom', path: ['result'], message: 'a result test needs a tool, a resource or a prompt' });
   });
 
 export const policyTestFile = z.strictObject({ tests: z.array(testCase).min(1, 'a test file needs at least one test') });

@@ -14,6 +14,8 @@ export interface PolicySourceOptions {
   debounceMs?: number;
   /** A new version is in force. */
   onReload?: (bundle: CompiledBundle, previous: CompiledBundle) => void;
+  /** Checks against the deployment (e.g. masking.hashKey present when a mask hashes); throws PortcullisError to refuse the bundle. */
+  check?: (bundle: CompiledBundle) => void;
   /** A change did not compile: the previous bundle stays in force. */
   onInvalid?: (error: PortcullisError) => void;
   /** The files compile again after a rejected change, to the version already in force (the edit was undone). */
@@ -33,6 +35,7 @@ export class PolicySource {
   constructor(path: string, private readonly options: PolicySourceOptions = {}) {
     this.path = resolve(path);
     this.#bundle = loadBundle(this.path);
+    options.check?.(this.#bundle);
     if (options.watch !== false) this.#watch();
   }
 
@@ -50,6 +53,7 @@ export class PolicySource {
     let next: CompiledBundle;
     try {
       next = loadBundle(this.path);
+      this.options.check?.(next);
     } catch (e) {
       const error = e instanceof PortcullisError ? e : new PortcullisError('PCL_POLICY_INVALID', (e as Error).message);
       this.#rejected = true;

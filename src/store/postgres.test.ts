@@ -4,10 +4,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import fc from 'fast-check';
 import { PortcullisError } from '../errors.js';
 import { AuditLog } from '../audit/chain.js';
 import { Recorder } from '../audit/recorder.js';
 import { verifyStore } from '../audit/verify.js';
+import { describeReport } from '../audit/verify.js';
+import { recordSessions, sessionsArb, tamper, TAMPER_KINDS } from '../../test/recording-tamper.js';
 import { openStore } from './open.js';
 import type { Store } from './store.js';
 
@@ -110,6 +113,36 @@ test('recordings: order, dedup, prune', { skip }, async (t) => {
   now += 5000;
   assert.deepEqual(await rec.prune(), { messages: 20, payloads: 1 });
   await rec.close();
+});
+
+test('property: any single SQL edit of a recording in PostgreSQL fails verify, naming the session and the message', { skip, timeout: 170_000 }, async (t) => {
+  await fc.assert(
+    fc.asyncProperty(sessionsArb, fc.array(fc.nat(10), { minLength: 5, maxLength: 30 }), fc.integer({ min: 1, max: 5 }), fc.constantFrom(...TAMPER_KINDS), fc.nat(1000), async (sessions, order, sealEvery, kind, pick) => {
+      const name = `pcl_test_${randomBytes(6).toString('hex')}`;
+      const admin = new pg.Client(BASE);
+      await admin.connect();
+      await admin.query(`CREATE SCHEMA ${name}`);
+      await admin.query(`SET search_path = ${name}`);
+      const store = await openStore(`${BASE}${BASE.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${name}`)}`, '/');
+      try {
+        await recordSessions(store, sessions, order, sealEvery);
+        const before = await verifyStore(store);
+        assert.equal(before.ok, true, describeReport(before));
+        const done = await tamper({ query: async (sql, params) => (await admin.query(sql, params)).rows as Record<string, unknown>[] }, kind, pick);
+        fc.pre(done !== undefined);
+        const after = await verifyStore(store);
+        assert.equal(after.ok, false, `${done!.what}: verify passed`);
+        const breaks = after.recordings!.breaks;
+        assert.ok(breaks.some((b) => b.session === done!.expect.session && b.message === done!.expect.message), `${done!.what}: got ${describeReport(after)}`);
+        for (const b of breaks) assert.ok(done!.sessions.has(b.session), `${done!.what}: session ${b.session} reported too`);
+      } finally {
+        await store.close();
+        await admin.query(`DROP SCHEMA ${name} CASCADE`);
+        await admin.end();
+      }
+    }),
+    { numRuns: 40 },
+  );
 });
 
 test('a schema with foreign tables of the same names is refused', { skip }, async (t) => {

@@ -23,6 +23,7 @@ import type {
   SealedBatch,
   Store,
 } from './store.js';
+import { messageFromRow as toMessage, SELECT_MESSAGES, type MessageRow } from './store.js';
 
 /** Advisory lock keys: "PCLS" + what they guard. */
 const LOCK_AUDIT = 0x50434c53_01;
@@ -52,6 +53,16 @@ const MIGRATIONS: { version: number; sql: string }[] = [
       CREATE INDEX recordings_by_ts ON recordings (ts);
       CREATE INDEX recordings_by_payload ON recordings (payload_hash) WHERE payload_hash IS NOT NULL;
       CREATE TABLE recording_payloads (hash TEXT PRIMARY KEY, body TEXT NOT NULL);
+    `,
+  },
+  {
+    // Recordings chained into the audit log: each message's place in its session and the running digest.
+    version: 2,
+    sql: `
+      ALTER TABLE recordings ADD COLUMN seq BIGINT, ADD COLUMN hash TEXT;
+      INSERT INTO portcullis_meta (key, value)
+        SELECT 'recordings_chained_from', (coalesce(max(id), 0) + 1)::text FROM recordings
+        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
     `,
   },
 ];
@@ -206,46 +217,41 @@ export class PostgresStore implements Store {
       if (rows.length) {
         const col = <K extends keyof RecordingRow>(k: K) => rows.map((r) => r[k]);
         await client.query(
-          `INSERT INTO recordings (session_id, ts, direction, server, sub, method, message_id, decision, body, payload_hash, truncated_from)
-           SELECT a, b, c, d, e, f, g, h, i, j, k
-             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[])
-                  WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, i, j, k, n)
+          `INSERT INTO recordings (session_id, ts, direction, server, sub, method, message_id, decision, body, payload_hash, truncated_from, seq, hash)
+           SELECT a, b, c, d, e, f, g, h, i, j, k, l, m
+             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::text[])
+                  WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, i, j, k, l, m, n)
             ORDER BY n`,
-          [col('sessionId'), col('ts'), col('direction'), col('server'), col('sub'), col('method'), col('messageId'), col('decision'), col('body'), col('payloadHash'), col('truncatedFrom')],
+          [col('sessionId'), col('ts'), col('direction'), col('server'), col('sub'), col('method'), col('messageId'), col('decision'), col('body'), col('payloadHash'), col('truncatedFrom'), col('seq'), col('hash')],
         );
       }
     });
   }
 
   async readRecording(sessionId: string): Promise<RecordedMessage[]> {
-    const rows = (
-      await this.pool.query(
-        `SELECT r.id, r.session_id, r.ts, r.direction, r.server, r.sub, r.method, r.message_id, r.decision,
-                coalesce(r.body, p.body) AS body, r.truncated_from
-           FROM recordings r LEFT JOIN recording_payloads p ON p.hash = r.payload_hash
-          WHERE r.session_id = $1 ORDER BY r.id`,
-        [sessionId],
-      )
-    ).rows as Record<string, string | null>[];
-    return rows.map((r) => ({
-      id: Number(r.id),
-      sessionId: r.session_id!,
-      ts: Number(r.ts),
-      direction: r.direction as RecordedMessage['direction'],
-      server: r.server!,
-      sub: r.sub,
-      method: r.method,
-      messageId: r.message_id,
-      decision: r.decision,
-      body: r.body ?? '',
-      truncatedFrom: r.truncated_from === null ? null : Number(r.truncated_from),
-    }));
+    return (await this.pool.query<MessageRow>(`${SELECT_MESSAGES} WHERE r.session_id = $1 ORDER BY r.id`, [sessionId])).rows.map(toMessage);
+  }
+
+  async *readRecordings(): AsyncIterable<RecordedMessage> {
+    let after: [string, number] = ['', 0];
+    for (;;) {
+      const rows = (await this.pool.query<MessageRow>(`${SELECT_MESSAGES} WHERE (r.session_id, r.id) > ($1, $2) ORDER BY r.session_id, r.id LIMIT ${PAGE}`, after)).rows;
+      for (const row of rows) yield toMessage(row);
+      if (rows.length < PAGE) return;
+      const last = rows[rows.length - 1];
+      after = [last.session_id, Number(last.id)];
+    }
+  }
+
+  async recordingsChainedFrom(): Promise<number> {
+    const row = (await this.pool.query<{ value: string }>("SELECT value FROM portcullis_meta WHERE key = 'recordings_chained_from'")).rows[0];
+    return Number(row?.value ?? 1);
   }
 
   async pruneRecordings(before: number): Promise<{ messages: number; payloads: number }> {
     return this.transaction(async (client) => {
       await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_RECORDINGS]);
-      const messages = (await client.query('DELETE FROM recordings WHERE ts < $1', [before])).rowCount ?? 0;
+      const messages = (await client.query('DELETE FROM recordings WHERE ts < $1 AND session_id NOT IN (SELECT session_id FROM recordings WHERE ts >= $1)', [before])).rowCount ?? 0;
       const payloads = (await client.query('DELETE FROM recording_payloads p WHERE NOT EXISTS (SELECT 1 FROM recordings r WHERE r.payload_hash = p.hash)')).rowCount ?? 0;
       return { messages, payloads };
     });

@@ -129,7 +129,7 @@ test('a write waiting for another connection\'s lock leaves the event loop free,
   }, 5);
   t.after(() => clearInterval(timer));
   const started = performance.now();
-  const written = store.appendRecordings([{ sessionId: 's', ts: 1, direction: 'fromClient', server: 'x', sub: null, method: 'ping', messageId: '1', decision: null, body: '{}', payloadHash: null, truncatedFrom: null }], []);
+  const written = store.appendRecordings([{ sessionId: 's', ts: 1, direction: 'fromClient', server: 'x', sub: null, method: 'ping', messageId: '1', decision: null, body: '{}', payloadHash: null, truncatedFrom: null, seq: 1, hash: 'h' }], []);
   setTimeout(() => other.exec('COMMIT'), 400);
   await written;
   const waited = performance.now() - started;

@@ -30,6 +30,7 @@ import type {
   SealedBatch,
   Store,
 } from './store.js';
+import { messageFromRow as toMessage, SELECT_MESSAGES, type MessageRow } from './store.js';
 
 /** PRAGMA application_id of a Portcullis store: "PCLS". Tells our files from any other SQLite file. */
 export const SQLITE_APPLICATION_ID = 0x50434c53;
@@ -82,6 +83,16 @@ const MIGRATIONS: { version: number; sql: string }[] = [
       CREATE INDEX recordings_by_ts ON recordings (ts);
       CREATE INDEX recordings_by_payload ON recordings (payload_hash) WHERE payload_hash IS NOT NULL;
       CREATE TABLE recording_payloads (hash TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+    `,
+  },
+  {
+    // Recordings chained into the audit log: each message's place in its session and the running digest.
+    version: 2,
+    sql: `
+      ALTER TABLE recordings ADD COLUMN seq INTEGER;
+      ALTER TABLE recordings ADD COLUMN hash TEXT;
+      INSERT OR REPLACE INTO portcullis_meta (key, value)
+        SELECT 'recordings_chained_from', coalesce(max(id), 0) + 1 FROM recordings;
     `,
   },
 ];
@@ -138,16 +149,17 @@ export class SqliteStore implements Store {
       ),
       insertPayload: db.prepare('INSERT OR IGNORE INTO recording_payloads (hash, body) VALUES (?, ?)'),
       insertRecording: db.prepare(
-        `INSERT INTO recordings (session_id, ts, direction, server, sub, method, message_id, decision, body, payload_hash, truncated_from)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO recordings (session_id, ts, direction, server, sub, method, message_id, decision, body, payload_hash, truncated_from, seq, hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
-      readRecording: db.prepare(
-        `SELECT r.id, r.session_id, r.ts, r.direction, r.server, r.sub, r.method, r.message_id, r.decision,
-                coalesce(r.body, p.body) AS body, r.truncated_from
-           FROM recordings r LEFT JOIN recording_payloads p ON p.hash = r.payload_hash
-          WHERE r.session_id = ? ORDER BY r.id`,
+      readRecording: db.prepare<[string], MessageRow>(`${SELECT_MESSAGES} WHERE r.session_id = ? ORDER BY r.id`),
+      readRecordings: db.prepare<{ session: string; id: number }, MessageRow>(
+        `${SELECT_MESSAGES} WHERE (r.session_id, r.id) > (@session, @id) ORDER BY r.session_id, r.id LIMIT ${PAGE}`,
       ),
-      pruneRecordings: db.prepare('DELETE FROM recordings WHERE ts < ?'),
+      chainedFrom: db.prepare<[], { value: string }>("SELECT value FROM portcullis_meta WHERE key = 'recordings_chained_from'"),
+      pruneRecordings: db.prepare(
+        'DELETE FROM recordings WHERE ts < ? AND session_id NOT IN (SELECT session_id FROM recordings WHERE ts >= ?)',
+      ),
       prunePayloads: db.prepare(
         'DELETE FROM recording_payloads WHERE NOT EXISTS (SELECT 1 FROM recordings r WHERE r.payload_hash = recording_payloads.hash)',
       ),
@@ -259,45 +271,35 @@ export class SqliteStore implements Store {
     const run = this.db.transaction(() => {
       for (const p of payloads) insertPayload.run(p.hash, p.body);
       for (const r of rows) {
-        insertRecording.run(r.sessionId, r.ts, r.direction, r.server, r.sub, r.method, r.messageId, r.decision, r.body, r.payloadHash, r.truncatedFrom);
+        insertRecording.run(r.sessionId, r.ts, r.direction, r.server, r.sub, r.method, r.messageId, r.decision, r.body, r.payloadHash, r.truncatedFrom, r.seq, r.hash);
       }
     });
     await this.write(() => run.immediate());
   }
 
   async readRecording(sessionId: string): Promise<RecordedMessage[]> {
-    const rows = this.stmts.readRecording.all(sessionId) as {
-      id: number;
-      session_id: string;
-      ts: number;
-      direction: RecordedMessage['direction'];
-      server: string;
-      sub: string | null;
-      method: string | null;
-      message_id: string | null;
-      decision: string | null;
-      body: string | null;
-      truncated_from: number | null;
-    }[];
-    return rows.map((r) => ({
-      id: r.id,
-      sessionId: r.session_id,
-      ts: r.ts,
-      direction: r.direction,
-      server: r.server,
-      sub: r.sub,
-      method: r.method,
-      messageId: r.message_id,
-      decision: r.decision,
-      body: r.body ?? '',
-      truncatedFrom: r.truncated_from,
-    }));
+    return this.stmts.readRecording.all(sessionId).map(toMessage);
+  }
+
+  async *readRecordings(): AsyncIterable<RecordedMessage> {
+    let after = { session: '', id: 0 };
+    for (;;) {
+      const rows = this.stmts.readRecordings.all(after);
+      for (const row of rows) yield toMessage(row);
+      if (rows.length < PAGE) return;
+      const last = rows[rows.length - 1];
+      after = { session: last.session_id, id: Number(last.id) };
+    }
+  }
+
+  async recordingsChainedFrom(): Promise<number> {
+    return Number(this.stmts.chainedFrom.get()?.value ?? 1);
   }
 
   async pruneRecordings(before: number): Promise<{ messages: number; payloads: number }> {
     const { pruneRecordings, prunePayloads } = this.stmts;
     const run = this.db.transaction(() => ({
-      messages: pruneRecordings.run(before).changes,
+      messages: pruneRecordings.run(before, before).changes,
       payloads: prunePayloads.run().changes,
     }));
     return this.write(() => run.immediate());

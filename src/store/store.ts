@@ -90,6 +90,10 @@ export interface RecordingRow {
   payloadHash: string | null;
   /** The original size in bytes when the body was truncated, else null. */
   truncatedFrom: number | null;
+  /** Its place in the session's recording: 1, 2, 3, … without gaps (given when it is written). */
+  seq: number;
+  /** The session's running digest up to this message (see src/audit/recording-chain.ts). */
+  hash: string;
 }
 
 export interface Payload {
@@ -97,10 +101,14 @@ export interface Payload {
   body: string;
 }
 
-export interface RecordedMessage extends Omit<RecordingRow, 'body' | 'payloadHash'> {
+export interface RecordedMessage extends Omit<RecordingRow, 'body' | 'seq' | 'hash'> {
   /** Insertion order within the store; replay sorts by it. */
   id: number;
+  /** The message's JSON text, inline or from its payload. */
   body: string;
+  /** Null on a message recorded before recordings were chained (schema 1). */
+  seq: number | null;
+  hash: string | null;
 }
 
 export interface RecordingStore {
@@ -108,7 +116,18 @@ export interface RecordingStore {
   appendRecordings(rows: RecordingRow[], payloads: Payload[]): Promise<void>;
   /** A session's messages in the order they were recorded. */
   readRecording(sessionId: string): Promise<RecordedMessage[]>;
-  /** Deletes recorded messages older than `before` (ms since the epoch) and payloads nothing references any more. */
+  /** Every recorded message, by session id, then in recorded order; read in pages. */
+  readRecordings(): AsyncIterable<RecordedMessage>;
+  /**
+   * The first message id written with a seq and hash: messages below it were recorded before
+   * recordings were chained (an upgraded store) and cannot be verified; 1 on a new store.
+   */
+  recordingsChainedFrom(): Promise<number>;
+  /**
+   * Deletes the recordings of sessions whose every message is older than `before` (ms since the
+   * epoch), and payloads nothing references any more. Whole sessions only: a recording that
+   * lost its first messages could no longer be verified against its seals.
+   */
   pruneRecordings(before: number): Promise<{ messages: number; payloads: number }>;
 }
 
@@ -117,6 +136,49 @@ export interface Store extends AuditStore, RecordingStore {
   /** Where it is, for messages (a path or a URL without its password). */
   readonly location: string;
   close(): Promise<void>;
+}
+
+/** The recorded messages with their bodies (inline, or from the payload they reference), in either store's SQL. */
+export const SELECT_MESSAGES = `
+  SELECT r.id, r.session_id, r.ts, r.direction, r.server, r.sub, r.method, r.message_id, r.decision,
+         coalesce(r.body, p.body) AS body, r.payload_hash, r.truncated_from, r.seq, r.hash
+    FROM recordings r LEFT JOIN recording_payloads p ON p.hash = r.payload_hash`;
+
+/** A row of SELECT_MESSAGES; PostgreSQL gives BIGINT columns as strings. */
+export interface MessageRow {
+  id: number | string;
+  session_id: string;
+  ts: number | string;
+  direction: RecordedMessage['direction'];
+  server: string;
+  sub: string | null;
+  method: string | null;
+  message_id: string | null;
+  decision: string | null;
+  body: string | null;
+  payload_hash: string | null;
+  truncated_from: number | string | null;
+  seq: number | string | null;
+  hash: string | null;
+}
+
+export function messageFromRow(r: MessageRow): RecordedMessage {
+  return {
+    id: Number(r.id),
+    sessionId: r.session_id,
+    ts: Number(r.ts),
+    direction: r.direction,
+    server: r.server,
+    sub: r.sub,
+    method: r.method,
+    messageId: r.message_id,
+    decision: r.decision,
+    body: r.body ?? '',
+    payloadHash: r.payload_hash,
+    truncatedFrom: r.truncated_from === null ? null : Number(r.truncated_from),
+    seq: r.seq === null ? null : Number(r.seq),
+    hash: r.hash,
+  };
 }
 
 /** prev of the first record. */

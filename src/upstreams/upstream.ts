@@ -1,18 +1,20 @@
-// Upstream connectors: the SDK's client transports (stdio child, Streamable HTTP, legacy SSE)
-// behind one interface. send() accepts only an Authorized message, which only the decide stage
+// Upstream connectors: a stdio child (./stdio.ts, in its own process group) and the SDK's client
+// transports for Streamable HTTP and legacy SSE, behind one interface. send() accepts only an Authorized message, which only the decide stage
 // can make: a message without a decision cannot reach an upstream, by construction.
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
-import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { existsSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { ServerConfig } from '../config/schema.js';
-import type { Authorized } from '../gateway/decide.js';
+import { Authorized } from '../gateway/decide.js';
+import { PortcullisError } from '../errors.js';
 import { upstreamFetch } from './http-fetch.js';
+import { redactedUrl, scrubber } from './redact.js';
+import { StdioUpstreamTransport } from './stdio.js';
 
 export interface Upstream {
   send(message: Authorized): Promise<void>;
@@ -24,24 +26,34 @@ export interface Upstream {
   onclose?: (reason: string) => void;
 }
 
+/**
+ * What clients see of an upstream is its name and what went wrong, with a code: never its URL,
+ * command or arguments, nor the transport's own words (they can quote URLs, query keys, response
+ * bodies). Those go to the gateway's log, with every configured secret value scrubbed.
+ */
 class TransportUpstream implements Upstream {
   onmessage?: (message: JSONRPCMessage) => void;
   onclose?: (reason: string) => void;
   private closed = false;
-  private lastError?: string;
+  private readonly describe: string;
 
   constructor(
     private readonly transport: Transport,
-    private readonly describe: string,
-    log: Logger,
+    name: string,
+    /** Where the upstream is, for the log only: its command, or its URL with query values hidden. */
+    private readonly where: string,
+    private readonly log: Logger,
+    private readonly scrub: (text: string) => string,
+    /** Why the transport closed, when it knows better than "closed" (a child's exit status). */
+    closeReason?: () => string | undefined,
   ) {
+    this.describe = `upstream "${name}"`;
     transport.onmessage = (m) => this.onmessage?.(m);
     transport.onerror = (e) => {
-      this.lastError = e.message;
       // Closing a session tears its streams down on purpose: that is not worth a warning.
-      log[this.closed ? 'debug' : 'warn']({ err: e.message }, 'upstream transport error');
+      log[this.closed ? 'debug' : 'warn']({ at: where, err: scrub(e.message) }, 'upstream transport error');
     };
-    transport.onclose = () => this.gone(this.lastError ? `${describe} closed: ${this.lastError}` : `${describe} closed`);
+    transport.onclose = () => this.gone(closeReason?.() ?? `${this.describe} closed the connection (PCL_UPSTREAM_UNAVAILABLE)`);
   }
 
   gone(reason: string): void {
@@ -55,11 +67,13 @@ class TransportUpstream implements Upstream {
   }
 
   send(a: Authorized): Promise<void> {
-    if (this.closed) return Promise.reject(new Error(`${this.describe} is closed`));
-    // Name the upstream and the underlying cause ("fetch failed" alone says neither which nor why).
+    // The type already forbids anything else; this holds against a cast too.
+    if (!Authorized.is(a)) return Promise.reject(new Error(`${this.describe}: refused a message that carries no decision`));
+    if (this.closed) return Promise.reject(new Error(`${this.describe} is closed (PCL_UPSTREAM_UNAVAILABLE)`));
     return this.transport.send(a.message).catch((e: Error) => {
-      const cause = e.cause instanceof Error ? ` (${e.cause.message})` : '';
-      throw new Error(`${this.describe}: ${e.message}${cause}`, { cause: e });
+      // The underlying cause, for the operator ("fetch failed" alone says neither which nor why).
+      this.log.error({ at: this.where, err: this.scrub(describeError(e)) }, 'could not send to the upstream');
+      throw new Error(`could not send to ${this.describe} (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
     });
   }
 
@@ -75,28 +89,31 @@ class TransportUpstream implements Upstream {
   }
 }
 
-/** Connects to a configured upstream; rejects with a clear message when it cannot be started. */
-/** A stdio child runs in `cwd` resolved against baseDir (the config file's folder), so relative paths in a config mean the same wherever the gateway is started. */
+/**
+ * Connects to a configured upstream; rejects with an error a client may see (the name and a code)
+ * and logs why. A stdio child runs in `cwd` resolved against baseDir (the config file's folder), so
+ * relative paths in a config mean the same wherever the gateway is started.
+ */
 export async function connectUpstream(name: string, server: ServerConfig, log: Logger, baseDir: string): Promise<Upstream> {
   const slog = log.child({ upstream: name });
+  const scrub = scrubber(server);
   if (server.transport === 'stdio') {
-    const transport = new StdioClientTransport({
+    const transport = new StdioUpstreamTransport({
       command: server.command,
       args: server.args,
       env: { ...getDefaultEnvironment(), ...server.env },
       cwd: resolve(baseDir, server.cwd ?? '.'),
-      stderr: 'pipe',
+      // The child's stderr is its log: keep it, line by line, attributed to the server.
+      stderr: (line) => slog.info({ stderr: line }, 'upstream stderr'),
     });
-    const upstream = new TransportUpstream(transport, `upstream "${name}" (${server.command})`, slog);
-    // The child's stderr is its log: keep it, line by line, attributed to the server.
-    createInterface({ input: transport.stderr as unknown as NodeJS.ReadableStream }).on('line', (line) => slog.info({ stderr: line }, 'upstream stderr'));
+    const exited = () => (transport.exitStatus ? `upstream "${name}" exited (${transport.exitStatus}) (PCL_UPSTREAM_EXITED)` : undefined);
+    const upstream = new TransportUpstream(transport, name, server.command, slog, scrub, exited);
     try {
       await upstream.start();
     } catch (e) {
-      throw new Error(`cannot start upstream "${name}": ${(e as Error).message}`);
+      slog.error({ at: server.command, err: scrub(describeError(e as Error)) }, 'upstream could not be started');
+      throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" could not be started (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
     }
-    const child = (transport as unknown as { _process?: import('node:child_process').ChildProcess })._process;
-    child?.on('exit', (code, signal) => upstream.gone(`upstream "${name}" exited (${signal ?? `code ${code}`})`));
     return upstream;
   }
   const headers = server.headers;
@@ -105,27 +122,40 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
     server.transport === 'http'
       ? new StreamableHTTPClientTransport(url, { requestInit: { headers }, fetch: upstreamFetch })
       : new SSEClientTransport(url, { requestInit: { headers }, fetch: upstreamFetch }); // the SDK applies these headers to the event stream too
-  const upstream = new TransportUpstream(transport, `upstream "${name}" (${server.url})`, slog);
+  const where = redactedUrl(server.url);
+  const upstream = new TransportUpstream(transport, name, where, slog, scrub);
   try {
     await upstream.start();
   } catch (e) {
     // Close it: an SSE transport's EventSource would otherwise keep reconnecting forever.
     await upstream.close().catch(() => undefined);
-    throw new Error(`cannot reach upstream "${name}" at ${server.url}: ${(e as Error).message}`);
+    slog.error({ at: where, err: scrub(describeError(e as Error)) }, 'upstream could not be reached');
+    throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" could not be reached (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
   }
   return upstream;
 }
 
-/** "ok", or why the upstream cannot be reached now. Any HTTP answer counts: the endpoint is there. */
-export async function probeUpstream(server: ServerConfig, baseDir: string): Promise<string> {
-  if (server.transport === 'stdio') return commandExists(server.command, resolve(baseDir, server.cwd ?? '.')) ? 'ok' : `command not found: ${server.command}`;
+/** The state of an upstream for /readyz, and for the log the detail of a failure. */
+export interface Probe {
+  state: 'ok' | 'unreachable' | 'command not found';
+  detail?: string;
+}
+
+/** Whether the upstream can be reached now. Any HTTP answer counts: the endpoint is there. */
+export async function probeUpstream(server: ServerConfig, baseDir: string): Promise<Probe> {
+  if (server.transport === 'stdio') return commandExists(server.command, resolve(baseDir, server.cwd ?? '.')) ? { state: 'ok' } : { state: 'command not found', detail: server.command };
   try {
     const res = await fetch(server.url, { method: 'GET', headers: { accept: 'text/event-stream' }, signal: AbortSignal.timeout(2_000) });
     await res.body?.cancel();
-    return 'ok';
+    return { state: 'ok' };
   } catch (e) {
-    return `unreachable: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}`;
+    return { state: 'unreachable', detail: `${redactedUrl(server.url)}: ${scrubber(server)(describeError(e as Error))}` };
   }
+}
+
+/** An error's message and its cause's ("fetch failed (connect ECONNREFUSED …)"). */
+function describeError(e: Error): string {
+  return e.cause instanceof Error ? `${e.message} (${e.cause.message})` : e.message;
 }
 
 function commandExists(command: string, cwd: string): boolean {

@@ -107,13 +107,19 @@ describe('the upstream receives the decided message, re-serialised', () => {
     }
   });
 
-  test('resource URIs and prompt names are decided and forwarded exactly as sent', async () => {
-    const uri = 'file:///srv/../etc/passwd?x=%2e%2e#frag';
+  test('resource URIs are decided and forwarded exactly as sent; one that is not canonical is refused, not rewritten', async () => {
+    const uri = 'file:///srv/caf%C3%A9/report%202026.txt?x=%2F&y=%3D';
     const r = await post(gw, 'rec', { jsonrpc: '2.0', id: 'u1', method: 'resources/read', params: { uri } }, s.headers);
     assert.equal(r.status, 200);
     const line = received().find((m) => m.id === 'u1');
     assert.equal(line.params.uri, uri);
     assert.equal(gw.decisions.at(-1)!.resource, uri);
+    const odd = 'file:///srv/../etc/passwd';
+    const refused = await post(gw, 'rec', { jsonrpc: '2.0', id: 'u2', method: 'resources/read', params: { uri: odd } }, s.headers);
+    assert.equal(refused.json.error.code, -32602);
+    assert.match(refused.json.error.message, /not a canonical URI: it holds the dot segment "\.\."/);
+    assert.equal(received().find((m) => m.id === 'u2'), undefined);
+    assert.notEqual(gw.decisions.at(-1)!.resource, odd);
   });
 
   test('the id and _meta pass through unchanged, the message order is kept', async () => {

@@ -12,7 +12,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import type { z } from 'zod';
 import { loadConfig } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
@@ -64,10 +64,16 @@ export interface TestGatewayOptions {
   listen?: ConfigInput['listen'];
   /** Defaults to allow-everything. */
   policy?: PolicyPoint;
+  /** Defaults to anonymous access. */
+  auth?: ConfigInput['auth'];
+  /** More of portcullis.yaml (e.g. auth, metrics); auth defaults to anonymous access. */
+  config?: Partial<ConfigInput>;
+  /** The gateway's logger; quiet by default (PORTCULLIS_TEST_LOG=debug shows it). */
+  log?: Logger;
 }
 
 /** A policy document that allows everything on every server (methods included). */
-export const ALLOW_ALL_POLICY = 'apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: test }\nserver: "*"\ndefault: allow\nrules:\n  - { name: allow-all, effect: allow, tools: ["*"], resources: ["**"], prompts: ["*"], methods: ["*"] }\n';
+export const ALLOW_ALL_POLICY = 'apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: test }\nserver: "*"\ndefault: allow\nrules:\n  - { name: allow-all, effect: allow, tools: ["*"], resources: ["**"], prompts: ["*"], methods: ["*"], serverRequests: ["*"] }\n';
 
 /** A real compiled bundle that allows everything on every server (methods included). */
 export const ALLOW_ALL = compileBundle({ 'allow-all.yaml': ALLOW_ALL_POLICY });
@@ -87,7 +93,7 @@ export async function startTestGateway(servers: ServersInput, opts: TestGatewayO
   const policy: PolicyPoint = {
     current: () => {
       const view = inner.current();
-      return { version: view.version, visible: view.visible, decide: (input) => (decisions.push(input), view.decide(input)) };
+      return { ...view, decide: (input) => (decisions.push(input), view.decide(input)) };
     },
   };
   const sink: AuditSink = { append: async (type, actor, data) => void audit.push({ type, actor, data }) };
@@ -95,10 +101,11 @@ export async function startTestGateway(servers: ServersInput, opts: TestGatewayO
     listen: { host: '127.0.0.1', port: 0, ...opts.listen },
     limits: opts.limits ?? {},
     servers,
-    auth: { anonymous: true },
+    auth: opts.auth ?? { anonymous: true },
     logging: { level: 'silent' },
+    ...opts.config,
   } satisfies ConfigInput);
-  const running = await startGateway(config, { policy, audit: sink, log: testLogger(), baseDir: ROOT });
+  const running = await startGateway(config, { policy, audit: sink, log: opts.log ?? testLogger(), baseDir: ROOT });
   const port = (running.server.address() as AddressInfo).port;
   return {
     running,
@@ -294,6 +301,8 @@ export interface WrapSession {
   transport: StdioClientTransport;
   /** The wrap process's pid. */
   pid: number;
+  /** Its portcullis.yaml (the SQLite store is beside it, in data/). */
+  file: string;
   stderr(): string;
   close(): Promise<void>;
 }
@@ -337,10 +346,41 @@ export async function connectWrap(servers: ServersInput, server: string, opts: W
     client,
     transport,
     pid,
+    file,
     stderr: () => err,
     close: async () => {
       await client.close().catch(() => undefined);
       await waitFor('wrap to exit', () => !alive(pid), 5_000).catch(() => process.kill(pid, 'SIGKILL'));
+      dir.remove();
+    },
+  };
+}
+
+/** `portcullis wrap` with a raw stdin/stdout: what an SDK client would never send, and the wire as written. */
+export async function rawWrap(servers: ServersInput, server: string, policies?: Record<string, string>, config: Omit<Parameters<typeof writeConfig>[0], 'servers'> = {}) {
+  const { file, dir } = writeConfig({ servers, logging: { level: 'warn' }, ...config }, policies);
+  const p = runPortcullis(['wrap', '-c', file, '--server', server, '--identity', 'alice']);
+  const lines: any[] = [];
+  let buf = '';
+  p.child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      lines.push(JSON.parse(buf.slice(0, i)));
+      buf = buf.slice(i + 1);
+    }
+  });
+  return {
+    p,
+    file,
+    dir: dir.path,
+    lines,
+    send: (line: string) => void p.child.stdin!.write(`${line}\n`),
+    reply: (id: unknown) => waitFor(`the reply to ${JSON.stringify(id)}`, () => lines.find((l) => l.id === id && l.method === undefined), 15_000),
+    close: async () => {
+      p.child.stdin!.end();
+      await Promise.race([p.exited, new Promise((r) => setTimeout(r, 5_000))]);
+      await p.stop();
       dir.remove();
     },
   };
@@ -417,12 +457,12 @@ export function post(gw: { base: string }, server: string, body: unknown, header
 
 export const INIT_PARAMS = { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: CLIENT_INFO };
 
-/** initialize + notifications/initialized over raw HTTP; returns the session id and the result. */
-export async function rawSession(gw: { base: string }, server: string, protocolVersion = '2025-11-25'): Promise<{ sessionId: string; result: any; headers: Record<string, string> }> {
-  const res = await post(gw, server, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { ...INIT_PARAMS, protocolVersion } });
+/** initialize + notifications/initialized over raw HTTP (with `auth` headers, kept in the returned headers); returns the session id and the result. */
+export async function rawSession(gw: { base: string }, server: string, protocolVersion = '2025-11-25', auth: Record<string, string> = {}): Promise<{ sessionId: string; result: any; headers: Record<string, string> }> {
+  const res = await post(gw, server, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { ...INIT_PARAMS, protocolVersion } }, auth);
   if (res.status !== 200) throw new Error(`initialize failed: ${res.status} ${res.text}`);
   const sessionId = res.headers['mcp-session-id'] as string;
-  const headers = { 'mcp-session-id': sessionId, 'mcp-protocol-version': res.json.result.protocolVersion };
+  const headers = { ...auth, 'mcp-session-id': sessionId, 'mcp-protocol-version': res.json.result.protocolVersion };
   const note = await post(gw, server, { jsonrpc: '2.0', method: 'notifications/initialized' }, headers);
   if (note.status !== 202) throw new Error(`initialized notification: ${note.status} ${note.text}`);
   return { sessionId, result: res.json.result, headers };

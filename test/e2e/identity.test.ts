@@ -465,7 +465,7 @@ describe('an identity provider that is down when the gateway starts', () => {
       const ready = await fetch(`${down.base}/readyz`);
       assert.equal(ready.status, 503);
       const body = await ready.json();
-      assert.match(body.checks.auth, new RegExp(`^not ready: .*127\\.0\\.0\\.1:${port}`));
+      assert.equal(body.checks.auth, 'not ready');
       assert.equal(body.checks['upstream:everything'], 'ok');
 
       const init = (auth: Record<string, string>) => post(down, 'everything', { jsonrpc: '2.0', id: 0, method: 'initialize', params: INIT_PARAMS }, auth);

@@ -336,32 +336,43 @@ describe('policy through the gateway', () => {
     assert.deepEqual(calls[0]!.params, { name: 'echo', arguments: { marker } });
   });
 
-  it('resources: URI globs and dot segments, at the upstream', async () => {
+  it('resources: URI globs, and spellings that are not canonical refused, at the upstream', async () => {
     const alice = await open('fx', 'alice');
     const bob = await open('fx', 'bob');
     const doc = await alice.readResource({ uri: 'fixture://docs/doc-1.md' });
     assert.equal((doc.contents[0] as { text: string }).text, 'content of fixture://docs/doc-1.md');
+    const denied = [
+      ['alice', 'fixture://docs/sub/doc-1.md'], // * stays within one segment
+      ['alice', 'fixture://secret/s-10.txt'],
+      ['bob', 'fixture://docs/doc-2.md'],
+    ] as const;
+    for (const [who, uri] of denied) {
+      const e = await rejection((who === 'alice' ? alice : bob).readResource({ uri }));
+      assert.equal(e.code, -32003, uri);
+      assert.equal((e.data as { rule: string }).rule, 'fx/default', uri);
+    }
+    // Dot segments, encoded dots, case: refused before any decision (docs/policy.md, canonical URIs).
     const refused = [
       ['alice', 'fixture://docs/../secret/s-10.txt'],
       ['alice', 'fixture://docs/%2e%2e/secret/s-10.txt'],
       ['alice', 'fixture://docs/./doc-1.md'],
-      ['alice', 'fixture://docs/sub/doc-1.md'], // * stays within one segment
-      ['alice', 'fixture://secret/s-10.txt'],
       ['alice', 'Fixture://docs/doc-1.md'],
       ['bob', 'fixture://secret/../docs/doc-1.md'],
-      ['bob', 'fixture://docs/doc-2.md'],
     ] as const;
     for (const [who, uri] of refused) {
-      const e = await rejection((who === 'alice' ? alice : bob).readResource({ uri }));
-      assert.equal(e.code, -32003, uri);
-      assert.equal((e.data as { rule: string }).rule, 'fx/default', uri);
+      const e = await (who === 'alice' ? alice : bob).readResource({ uri }).then(
+        () => assert.fail(`${uri} was read`),
+        (err: Error) => err,
+      );
+      assert.match(e.message, /HTTP 400|-32602/, uri);
+      assert.match(e.message, /params\.uri is not a canonical URI/, uri);
     }
     const deep = await bob.readResource({ uri: 'fixture://secret/a/b/c.txt' }); // ** crosses segments
     assert.equal((deep.contents[0] as { text: string }).text, 'content of fixture://secret/a/b/c.txt');
     const reads = received(recordFile)
       .filter((m) => m.method === 'resources/read')
       .map((m) => m.params!.uri);
-    for (const [, uri] of refused) assert.ok(!reads.includes(uri), `${uri} reached the upstream`);
+    for (const [, uri] of [...denied, ...refused]) assert.ok(!reads.includes(uri), `${uri} reached the upstream`);
     assert.ok(reads.includes('fixture://docs/doc-1.md'));
     assert.ok(reads.includes('fixture://secret/a/b/c.txt'));
   });

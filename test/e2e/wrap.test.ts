@@ -5,8 +5,11 @@ import assert from 'node:assert/strict';
 import { readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { randomUUID } from 'node:crypto';
 import { everythingSuite, text } from '../fixtures/everything-suite.js';
-import { alive, CLIENT_INFO, connectStdioDirect, connectWrap, EVERYTHING, runPortcullis, startEverythingHttp, tempDir, upstreams, waitFor, writeConfig, type Proc } from './harness.js';
+import { startSlowSseUpstream } from '../fixtures/slow-sse-upstream.js';
+import { auditState, groupMembers, launchers, marked } from '../support/processes.js';
+import { alive, CLIENT_INFO, connectStdioDirect, connectWrap, EVERYTHING, rawWrap, runPortcullis, startEverythingHttp, tempDir, upstreams, waitFor, writeConfig, type Proc } from './harness.js';
 
 let evHttp: Proc & { url: string };
 before(async () => {
@@ -190,29 +193,81 @@ describe('portcullis wrap: failures and lifecycle', () => {
   });
 });
 
-/** `portcullis wrap` with a raw stdin/stdout: what an SDK client would never send, and the wire as written. */
-async function rawWrap(servers: Parameters<typeof writeConfig>[0]['servers'], server: string) {
-  const { file, dir } = writeConfig({ servers, logging: { level: 'warn' } });
-  const p = runPortcullis(['wrap', '-c', file, '--server', server, '--identity', 'alice']);
-  const lines: any[] = [];
-  let buf = '';
-  p.child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(JSON.parse(buf.slice(0, i)));
-      buf = buf.slice(i + 1);
+describe('portcullis wrap: from the first byte to the last process', () => {
+  const init = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: CLIENT_INFO } });
+  const echo = (id: number, message: string) => JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { message } } });
+
+  test('lines written at once, while a slow upstream keeps the session from opening, are all answered, in order', async () => {
+    const up = await startSlowSseUpstream(1_500);
+    const w = await rawWrap({ slow: { transport: 'sse', url: up.url } }, 'slow');
+    try {
+      const start = Date.now();
+      w.send(init(1));
+      w.send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
+      w.send(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }));
+      for (let id = 3; id <= 12; id++) w.send(echo(id, `message ${id}`));
+      w.send(JSON.stringify({ jsonrpc: '2.0', id: 13, method: 'ping' }));
+      await w.reply(13);
+      assert.ok(Date.now() - start >= 1_500, 'the session opened before the upstream was up');
+      assert.deepEqual(w.lines.map((l) => l.id), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], JSON.stringify(w.lines));
+      assert.equal(w.lines[0].result.serverInfo.name, 'slow-sse-upstream');
+      assert.deepEqual(w.lines[1].result.tools.map((t: { name: string }) => t.name), ['echo']);
+      for (const l of w.lines.slice(2, 12)) assert.equal(l.result.content[0].text, `message ${l.id}`);
+    } finally {
+      await w.close();
+      await up.close();
     }
   });
-  return {
-    lines,
-    send: (line: string) => void p.child.stdin!.write(`${line}\n`),
-    reply: (id: unknown) => waitFor(`the reply to ${JSON.stringify(id)}`, () => lines.find((l) => l.id === id && l.method === undefined), 15_000),
-    close: async () => {
-      p.child.stdin!.end();
-      await Promise.race([p.exited, new Promise((r) => setTimeout(r, 5_000))]);
-      await p.stop();
-      dir.remove();
-    },
-  };
-}
+
+  test('what waits for the session is bounded: lines beyond the bound are refused at once, with their id; the rest are answered', async () => {
+    const up = await startSlowSseUpstream(1_500);
+    // limits.maxBodyBytes bounds the bytes that may wait.
+    const w = await rawWrap({ slow: { transport: 'sse', url: up.url } }, 'slow', undefined, { limits: { maxBodyBytes: 1_024 } });
+    try {
+      w.send(init(1));
+      const filler = 'x'.repeat(150);
+      for (let id = 2; id <= 11; id++) w.send(echo(id, `${id} ${filler}`));
+      const refused = await waitFor('a refusal', () => w.lines.find((l) => l.error?.code === -32000), 15_000);
+      assert.match(refused.error.message, /session is still opening/);
+      await waitFor('an answer or a refusal for every line', () => new Set(w.lines.map((l) => l.id)).size === 11, 15_000);
+      const answered = w.lines.filter((l) => 'result' in l).map((l) => l.id);
+      const refusedIds = w.lines.filter((l) => l.error?.code === -32000).map((l) => l.id);
+      assert.ok(answered.length >= 2 && refusedIds.length >= 1, JSON.stringify(w.lines));
+      // What fitted waited and was answered in order; everything after the first refusal was refused.
+      assert.deepEqual([...answered, ...refusedIds].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+      assert.deepEqual(answered, answered.slice().sort((a, b) => a - b));
+      assert.ok(Math.max(...answered) < Math.min(...refusedIds), JSON.stringify({ answered, refusedIds }));
+    } finally {
+      await w.close();
+      await up.close();
+    }
+  });
+
+  test('SIGTERM to wrap: the call in flight finishes, the upstream (through npx) exits with everything it started, exit 0, closing checkpoint, audit verify passes', async () => {
+    const mark = randomUUID();
+    const w = await rawWrap({ npx: launchers(mark).npx }, 'npx');
+    try {
+      w.send(init(1));
+      await w.reply(1);
+      w.send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
+      const procs = marked(mark);
+      assert.ok(procs.length >= 2, `npx and the server it started: ${JSON.stringify(procs)}`);
+      const pgid = procs[0].pgid;
+      w.send(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 2 } } }));
+      await new Promise((r) => setTimeout(r, 200));
+      w.p.child.kill('SIGTERM');
+      const answer = await w.reply(2);
+      assert.match(answer.result.content[0].text, /Long running operation completed/);
+      const { code, signal } = await w.p.exited;
+      assert.deepEqual({ code, signal }, { code: 0, signal: null }, w.p.output());
+      await waitFor('the upstream processes to exit', () => marked(mark).length === 0 && groupMembers(pgid).length === 0, 8_000);
+      const audit = await auditState(w.dir);
+      assert.deepEqual(audit.types.filter((t) => t.startsWith('session.')), ['session.start', 'session.end']);
+      assert.equal(audit.lastCheckpointSeq, audit.headSeq, 'the closing checkpoint is missing');
+      const verify = runPortcullis(['audit', 'verify', '-c', w.file]);
+      assert.equal((await verify.exited).code, 0, verify.output());
+    } finally {
+      await w.close();
+    }
+  });
+});
