@@ -37,7 +37,7 @@ describe('config: settings not in force are refused', () => {
 
   test('policy.source: store is refused at load, with its line, not at start', () => {
     assert.deepEqual(problems('servers:\n  files: { transport: stdio, command: node }\npolicy:\n  source: store\n'), [
-      'portcullis.yaml:4: policy.path: Invalid input: expected string, received undefined',
+      'portcullis.yaml:4: policy.path: is required (a string)',
       'portcullis.yaml:4: policy.source: policy pushed through the admin API (source: store) is not available in this version, so this setting would do nothing: remove it',
     ]);
   });
