@@ -60,7 +60,7 @@ describe('serve, as a new user meets it', () => {
     assert.equal(ready.status, 503);
     // /readyz is public: the state only; why is in the log.
     assert.equal(ready.json.checks['upstream:files'], 'cannot start');
-    assert.match(proc.output(), /"check":"upstream:files","state":"cannot start","detail":"upstream \\"files\\" exited \(code 1\)[^"]*before it answered"/);
+    await waitFor('the readiness change in the log', () => /"check":"upstream:files","state":"cannot start","detail":"upstream \\"files\\" exited \(code 1\)[^"]*before it answered"/.test(proc.output()), 5_000);
     assert.equal(ready.json.checks['upstream:everything'], 'ok');
 
     // The rest of the gateway serves; once the folder exists, a session works and so does /readyz, without a restart.

@@ -3,7 +3,8 @@
 // `test` that init suggests, `serve`, and an SDK client with the API key init printed calling
 // tools. Also: the packed file list, and the library API (types and runtime) from the package name.
 //
-// Installing the tarball builds better-sqlite3 from source (a minute or two). Packages come from
+// Installing the tarball builds better-sqlite3 from source (a minute or two; the whole file takes
+// 2.5–3 minutes here, hence npm test's --test-timeout of 7 minutes per file). Packages come from
 // the npm cache (`prefer-offline`): the machine's installs (npm ci in CI) already put them there;
 // only what the cache lacks (a package's metadata, for resolving a range) asks the registry.
 import assert from 'node:assert/strict';
