@@ -15,6 +15,8 @@ export type ErrorCode =
 export interface Problem {
   file?: string;
   line?: number;
+  /** 1-based, where it helps (YAML syntax errors). */
+  column?: number;
   field?: string;
   message: string;
 }
@@ -30,8 +32,8 @@ export class PortcullisError extends Error {
   }
 }
 
-/** One line per problem: `file:line: field: message`. */
+/** One line per problem: `file:line[:column]: field: message`. */
 export function formatProblem(p: Problem): string {
-  const where = [p.file, p.line].filter((x) => x !== undefined).join(':');
+  const where = [p.file, p.line, p.line !== undefined ? p.column : undefined].filter((x) => x !== undefined).join(':');
   return [where, p.field, p.message].filter(Boolean).join(': ');
 }

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { base64url, generateKeyPair, SignJWT } from 'jose';
 import type { AuthConfig } from '../config/schema.js';
 import { createAuthenticator, type AuthOutcome, type Authenticator } from './authenticate.js';
-import { freePort, newSigningKey, startTestIssuer, TEST_RESOURCE, type TestIssuer } from './oidc-test-issuer.js';
+import { freePort, newSigningKey, startTestIssuer, TEST_RESOURCE, type TestIssuer } from '../../test/support/oidc-test-issuer.js';
 
 const now = () => Math.floor(Date.now() / 1000);
 

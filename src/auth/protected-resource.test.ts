@@ -13,7 +13,7 @@ import {
 } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { AuthConfig } from '../config/schema.js';
 import { createAuthenticator, type Authenticator } from './authenticate.js';
-import { startTestIssuer, type TestIssuer } from './oidc-test-issuer.js';
+import { startTestIssuer, type TestIssuer } from '../../test/support/oidc-test-issuer.js';
 import { handleWellKnown, protectedResourceMetadata, resourceMetadataUrl, wwwAuthenticate } from './protected-resource.js';
 
 describe('protected-resource metadata and the SDK client', () => {

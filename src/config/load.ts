@@ -2,9 +2,10 @@
 // schema validation. Every problem names the file, the line and the field.
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { isScalar, LineCounter, parseDocument, visit, type Document } from 'yaml';
+import { isScalar, LineCounter, parseDocument, visit, type Document, type YAMLError } from 'yaml';
 import type { z } from 'zod';
 import { PortcullisError, type Problem } from '../errors.js';
+import { describeIssue, schemaKeysAt } from './issues.js';
 import { configSchema, type Config } from './schema.js';
 
 export interface LoadedConfig {
@@ -25,20 +26,27 @@ export function lineOf(doc: Document, lines: LineCounter, path: readonly Propert
   return undefined;
 }
 
-export function zodProblems(error: z.ZodError, file: string, doc: Document, lines: LineCounter): Problem[] {
+/** One problem per issue, in sentences (see issues.ts); `schema` lets a misspelt key name the nearest valid one. */
+export function zodProblems(error: z.ZodError, file: string, doc: Document, lines: LineCounter, schema?: z.ZodType): Problem[] {
+  const value = doc.toJS();
   return error.issues.map((issue) => {
-    let message = issue.message;
-    if (issue.code === 'unrecognized_keys') message = `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+    const message = describeIssue(issue, value, (path) => (schema ? schemaKeysAt(schema, path) : []));
     const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]] : issue.path;
     return { file, line: lineOf(doc, lines, path), field: issue.path.map(String).join('.') || '(root)', message };
   });
+}
+
+/** A YAML syntax error's line, column and message (without the position the parser appends). */
+export function yamlErrorAt(e: YAMLError, lines: LineCounter): { line: number; column: number; message: string } {
+  const { line, col } = lines.linePos(e.pos[0]);
+  return { line, column: col, message: e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '') };
 }
 
 /** Parses YAML text into a document, reporting syntax errors with their lines. */
 export function parseYaml(text: string, file: string): { doc: Document; lines: LineCounter } {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
-  const problems = doc.errors.map((e) => ({ file, line: e.linePos?.[0].line, message: e.message.split('\n')[0] }));
+  const problems = doc.errors.map((e) => ({ file, ...yamlErrorAt(e, lines) }));
   if (problems.length) throw new PortcullisError('PCL_CONFIG_INVALID', `${file} is not valid YAML`, problems);
   return { doc, lines };
 }
@@ -69,7 +77,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     },
   });
   const result = configSchema.safeParse(doc.toJS());
-  if (!result.success) problems.push(...zodProblems(result.error, file, doc, lines));
+  if (!result.success) problems.push(...zodProblems(result.error, file, doc, lines, configSchema));
   if (problems.length) throw new PortcullisError('PCL_CONFIG_INVALID', `${file} has ${problems.length} error${problems.length > 1 ? 's' : ''}`, problems);
   return { config: result.data!, file, baseDir };
 }

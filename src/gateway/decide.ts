@@ -245,5 +245,6 @@ export function denial(m: Extract<Classified, { type: 'request' }>, decision: De
     const meta = { [DECISION_META]: { decisionId, rule: decision.rule, effect: decision.effect } };
     return { jsonrpc: '2.0', id: m.id, result: { content: [{ type: 'text', text: why }], isError: true, _meta: meta } } as JSONRPCMessage;
   }
-  return errorResponse(m.id, FORBIDDEN_BY_POLICY, 'Forbidden by policy', { rule: decision.rule, decisionId, ...(decision.effect === 'approve' ? { message: why } : decision.message && { message: decision.message }) });
+  // A client that shows only the error's message still tells its user which rule refused and why.
+  return errorResponse(m.id, FORBIDDEN_BY_POLICY, `Forbidden by policy: ${why}`, { rule: decision.rule, decisionId, ...(decision.effect === 'approve' ? { message: why } : decision.message && { message: decision.message }) });
 }

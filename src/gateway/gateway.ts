@@ -12,7 +12,7 @@ import { mcpHandler } from '../fronts/streamable-http.js';
 import { checkHostAndOrigin, HttpRefusal, isLoopbackHost, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
 import { createMetrics, registerAuditMetrics, registerPolicyMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
-import { connectUpstream, probeUpstream } from '../upstreams/upstream.js';
+import { connectUpstream, probeUpstream, type Upstream } from '../upstreams/upstream.js';
 import { killStdioUpstreams } from '../upstreams/stdio.js';
 import type { Recorder } from '../audit/recorder.js';
 import type { AuditSink, PolicyPoint } from './decide.js';
@@ -58,6 +58,11 @@ export class Gateway implements SessionHost {
   /** Sessions open or being opened, per credential (identityKey), for limits.maxSessionsPerIdentity. */
   private readonly perPrincipal = new Map<string, number>();
   private shutdown?: Promise<void>;
+  /**
+   * Servers whose last upstream went away before it answered anything (a server that exits at
+   * start: a missing folder, a bad argument): /readyz names them until one answers.
+   */
+  private readonly startProblems = new Map<string, string>();
 
   constructor(
     readonly config: Config,
@@ -126,6 +131,7 @@ export class Gateway implements SessionHost {
         throw e;
       }
       session.attach(upstream);
+      this.watchStart(server, upstream);
       if (this.closing) {
         // The gateway began to shut down while this upstream started: it must not outlive the shutdown.
         session.end('the gateway is shutting down');
@@ -155,6 +161,26 @@ export class Gateway implements SessionHost {
     const n = (this.perPrincipal.get(principal) ?? 1) - 1;
     if (n > 0) this.perPrincipal.set(principal, n);
     else this.perPrincipal.delete(principal);
+  }
+
+  /** Notes whether this upstream answers before it goes away (see startProblems); observes, changes nothing. */
+  private watchStart(server: string, upstream: Upstream): void {
+    const { onmessage, onclose } = upstream;
+    let answered = false;
+    upstream.onmessage = (m) => {
+      if (!answered) {
+        answered = true;
+        if (this.startProblems.delete(server)) this.log.info({ upstream: server }, `upstream ${server} answers again`);
+      }
+      onmessage?.(m);
+    };
+    upstream.onclose = (reason) => {
+      if (!answered && !this.closing && !this.startProblems.has(server)) {
+        this.startProblems.set(server, `${reason} before it answered`);
+        this.log.warn({ upstream: server }, `upstream ${server} went away before it answered anything (${reason}): sessions on /mcp/${server} fail until it can start; its stderr lines above say why. /readyz reports it until it answers again`);
+      }
+      onclose?.(reason);
+    };
   }
 
   /** A session id is valid only on the path that created it and with the credential that created it. */
@@ -208,13 +234,15 @@ export class Gateway implements SessionHost {
   }
 
   /**
-   * Ready when every upstream can be reached (HTTP answers; a stdio command exists). /readyz is
+   * Ready when every upstream can be reached (HTTP answers; a stdio command exists, and its last
+   * start did not end before it answered). /readyz is
    * public, so it says names and states only; why a check fails (a command, an address, a store
    * error) goes to the log, once each time it changes.
    */
   async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
     const checks: Record<string, { state: string; detail?: string }> = {};
     await Promise.all(Object.entries(this.config.servers).map(async ([name, server]) => (checks[`upstream:${name}`] = await probeUpstream(server, this.opts.baseDir ?? process.cwd()))));
+    for (const [name, detail] of this.startProblems) if (checks[`upstream:${name}`].state === 'ok') checks[`upstream:${name}`] = { state: 'cannot start', detail };
     const audit = this.opts.health;
     if (audit) {
       const { pending, oldestPendingMs } = audit.stats();
@@ -275,6 +303,9 @@ export async function startGateway(config: Config, opts: GatewayOptions): Promis
       } catch {
         return sendRefusal(res, new HttpRefusal(400, -32600, 'malformed server name in the path'));
       }
+      // Some MCP Inspector versions rewrite a URL that does not end in /mcp: /mcp/<server>/mcp is the
+      // same endpoint (server names have no "/", so this names no other server).
+      if (name.endsWith('/mcp') && Object.hasOwn(config.servers, name.slice(0, -4))) name = name.slice(0, -4);
       return void mcp(req, res, name);
     }
     route(gw, req, res, path).catch((e) => {

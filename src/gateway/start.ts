@@ -39,7 +39,7 @@ export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): P
     if (!hashKey && usesHash(bundle)) throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: a mask uses strategy hash, which needs masking.hashKey (e.g. hashKey: \${file:./keys/masking.key}); the policy was not loaded`);
   };
   const changed = (by: string) => (bundle: CompiledBundle, previous: CompiledBundle) => {
-    log.info({ version: bundle.version, previous: previous.version }, 'policy reloaded');
+    log.info({ version: bundle.version, previous: previous.version }, `policy reloaded: version ${bundle.version.slice(0, 12)} is in force`);
     for (const listener of reloadListeners) listener();
     auditing.log.append('policy.change', by, { version: bundle.version, previous: previous.version, files: Object.keys(bundle.files) }).catch((e) => log.error({ err: (e as Error).message }, 'could not record a policy change'));
   };
@@ -51,6 +51,7 @@ export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): P
       check,
       onReload: (bundle, previous) => ((loadedAt = new Date().toISOString()), changed('file-watch')(bundle, previous)),
       onInvalid: (e) => log.error({ problems: e.problems.map(formatProblem) }, `policy change rejected, the running version stays in force: ${e.message}`),
+      onRecovered: (bundle) => log.info({ version: bundle.version }, `policy files are valid again: version ${bundle.version.slice(0, 12)} is in force`),
     });
   }
   let auditing: Auditing;

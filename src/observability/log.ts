@@ -1,8 +1,53 @@
-// Structured JSON logs (pino). Under `wrap`, stdout carries the MCP protocol, so logs go to stderr.
-import { pino, type Logger } from 'pino';
+// Logs: JSON lines (pino) for machines; in a terminal, one readable line per record. Under `wrap`,
+// stdout carries the MCP protocol, so logs go to stderr.
+import { isatty } from 'node:tty';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
-export function createLogger(level: string, toStderr = false): Logger {
-  return pino({ level, base: { service: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: toStderr ? 2 : 1, sync: false }));
+export type LogFormat = 'json' | 'pretty';
+export const LOG_FORMATS: readonly LogFormat[] = ['json', 'pretty'];
+
+/** `format` defaults to pretty when the destination is a terminal, else JSON. */
+export function createLogger(level: string, toStderr = false, format?: LogFormat): Logger {
+  const fd = toStderr ? 2 : 1;
+  const destination = pino.destination({ fd, sync: false });
+  const pretty = format ? format === 'pretty' : isatty(fd);
+  return pino({ level, base: { service: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime }, pretty ? prettyStream(destination, isatty(fd)) : destination);
+}
+
+const LEVELS: Record<number, [string, string]> = {
+  10: ['TRACE', '90'],
+  20: ['DEBUG', '36'],
+  30: ['INFO ', '32'],
+  40: ['WARN ', '33'],
+  50: ['ERROR', '31'],
+  60: ['FATAL', '35'],
+};
+const OMIT = new Set(['level', 'time', 'msg', 'service', 'pid', 'hostname']);
+
+/** `10:41:02 INFO  session started  session=… server=files sub=alice`. */
+export function prettyLine(json: string, colour = false): string {
+  let r: Record<string, unknown>;
+  try {
+    r = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json;
+  }
+  const [name, code] = LEVELS[r.level as number] ?? [String(r.level), '0'];
+  const level = colour ? `\x1b[${code}m${name}\x1b[0m` : name;
+  const time = typeof r.time === 'string' ? r.time.slice(11, 19) : '';
+  const fields = Object.entries(r)
+    .filter(([k]) => !OMIT.has(k))
+    .map(([k, v]) => `${k}=${typeof v === 'string' && !/\s/.test(v) ? v : JSON.stringify(v)}`);
+  return `${time} ${level} ${r.msg ?? ''}${fields.length ? `  ${fields.join(' ')}` : ''}\n`;
+}
+
+type Flushable = DestinationStream & { flush?: (cb?: (e?: Error) => void) => void };
+
+function prettyStream(destination: Flushable, colour: boolean): Flushable {
+  return {
+    write: (line: string) => destination.write(prettyLine(line, colour)),
+    flush: (cb) => (destination.flush ? destination.flush(cb) : cb?.()),
+  };
 }
 
 export type { Logger };

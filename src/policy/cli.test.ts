@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, [join(root, 'bin/portcullis.js'), ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [join(root, 'test/support/portcullis-from-sources.js'), ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 function folder(files: Record<string, string>): string {

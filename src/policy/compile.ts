@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { LineCounter, parseAllDocuments, type Document } from 'yaml';
-import { lineOf, zodProblems } from '../config/load.js';
+import { lineOf, yamlErrorAt, zodProblems } from '../config/load.js';
 import { PortcullisError, type Problem } from '../errors.js';
 import type { Identity } from '../auth/identity.js';
 import type { Effect } from './decision.js';
@@ -203,7 +203,7 @@ function parseFile(name: string, shown: string, text: string, problems: PolicyPr
   if (!Array.isArray(docs)) return out; // an empty stream: nothing in this file
   for (const doc of docs) {
     if (doc.errors.length) {
-      for (const e of doc.errors) problems.push({ check: 'yaml-syntax', file: shown, line: e.linePos?.[0].line ?? lines.linePos(e.pos[0]).line, message: e.message.split('\n')[0] });
+      for (const e of doc.errors) problems.push({ check: 'yaml-syntax', file: shown, ...yamlErrorAt(e, lines) });
       continue;
     }
     if (doc.contents === null) continue; // e.g. a trailing "---"
@@ -242,7 +242,7 @@ export function compileWithProblems(files: Record<string, string>, options: Comp
     for (const { doc, lines } of parsed.docs) {
       const result = policyDocument.safeParse(doc.toJS());
       if (!result.success) {
-        problems.push(...zodProblems(result.error, shown, doc, lines).map((p) => ({ ...p, check: checkOf(p.message) })));
+        problems.push(...zodProblems(result.error, shown, doc, lines, policyDocument).map((p) => ({ ...p, check: checkOf(p.message) })));
         continue;
       }
       const spec = result.data;

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { LineCounter, parseDocument } from 'yaml';
-import { lineOf, zodProblems } from '../config/load.js';
+import { lineOf, yamlErrorAt, zodProblems } from '../config/load.js';
 import { PortcullisError, type Problem } from '../errors.js';
 import { isTestFile, loadBundle, type CompiledBundle } from './compile.js';
 import { maskerFor } from '../masking/select.js';
@@ -69,9 +69,9 @@ function parseTestFile(file: string): { tests: PolicyTestCase[]; lines: (i: numb
   const fail = (problems: Problem[]) => {
     throw new PortcullisError('PCL_POLICY_INVALID', `${file} is not a valid policy test file`, problems);
   };
-  if (doc.errors.length) fail(doc.errors.map((e) => ({ file, line: counter.linePos(e.pos[0]).line, message: e.message.split('\n')[0] })));
+  if (doc.errors.length) fail(doc.errors.map((e) => ({ file, ...yamlErrorAt(e, counter) })));
   const parsed = policyTestFile.safeParse(doc.toJS());
-  if (!parsed.success) fail(zodProblems(parsed.error, file, doc, counter));
+  if (!parsed.success) fail(zodProblems(parsed.error, file, doc, counter, policyTestFile));
   return { tests: parsed.data!.tests, lines: (i) => lineOf(doc, counter, ['tests', i]) };
 }
 

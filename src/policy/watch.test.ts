@@ -62,6 +62,29 @@ describe('PolicySource', () => {
     }
   });
 
+  it('a rejected edit that is undone says the version in force is valid again', async () => {
+    const dir = tempDir('pcl-watch-');
+    writeFileSync(join(dir, 'db.yaml'), doc('allow'));
+    const events: string[] = [];
+    const source = new PolicySource(dir, {
+      watch: false,
+      onReload: (b) => events.push(`reload ${b.version}`),
+      onInvalid: () => events.push('invalid'),
+      onRecovered: (b) => events.push(`recovered ${b.version}`),
+    });
+    try {
+      const version = source.current().version;
+      writeFileSync(join(dir, 'db.yaml'), doc('alow'));
+      source.reload();
+      writeFileSync(join(dir, 'db.yaml'), doc('allow'));
+      source.reload();
+      source.reload(); // nothing changed and nothing was rejected: no news
+      assert.deepEqual(events, ['invalid', `recovered ${version}`]);
+    } finally {
+      source.close();
+    }
+  });
+
   it('watches a single file', async () => {
     const dir = tempDir('pcl-watch-');
     const file = join(dir, 'db.yaml');

@@ -18,6 +18,8 @@ export interface PolicySourceOptions {
   check?: (bundle: CompiledBundle) => void;
   /** A change did not compile: the previous bundle stays in force. */
   onInvalid?: (error: PortcullisError) => void;
+  /** The files compile again after a rejected change, to the version already in force (the edit was undone). */
+  onRecovered?: (bundle: CompiledBundle) => void;
 }
 
 export class PolicySource {
@@ -25,6 +27,8 @@ export class PolicySource {
   #watcher?: FSWatcher;
   #timer?: NodeJS.Timeout;
   #closed = false;
+  /** The last change was rejected: the next good compile is news even if its version is unchanged. */
+  #rejected = false;
   readonly path: string;
 
   /** Loads the bundle; throws PortcullisError('PCL_POLICY_INVALID') when it does not compile. */
@@ -52,10 +56,16 @@ export class PolicySource {
       this.options.check?.(next);
     } catch (e) {
       const error = e instanceof PortcullisError ? e : new PortcullisError('PCL_POLICY_INVALID', (e as Error).message);
+      this.#rejected = true;
       this.options.onInvalid?.(error);
       return error;
     }
-    if (next.version === this.#bundle.version) return this.#bundle;
+    const recovered = this.#rejected;
+    this.#rejected = false;
+    if (next.version === this.#bundle.version) {
+      if (recovered) this.options.onRecovered?.(this.#bundle);
+      return this.#bundle;
+    }
     const previous = this.#bundle;
     this.#bundle = next;
     this.options.onReload?.(next, previous);

@@ -162,3 +162,4 @@ function commandExists(command: string, cwd: string): boolean {
   if (command.includes('/')) return existsSync(resolve(cwd, command));
   return (process.env.PATH ?? '').split(delimiter).some((dir) => dir && existsSync(join(dir, command)));
 }
+

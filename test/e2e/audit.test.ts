@@ -39,7 +39,7 @@ const text = (r: unknown) => ((r as CallToolResult).content as Array<{ text?: st
 const sessionIdOf = (c: Client) => (c.transport as StreamableHTTPClientTransport).sessionId!;
 const storePath = (dir: string) => join(dir, 'data/portcullis.db');
 
-/** `node bin/portcullis.js …` with stdout and stderr apart. */
+/** The command line (from the sources) with stdout and stderr apart. */
 function pcl(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });

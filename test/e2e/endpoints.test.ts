@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { generateApiKey, hashApiKey } from '../../src/auth/api-keys.js';
-import { startTestIssuer, type TestIssuer } from '../../src/auth/oidc-test-issuer.js';
+import { startTestIssuer, type TestIssuer } from '../support/oidc-test-issuer.js';
 import { METHOD_LABELS } from '../../src/observability/metrics.js';
 import { post, raw, rawSession, startTestGateway, upstreams, type RawResponse, type TestGateway } from './harness.js';
 

@@ -23,7 +23,8 @@ import { startGateway, type Gateway, type RunningGateway } from '../../src/gatew
 import type { DecisionInput } from '../../src/policy/decision.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-export const BIN = join(ROOT, 'bin/portcullis.js');
+/** The command line from the sources (see test/support/portcullis-from-sources.js). */
+export const BIN = join(ROOT, 'test/support/portcullis-from-sources.js');
 export const EVERYTHING = join(ROOT, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
 export const FILESYSTEM = join(ROOT, 'node_modules/@modelcontextprotocol/server-filesystem/dist/index.js');
 export const RAW_SERVER = join(ROOT, 'test/fixtures/raw-server.mjs');
@@ -388,7 +389,7 @@ export async function rawWrap(servers: ServersInput, server: string, policies?: 
   };
 }
 
-/** `node bin/portcullis.js <args>` as a plain child process (for serve and bad-usage checks). */
+/** The command line (from the sources) as a plain child process (for serve and bad-usage checks). */
 export function runPortcullis(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Proc {
   const child = spawn(process.execPath, [BIN, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
   return track(child);

@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { base64url, generateKeyPair, SignJWT } from 'jose';
 import { generateApiKey, hashApiKey } from '../../src/auth/api-keys.js';
-import { startTestIssuer, TEST_RESOURCE, type SigningKey, type TestIssuer } from '../../src/auth/oidc-test-issuer.js';
+import { startTestIssuer, TEST_RESOURCE, type SigningKey, type TestIssuer } from '../support/oidc-test-issuer.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../fixtures/identity-recording-upstream.js';
 import { BIN, CLIENT_INFO, freePort, INIT_PARAMS, MCP_HEADERS, post, raw, ROOT, startConfiguredGateway, upstreams, waitFor, writeConfig, type ConfiguredGateway, type RawResponse } from './harness.js';
 

@@ -200,7 +200,8 @@ describe('policy through the gateway', () => {
 
     const read = await rejection(bob.readResource({ uri: 'demo://resource/static/document/architecture.md' }));
     assert.equal(read.code, -32003);
-    assert.match(read.message, /Forbidden by policy/);
+    // The SDK prefixes "MCP error -32003: "; the rule is in the text itself, for clients that show only that.
+    assert.match(read.message, /Forbidden by policy: Denied by policy rule everything\/default$/);
     const data = read.data as { rule: string; decisionId: string };
     assert.equal(data.rule, 'everything/default');
     assert.match(data.decisionId, /^[0-9a-f-]{36}$/);
@@ -208,6 +209,7 @@ describe('policy through the gateway', () => {
     const prompt = await rejection(bob.getPrompt({ name: 'simple-prompt' }));
     assert.equal(prompt.code, -32003);
     assert.equal((prompt.data as { rule: string }).rule, 'everything/default');
+    assert.match(prompt.message, /Forbidden by policy: Denied by policy rule everything\/default$/);
 
     const template = await rejection(alice.readResource({ uri: 'demo://resource/dynamic/text/1' }));
     assert.equal(template.code, -32003);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { generateApiKey, hashApiKey } from '../../src/auth/api-keys.js';
-import { startTestIssuer, type TestIssuer } from '../../src/auth/oidc-test-issuer.js';
+import { startTestIssuer, type TestIssuer } from '../support/oidc-test-issuer.js';
 import { policyPoint } from '../../src/gateway/decide.js';
 import { compileBundle } from '../../src/policy/compile.js';
 import { INIT_PARAMS, MCP_HEADERS, post, raw, rawSession, rawWrap, startTestGateway, tempDir, upstreams, waitFor, type RawResponse, type TestGateway } from './harness.js';

@@ -1,10 +1,21 @@
 // Test support: a real OIDC provider (oidc-provider) on 127.0.0.1, issuing RS256 JWT access
 // tokens by client credentials, whose signing keys can be rotated while it keeps its URL.
-// Used by the auth tests and the auth benchmark; not part of the gateway.
+// Used by the auth tests; not part of the gateway (and not in the package).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose';
-import Provider from 'oidc-provider';
+
+// oidc-provider prints development-only notices (in-memory adapter, quick-start keys, "Unsupported
+// runtime" on Node 20) for every provider it starts. A test issuer is development-only by design,
+// so its notices would bury what a person reading the test output needs; everything else passes.
+for (const level of ['warn', 'info'] as const) {
+  const write = console[level].bind(console);
+  console[level] = (...args: unknown[]) => {
+    if (typeof args[0] === 'string' && /^(\x1b\[[0-9;]*m)?oidc-provider (WARNING|NOTICE): /.test(args[0])) return;
+    write(...args);
+  };
+}
+const { default: Provider } = await import('oidc-provider');
 
 export interface SigningKey {
   kid: string;
