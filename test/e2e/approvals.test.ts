@@ -13,7 +13,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { generateApiKey, hashApiKey } from '../../src/auth/api-keys.js';
-import { CLIENT_INFO, MCP_HEADERS, raw, rawSession, startConfiguredGateway, tempDir, upstreams, waitFor, type ConfiguredGateway } from './harness.js';
+import { CLIENT_INFO, MCP_HEADERS, raw, rawSession, runPortcullis, startConfiguredGateway, tempDir, upstreams, waitFor, type ConfiguredGateway } from './harness.js';
 
 const keys = { agent: generateApiKey(), alice: generateApiKey(), bob: generateApiKey(), carol: generateApiKey(), admin: generateApiKey() };
 const WEBHOOK_SECRET = 'a-webhook-secret-of-some-length';
@@ -212,6 +212,29 @@ describe('approvals', () => {
     assert.equal((await admin('POST', `/admin/v1/approvals/${approval.id}/approve`, keys.alice, {})).status, 409);
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual(calls(4100), []);
+  });
+
+  it('a call held by a wrap process on the same SQLite store is released by an approval through serve\'s admin API', async (t) => {
+    const w = runPortcullis(['wrap', '-c', gw.file, '--server', 'pay', '--identity', 'agent', '--groups', 'agents']);
+    t.after(() => w.stop());
+    const lines: { id?: number; result?: { content: { text: string }[] } }[] = [];
+    let buf = '';
+    w.child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) lines.push(JSON.parse(buf.slice(0, i)));
+    });
+    const send = (m: unknown) => w.child.stdin!.write(`${JSON.stringify(m)}\n`);
+    send({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: CLIENT_INFO } });
+    await waitFor('initialize', () => lines.find((l) => l.id === 1), 30_000);
+    send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    send({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo', arguments: { amount: 7700 } } });
+    const approval = await approvalFor(7700);
+    assert.equal((await admin('POST', `/admin/v1/approvals/${approval.id}/approve`, keys.alice, { reason: 'via serve' })).status, 200);
+    const answer = await waitFor('the released call', () => lines.find((l) => l.id === 2), 10_000);
+    assert.equal(answer.result?.content[0].text, JSON.stringify({ amount: 7700 }));
+    assert.equal(calls(7700).length, 1);
+    w.child.stdin!.end();
+    assert.equal((await w.exited).code, 0, w.output());
   });
 
   it('bad input: an unknown id (404), a malformed body (400), an unknown status (400)', async () => {
