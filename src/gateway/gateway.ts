@@ -20,6 +20,7 @@ import type { Exchange, Reply } from './pipeline.js';
 import { Session, type ClientChannel, type SessionHost, type SessionLimits } from './session.js';
 import { buildPipelines } from './stages.js';
 import type { ApprovalDesk } from './approvals.js';
+import { NO_POLICY_PUSHED } from '../policy/store-source.js';
 
 export interface GatewayOptions {
   baseDir?: string;
@@ -250,6 +251,8 @@ export class Gateway implements SessionHost {
       checks.audit = !audit.healthy() ? { state: 'failing', detail: audit.lastError()?.message ?? 'write failed' } : oldestPendingMs > 1000 ? { state: 'stalled', detail: `${pending} appends waiting ${oldestPendingMs} ms` } : { state: 'ok' };
     }
     checks.auth = this.auth.ready() ? { state: 'ok' } : { state: 'not ready', detail: this.auth.readinessProblem() ?? 'identity provider unavailable' };
+    // policy.source: store before the first push: every request would be denied (SPEC 7).
+    if (this.opts.policy.current().version === NO_POLICY_PUSHED) checks.policy = { state: 'nothing pushed', detail: 'policy.source is store and no bundle has been pushed (PUT /admin/v1/policy)' };
     if (this.closing) checks.gateway = { state: 'shutting down' };
     const states: Record<string, string> = {};
     for (const [name, { state, detail }] of Object.entries(checks)) {

@@ -10,7 +10,9 @@ import { compileBundle, emptyBundle, type CompiledBundle } from './compile.js';
 import { lintFiles, type Finding } from './lint.js';
 
 /** What is in force before anything was pushed: no document, so every request is denied. */
-export const EMPTY_BUNDLE: CompiledBundle = emptyBundle('none');
+/** The version of EMPTY_BUNDLE, for /readyz. */
+export const NO_POLICY_PUSHED = 'none';
+export const EMPTY_BUNDLE: CompiledBundle = emptyBundle(NO_POLICY_PUSHED);
 
 export interface PushResult {
   entry: PolicyEntry;

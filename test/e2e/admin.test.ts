@@ -66,11 +66,15 @@ describe('admin API with policy from the store', () => {
     const current = await admin(gw, 'GET', '/admin/v1/policy');
     assert.equal(current.status, 200);
     assert.equal(current.json.version, null);
+    const notReady = await raw(gw.base, '/readyz', { method: 'GET' });
+    assert.equal(notReady.status, 503);
+    assert.equal(notReady.json.checks.policy, 'nothing pushed');
 
     const push = await admin(gw, 'PUT', '/admin/v1/policy', { files: { 'allow.yaml': ALLOW_ALL_POLICY }, message: 'first' });
     assert.equal(push.status, 200, push.text);
     assert.match(push.json.version, /^[0-9a-f]{64}$/);
     assert.equal((await echo(gw, 'two')).text, 'Echo: two');
+    assert.equal((await raw(gw.base, '/readyz', { method: 'GET' })).json.checks.policy, undefined, 'ready once a bundle is in force');
     // The version in force, as Prometheus sees it: one series, the pushed version.
     const metrics = (await raw(gw.base, '/metrics', { method: 'GET' })).text.split('\n').filter((l) => l.startsWith('portcullis_policy_info'));
     assert.deepEqual(metrics, [`portcullis_policy_info{version="${push.json.version}"} 1`]);
