@@ -27,7 +27,7 @@ export interface RunningAdmin {
 
 export async function startAdmin(deps: AdminDeps): Promise<RunningAdmin> {
   const admin = deps.config.admin!;
-  const listen = { ...admin.listen, allowedHosts: admin.listen.allowedHosts, allowedOrigins: admin.listen.allowedOrigins };
+  const listen = admin.listen;
   const loopback = isLoopbackHost(listen.host.toLowerCase());
   const tokens = createApiKeyVerifier(admin.tokens.map((t) => ({ ...t, groups: [] })));
   const adminGroups = new Set(admin.groups);

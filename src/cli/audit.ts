@@ -9,7 +9,7 @@ import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { PortcullisError } from '../errors.js';
 import { resolveKeyPath, signerFromConfig } from '../audit/open.js';
 import { loadVerifyKey } from '../audit/keys.js';
-import { MAX_PAGE, queryAudit } from '../audit/query.js';
+import { MAX_PAGE, queryAudit, type AuditQuery } from '../audit/query.js';
 import { describeReport, verifyChain, verifyStore, type VerifyReport } from '../audit/verify.js';
 import { openStore } from '../store/open.js';
 import type { AuditRecord, Checkpoint, Store } from '../store/store.js';
@@ -175,14 +175,9 @@ export function register(program: Command): void {
     });
 }
 
-interface QueryOpts extends StoreTargetOptions {
+/** The admin API's filters (AuditQuery), as command-line strings. */
+interface QueryOpts extends StoreTargetOptions, Pick<AuditQuery, 'server' | 'tool' | 'effect' | 'sub' | 'since' | 'until'> {
   type?: string;
-  server?: string;
-  tool?: string;
-  effect?: string;
-  sub?: string;
-  since?: string;
-  until?: string;
   limit?: string;
 }
 
