@@ -1,7 +1,7 @@
 // The portcullis command line. Each command lives in its own file and registers itself here.
 // Exit codes: 0 success, 1 a failed check, 2 bad usage; errors are one clear line on stderr.
 import { Command, CommanderError } from 'commander';
-import { readFileSync } from 'node:fs';
+import { packageVersion } from '../version.js';
 import { formatProblem, PortcullisError } from '../errors.js';
 import { register as keys } from './keys.js';
 import { register as init } from './init.js';
@@ -44,19 +44,6 @@ try {
   await program.parseAsync(process.argv);
 } catch (e) {
   process.exitCode = exitCodeFor(e);
-}
-
-/** The version in the package's package.json: the nearest one up from here (src/cli, dist/cli, or a benchmark's build). */
-function packageVersion(): string {
-  for (let dir = new URL('./', import.meta.url); ; dir = new URL('../', dir)) {
-    try {
-      const p = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { name?: string; version?: string };
-      if (p.name === 'portcullis' && p.version) return p.version;
-    } catch {
-      // no package.json here: keep going up
-    }
-    if (new URL('../', dir).href === dir.href) return 'unknown';
-  }
 }
 
 function exitCodeFor(e: unknown): number {

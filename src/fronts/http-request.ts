@@ -14,6 +14,8 @@ export class HttpRefusal extends Error {
     readonly headers: Record<string, string> = {},
     /** The JSON-RPC id the error answers, when the request's id could be read. */
     readonly id: string | number | null = null,
+    /** The JSON-RPC error's data (the supported versions of -32022, say). */
+    readonly data?: unknown,
   ) {
     super(message);
   }
@@ -22,7 +24,7 @@ export class HttpRefusal extends Error {
 export function sendRefusal(res: ServerResponse, r: HttpRefusal, id: unknown = null): void {
   if (res.headersSent) return void res.end();
   res.writeHead(r.status, { 'content-type': 'application/json', ...r.headers });
-  res.end(JSON.stringify({ jsonrpc: '2.0', id: r.id ?? id, error: { code: r.rpcCode, message: r.message } }));
+  res.end(JSON.stringify({ jsonrpc: '2.0', id: r.id ?? id, error: { code: r.rpcCode, message: r.message, ...(r.data !== undefined && { data: r.data }) } }));
 }
 
 const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);

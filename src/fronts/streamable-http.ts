@@ -14,6 +14,7 @@ import type { Gateway } from '../gateway/gateway.js';
 import { duplicateId, requestId, type Session } from '../gateway/session.js';
 import { BoundedEventStore } from './event-store.js';
 import { HttpRefusal, readJsonBody, sendRefusal } from './http-request.js';
+import { looksModern, modernVersion, serveStateless } from './stateless-http.js';
 
 const SESSION_HEADER = 'mcp-session-id';
 
@@ -31,6 +32,12 @@ export function mcpHandler(gw: Gateway) {
       if (method !== 'POST' && method !== 'GET' && method !== 'DELETE') throw new HttpRefusal(405, INVALID_REQUEST, `${method} is not supported on /mcp`, { allow: 'GET, POST, DELETE' });
       const body = method === 'POST' ? await readJsonBody(req, gw.config.limits) : undefined;
       if (method === 'POST') id = earlyCheck(body);
+      // The body decides the era: a request that names 2026-07-28 in _meta is served on its own,
+      // whatever session header it carries (2026-07-28 has clients ignore Mcp-Session-Id).
+      if (method === 'POST' && looksModern(req, body)) {
+        const version = modernVersion(req, body, id as RequestId | null);
+        if (version !== undefined) return await serveStateless(gw, req, res, serverName, identity, body as Record<string, unknown>, version);
+      }
       const sessionId = req.headers[SESSION_HEADER];
       if (typeof sessionId === 'string') {
         const session = gw.findSession(sessionId, serverName, identity);

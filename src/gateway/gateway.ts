@@ -19,6 +19,7 @@ import type { AuditSink, PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
 import { Session, type ClientChannel, type SessionHost, type SessionLimits } from './session.js';
 import { buildPipelines } from './stages.js';
+import { StatelessPool } from './stateless.js';
 import type { ApprovalDesk } from './approvals.js';
 import { NO_POLICY_PUSHED } from '../policy/store-source.js';
 
@@ -48,6 +49,8 @@ export class Gateway implements SessionHost {
   readonly log: Logger;
   readonly metrics: Metrics = createMetrics();
   readonly sessions = new Map<string, Session>();
+  /** The upstream sessions 2026-07-28 requests are served on (one per server and credential). */
+  readonly stateless = new StatelessPool(this);
   readonly limits: SessionLimits;
   readonly auth: Authenticator;
   private readonly metricsTokens: ApiKeyVerifier;

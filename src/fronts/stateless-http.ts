@@ -1,0 +1,141 @@
+// The 2026-07-28 era on POST /mcp/<server>: a request that names its protocol version in
+// `_meta` is served on its own, with no Mcp-Session-Id. Its era is read from the body (the SDK's
+// own rules, classifyInboundRequest), its headers are checked against that body before anything
+// is opened for it, and it then runs the pipeline on the gateway's pooled upstream session
+// (gateway/stateless.ts). The answer is one JSON object, or an SSE stream when the upstream sends
+// progress first; the client closing that stream cancels the request.
+import { classifyInboundRequest } from '@modelcontextprotocol/server';
+import { SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Identity } from '../auth/identity.js';
+import { INVALID_REQUEST, METHOD_NOT_FOUND, UPSTREAM_ERROR } from '../gateway/classify.js';
+import type { Gateway } from '../gateway/gateway.js';
+import { MODERN_VERSIONS } from '../gateway/stateless.js';
+import { HttpRefusal } from './http-request.js';
+import { checkParamHeaders, checkStandardHeaders, HEADER_MISMATCH, HeaderMismatch, singleHeader } from './request-headers.js';
+
+const PROTOCOL_VERSION_KEY = 'io.modelcontextprotocol/protocolVersion';
+const UNSUPPORTED_PROTOCOL_VERSION = -32022;
+/** Every version the endpoint serves: 2026-07-28 per request, the 2025 era and older through initialize. */
+export const ALL_VERSIONS: readonly string[] = [...MODERN_VERSIONS, ...SUPPORTED_PROTOCOL_VERSIONS];
+
+/** 2025-era methods that 2026-07-28 removed, and what this gateway does not carry for 2026 clients yet. */
+const NOT_2026_METHODS: Record<string, string> = {
+  initialize: 'initialize is the 2025-era handshake: a 2026-07-28 request carries its version in _meta instead',
+  ping: 'ping was removed in 2026-07-28',
+  'logging/setLevel': 'logging/setLevel was removed in 2026-07-28: set io.modelcontextprotocol/logLevel in _meta',
+  'resources/subscribe': 'resources/subscribe was removed in 2026-07-28 (subscriptions/listen replaces it)',
+  'resources/unsubscribe': 'resources/unsubscribe was removed in 2026-07-28 (subscriptions/listen replaces it)',
+  'subscriptions/listen': 'subscriptions/listen is not carried by this gateway yet: use a 2025-era session for change notifications',
+};
+
+/** Whether a POST is a 2026-era request: cheap markers first, so 2025 session traffic pays nothing. */
+export function looksModern(req: IncomingMessage, body: unknown): boolean {
+  const meta = (body as { params?: { _meta?: unknown } } | null)?.params?._meta;
+  if (typeof meta === 'object' && meta !== null && PROTOCOL_VERSION_KEY in meta) return true;
+  const header = req.headers['mcp-protocol-version'];
+  return typeof header === 'string' && header >= MODERN_VERSIONS[0];
+}
+
+/**
+ * The era of a POST the cheap markers call modern, by the SDK's rules: modern (with the version
+ * its body names), legacy after all (an initialize), or a refusal (a modern header on a body
+ * without the envelope, a malformed envelope, header and body naming different versions).
+ */
+export function modernVersion(req: IncomingMessage, body: unknown, id: RequestId | null): string | undefined {
+  let route;
+  try {
+    route = classifyInboundRequest({
+      httpMethod: 'POST',
+      protocolVersionHeader: singleHeader(req, 'mcp-protocol-version'),
+      mcpMethodHeader: singleHeader(req, 'mcp-method'),
+      mcpNameHeader: singleHeader(req, 'mcp-name'),
+      body,
+    });
+  } catch (e) {
+    if (e instanceof HeaderMismatch) throw new HttpRefusal(400, HEADER_MISMATCH, `Header mismatch: ${e.message}`, {}, id);
+    throw e;
+  }
+  if (route.kind === 'reject') throw new HttpRefusal(route.httpStatus, route.code, route.message, {}, id, route.data);
+  if (route.kind === 'legacy') return undefined;
+  const requested = route.classification.revision;
+  if (requested === undefined || !MODERN_VERSIONS.includes(requested)) {
+    const why = requested !== undefined && requested < MODERN_VERSIONS[0] ? ` (${requested} is served through initialize, in a session)` : '';
+    throw new HttpRefusal(400, UNSUPPORTED_PROTOCOL_VERSION, `Unsupported protocol version${why}`, {}, id, { supported: [...ALL_VERSIONS], ...(requested !== undefined && { requested }) });
+  }
+  return requested;
+}
+
+/** Serves one 2026-07-28 request or notification. */
+export async function serveStateless(gw: Gateway, req: IncomingMessage, res: ServerResponse, server: string, identity: Identity, body: Record<string, unknown>, version: string): Promise<void> {
+  const id = (body.id as RequestId | undefined) ?? null;
+  const accept = req.headers.accept ?? '';
+  if (!accept.includes('application/json') || !accept.includes('text/event-stream')) {
+    throw new HttpRefusal(406, INVALID_REQUEST, 'Not Acceptable: the Accept header must list both application/json and text/event-stream', {}, id);
+  }
+  const mismatch = (e: unknown) => (e instanceof HeaderMismatch ? new HttpRefusal(400, HEADER_MISMATCH, `Header mismatch: ${e.message}`, {}, id) : e);
+  try {
+    checkStandardHeaders(req, body, version);
+  } catch (e) {
+    throw mismatch(e);
+  }
+  // 2026-07-28 defines no client notification over HTTP (closing a stream cancels): accepted, dropped.
+  if (id === null) {
+    res.writeHead(202).end();
+    return;
+  }
+  const method = body.method as string;
+  if (Object.hasOwn(NOT_2026_METHODS, method)) throw new HttpRefusal(404, METHOD_NOT_FOUND, `Method not found: ${NOT_2026_METHODS[method]}`, {}, id);
+  const pool = gw.stateless;
+  try {
+    if (method === 'server/discover') return sendJson(res, 200, { jsonrpc: '2.0', id, result: await pool.discover(server, identity) });
+    if (method === 'tools/call') {
+      const lookup = await pool.paramHeaders(server, identity);
+      try {
+        checkParamHeaders(req, body, lookup);
+      } catch (e) {
+        throw mismatch(e);
+      }
+    }
+    const cancel = await pool.request(server, identity, body, responder(res));
+    res.once('close', () => !res.writableFinished && cancel());
+  } catch (e) {
+    if (e instanceof HttpRefusal) throw e;
+    const status = (e as { status?: number }).status ?? 502;
+    throw new HttpRefusal(status, status === 429 ? INVALID_REQUEST : UPSTREAM_ERROR, (e as Error).message, status === 503 || status === 429 ? { 'retry-after': '5' } : {}, id);
+  }
+}
+
+/** Writes one request's messages: JSON when the answer comes alone, SSE once a notification comes first. */
+function responder(res: ServerResponse) {
+  let stream = false;
+  const event = (m: JSONRPCMessage) => `event: message\ndata: ${JSON.stringify(m)}\n\n`;
+  return {
+    notify(m: JSONRPCMessage): void {
+      if (res.writableEnded) return;
+      if (!stream) {
+        stream = true;
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+      }
+      res.write(event(m));
+    },
+    reply(m: JSONRPCMessage): void {
+      if (res.writableEnded) return;
+      if (stream) return void res.end(event(m));
+      sendJson(res, statusOf(m), m);
+    },
+  };
+}
+
+/** An unknown method is 404 on 2026-07-28 HTTP; the spec's own request errors are 400; any other answer is 200. */
+function statusOf(m: JSONRPCMessage): number {
+  const code = (m as { error?: { code?: number } }).error?.code;
+  if (code === METHOD_NOT_FOUND) return 404;
+  if (code === HEADER_MISMATCH || code === UNSUPPORTED_PROTOCOL_VERSION || code === -32021) return 400;
+  return 200;
+}
+
+function sendJson(res: ServerResponse, status: number, m: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(m));
+}

@@ -1,0 +1,239 @@
+// MCP 2026-07-28 clients on /mcp/<server>: no session, each request on its own, the same policy,
+// audit and masking as a 2025 session, and headers that can never say something the body does
+// not. What a refused request would have carried is proved absent at the upstream (the raw
+// fixture records every line it receives).
+import { Client as ClientV2, StreamableHTTPClientTransport as HttpV2 } from '@modelcontextprotocol/client';
+import fc from 'fast-check';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { encodeHeaderValue } from '../../src/fronts/request-headers.js';
+import { policyPoint } from '../../src/gateway/decide.js';
+import { compileBundle } from '../../src/policy/compile.js';
+import { connectHttp, MCP_HEADERS, raw, startTestGateway, tempDir, upstreams, type TestGateway } from './harness.js';
+
+const V = '2026-07-28';
+const META = { 'io.modelcontextprotocol/protocolVersion': V, 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'raw-2026', version: '1' } };
+
+const POLICY = `apiVersion: portcullis/v1
+kind: Policy
+metadata: { name: stateless }
+server: "*"
+default: deny
+rules:
+  - { name: tools, effect: allow, tools: ["echo", "route", "slow", "get-sum"] }
+  - { name: docs, effect: allow, resources: ["demo://resource/static/document/**"] }
+  - { name: prompts, effect: allow, prompts: ["simple-prompt"] }
+`;
+
+const dir = tempDir('pcl-stateless-');
+const record = join(dir.path, 'upstream.jsonl');
+let gw: TestGateway;
+before(async () => {
+  writeFileSync(record, '');
+  gw = await startTestGateway({ raw: upstreams.raw({ RECORD_FILE: record }), everything: upstreams.everything() }, { policy: policyPoint({ current: () => compileBundle({ 'p.yaml': POLICY }) }) });
+});
+after(async () => {
+  await gw?.close();
+  dir.remove();
+});
+
+let seq = 0;
+/** The lines the raw upstream received that carry `marker`. */
+const received = (marker: string) => readFileSync(record, 'utf8').split('\n').filter((l) => l.includes(marker));
+
+/** A 2026 request as a conforming client sends it; `headers` override or remove (undefined) the standard ones. */
+function modern(server: string, method: string, params: Record<string, unknown>, headers: Record<string, string | string[] | undefined> = {}, id: unknown = ++seq) {
+  const name = method === 'resources/read' ? params.uri : ['tools/call', 'prompts/get'].includes(method) ? params.name : undefined;
+  const all: Record<string, string | string[] | undefined> = { ...MCP_HEADERS, 'mcp-protocol-version': V, 'mcp-method': method, ...(typeof name === 'string' && { 'mcp-name': encodeHeaderValue(name) }), ...headers };
+  const sent = Object.fromEntries(Object.entries(all).filter(([, v]) => v !== undefined)) as Record<string, string | string[]>;
+  return raw(gw.base, `/mcp/${server}`, { headers: sent, body: JSON.stringify({ jsonrpc: '2.0', id, method, params: { ...params, _meta: { ...META, ...(params._meta as object) } } }) });
+}
+
+describe('a 2026-07-28 client', () => {
+  test('the SDK v2 client negotiates 2026-07-28 and works without a session: list, call, read, prompt; denials hold', async () => {
+    const client = new ClientV2({ name: 'v2-e2e', version: '1.0.0' }, { versionNegotiation: { mode: 'auto' } });
+    await client.connect(new HttpV2(new URL(gw.url('everything'))));
+    try {
+      assert.equal(client.getNegotiatedProtocolVersion(), V);
+      const tools = await client.listTools();
+      assert.deepEqual(tools.tools.map((t) => t.name).sort(), ['echo', 'get-sum'], 'the list is filtered by policy');
+      const echoed = await client.callTool({ name: 'echo', arguments: { message: 'hello 2026' } });
+      assert.match(JSON.stringify(echoed.content), /hello 2026/);
+      const doc = await client.readResource({ uri: 'demo://resource/static/document/architecture.md' });
+      assert.ok(doc.contents.length > 0);
+      const prompt = await client.getPrompt({ name: 'simple-prompt' });
+      assert.ok(prompt.messages.length > 0);
+      const denied = await client.callTool({ name: 'get-env', arguments: {} });
+      assert.equal(denied.isError, true);
+      assert.match(JSON.stringify(denied.content), /Denied by policy/);
+    } finally {
+      await client.close();
+    }
+    const decided = gw.audit.filter((r) => r.type === 'decision' && r.data.server === 'everything').map((r) => `${r.data.effect}:${r.data.tool ?? r.data.resource ?? r.data.prompt ?? r.data.method}`);
+    assert.ok(decided.includes('allow:echo') && decided.includes('deny:get-env'), decided.join(' '));
+  });
+
+  test('server/discover names what the endpoint serves, and the upstream behind it', async () => {
+    const res = await modern('everything', 'server/discover', {});
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(res.json.result.supportedVersions, [V]);
+    assert.equal(res.json.result.resultType, 'complete');
+    assert.ok(res.json.result.capabilities.tools);
+    assert.equal(res.json.result._meta['io.modelcontextprotocol/serverInfo'].name, 'mcp-servers/everything');
+    assert.equal(res.json.result.cacheScope, 'private');
+  });
+
+  test('results carry the 2026 shape: resultType, cache hints private to the caller, the server named', async () => {
+    const list = await modern('everything', 'tools/list', {});
+    assert.equal(list.status, 200, list.text);
+    assert.equal(list.json.result.resultType, 'complete');
+    assert.equal(list.json.result.cacheScope, 'private', 'a list filtered per identity is never for a shared cache');
+    assert.equal(typeof list.json.result.ttlMs, 'number');
+    assert.ok(list.json.result._meta['io.modelcontextprotocol/serverInfo']);
+    const call = await modern('everything', 'tools/call', { name: 'echo', arguments: { message: 'x' } });
+    assert.equal(call.json.result.resultType, 'complete');
+    assert.equal(call.json.result.cacheScope, undefined, 'a call result is not cacheable');
+  });
+
+  test('two clients with the same request id at once each get their own answer', async () => {
+    const [a, b] = await Promise.all([
+      modern('raw', 'tools/call', { name: 'slow', arguments: { ms: 150, tag: 'A' } }, {}, 7),
+      modern('raw', 'tools/call', { name: 'slow', arguments: { ms: 10, tag: 'B' } }, {}, 7),
+    ]);
+    assert.equal(a.json.id, 7);
+    assert.equal(b.json.id, 7);
+    assert.match(JSON.stringify(a.json.result), /slow done: A/);
+    assert.match(JSON.stringify(b.json.result), /slow done: B/);
+  });
+
+  test('an unsupported version gets 400 and -32022 with the supported list; nothing reaches the upstream', async () => {
+    const marker = `unsupported-${Date.now()}`;
+    const res = await raw(gw.base, '/mcp/raw', {
+      headers: { ...MCP_HEADERS, 'mcp-protocol-version': '2099-01-01', 'mcp-method': 'tools/call', 'mcp-name': 'echo' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { marker }, _meta: { ...META, 'io.modelcontextprotocol/protocolVersion': '2099-01-01' } } }),
+    });
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.json.error.code, -32022);
+    assert.ok(res.json.error.data.supported.includes(V) && res.json.error.data.supported.includes('2025-11-25'));
+    assert.equal(res.json.error.data.requested, '2099-01-01');
+    assert.deepEqual(received(marker), []);
+  });
+
+  test('methods 2026-07-28 removed get 404 and -32601', async () => {
+    for (const method of ['ping', 'logging/setLevel', 'resources/subscribe']) {
+      const res = await modern('raw', method, method === 'logging/setLevel' ? { level: 'info' } : method === 'resources/subscribe' ? { uri: 'file:///x' } : {});
+      assert.equal(res.status, 404, `${method}: ${res.text}`);
+      assert.equal(res.json.error.code, -32601);
+    }
+  });
+});
+
+describe('headers never disagree with the body', () => {
+  // Every standard header against every method that needs it: missing, mismatched, duplicated,
+  // wrongly encoded. Each case carries a marker in its arguments; none may reach the upstream.
+  const NAMED = [
+    { method: 'tools/call', params: (marker: string) => ({ name: 'echo', arguments: { marker } }), header: 'mcp-name' },
+    { method: 'prompts/get', params: (marker: string) => ({ name: 'simple-prompt', arguments: { marker } }), header: 'mcp-name' },
+    { method: 'resources/read', params: (marker: string) => ({ uri: `demo://resource/static/document/${marker}.md` }), header: 'mcp-name' },
+  ];
+  const BAD: Array<[string, (method: string, name: string) => Record<string, string | string[] | undefined>]> = [
+    ['MCP-Protocol-Version missing', () => ({ 'mcp-protocol-version': undefined })],
+    ['MCP-Protocol-Version mismatched', () => ({ 'mcp-protocol-version': '2025-11-25' })],
+    ['MCP-Protocol-Version twice', () => ({ 'mcp-protocol-version': [V, V] })],
+    ['Mcp-Method missing', () => ({ 'mcp-method': undefined })],
+    ['Mcp-Method mismatched', () => ({ 'mcp-method': 'tools/list' })],
+    ['Mcp-Method in another case', (m) => ({ 'mcp-method': m.toUpperCase() })],
+    ['Mcp-Method twice', (m) => ({ 'mcp-method': [m, m] })],
+    ['Mcp-Name missing', () => ({ 'mcp-name': undefined })],
+    ['Mcp-Name mismatched', () => ({ 'mcp-name': 'something-else' })],
+    ['Mcp-Name twice', (_m, n) => ({ 'mcp-name': [n, n] })],
+    ['Mcp-Name base64 of another value', () => ({ 'mcp-name': `=?base64?${Buffer.from('other').toString('base64')}?=` })],
+    ['Mcp-Name invalid base64', () => ({ 'mcp-name': '=?base64?@@@?=' })],
+    ['Mcp-Name non-canonical base64', (_m, n) => ({ 'mcp-name': `=?base64?${Buffer.from(n).toString('base64').replace(/=+$/, '')}?=` })],
+    ['Mcp-Name with a different case', (_m, n) => ({ 'mcp-name': n.toUpperCase() })],
+  ];
+  for (const { method, params } of NAMED) {
+    for (const [what, headers] of BAD) {
+      test(`${method}: ${what} → 400 -32020, not forwarded`, async () => {
+        const marker = `hdr${++seq}x${Date.now()}`;
+        const p = params(marker);
+        const name = (p as { name?: string; uri?: string }).name ?? (p as { uri: string }).uri;
+        if (what.includes('different case') && name.toUpperCase() === name) return;
+        if (what.includes('non-canonical') && !Buffer.from(name).toString('base64').endsWith('=')) return;
+        const res = await modern('raw', method, p, headers(method, name));
+        assert.equal(res.status, 400, res.text);
+        assert.equal(res.json.error.code, -32020, res.text);
+        assert.deepEqual(received(marker), []);
+      });
+    }
+  }
+
+  test('Mcp-Name encoded as the spec says (base64 sentinel) is accepted', async () => {
+    const marker = `ok${Date.now()}`;
+    const res = await modern('raw', 'tools/call', { name: 'echo', arguments: { marker } }, { 'mcp-name': `=?base64?${Buffer.from('echo').toString('base64')}?=` });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(received(marker).length, 1);
+  });
+
+  test('Mcp-Param headers of an annotated tool must match its arguments; unknown ones are ignored', async () => {
+    const ok = (args: Record<string, unknown>, headers: Record<string, string | string[]>) => modern('raw', 'tools/call', { name: 'route', arguments: args }, headers);
+    const m = () => `p${++seq}x${Date.now()}`;
+    let marker = m();
+    let res = await ok({ region: 'us-west1', count: 42, dry: true, target: { zone: 'b' }, note: marker }, { 'mcp-param-region': 'us-west1', 'mcp-param-count': '42.0', 'mcp-param-dry-run': 'true', 'mcp-param-zone': 'b', 'mcp-param-unknown': 'whatever' });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(received(marker).length, 1);
+    const cases: Array<[string, Record<string, unknown>, Record<string, string | string[]>]> = [
+      ['missing while the argument is set', { region: 'eu' }, {}],
+      ['mismatched', { region: 'eu' }, { 'mcp-param-region': 'us' }],
+      ['present while the argument is not', {}, { 'mcp-param-region': 'eu' }],
+      ['twice', { region: 'eu' }, { 'mcp-param-region': ['eu', 'eu'] }],
+      ['integer mismatched', { count: 42 }, { 'mcp-param-count': '43' }],
+      ['integer not a number', { count: 42 }, { 'mcp-param-count': '42abc' }],
+      ['boolean spelled otherwise', { dry: true }, { 'mcp-param-dry-run': 'TRUE' }],
+      ['nested value mismatched', { target: { zone: 'a' } }, { 'mcp-param-zone': 'b' }],
+      ['non-ASCII sent unencoded', { region: 'zürich' }, { 'mcp-param-region': Buffer.from('zürich').toString('latin1') }],
+    ];
+    for (const [what, args, headers] of cases) {
+      marker = m();
+      res = await ok({ ...args, note: marker }, headers);
+      assert.equal(res.status, 400, `${what}: ${res.text}`);
+      assert.equal(res.json.error.code, -32020, what);
+      assert.deepEqual(received(marker), [], what);
+    }
+    marker = m();
+    res = await ok({ region: 'zürich', note: marker }, { 'mcp-param-region': encodeHeaderValue('zürich') });
+    assert.equal(res.status, 200, res.text);
+  });
+
+  test('generated names: a request passes only when Mcp-Name says exactly what the body says', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 }), fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 }), async (body, header) => {
+        const marker = `g${++seq}x${Date.now()}`;
+        const res = await modern('raw', 'tools/call', { name: body, arguments: { marker } }, { 'mcp-name': encodeHeaderValue(header) });
+        if (body === header) {
+          assert.notEqual(res.status, 400, res.text);
+        } else {
+          assert.equal(res.status, 400, `${JSON.stringify(body)} vs ${JSON.stringify(header)}: ${res.text}`);
+          assert.deepEqual(received(marker), []);
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
+describe('both eras at once', () => {
+  test('a 2025 session and 2026 requests on the same endpoint, side by side', async () => {
+    const old = await connectHttp(gw.url('everything'));
+    try {
+      const [a, b] = await Promise.all([old.callTool({ name: 'echo', arguments: { message: 'old' } }), modern('everything', 'tools/call', { name: 'echo', arguments: { message: 'new' } })]);
+      assert.match(JSON.stringify(a.content), /old/);
+      assert.match(b.text, /new/);
+      assert.equal(b.headers['mcp-session-id'], undefined, 'no session for a 2026 request');
+    } finally {
+      await old.close();
+    }
+  });
+});
