@@ -5,14 +5,19 @@
 // pipeline with its own verified identity; only its JSON-RPC id is replaced on the way up (two
 // clients' id 1 must not meet on one upstream session) and restored on the way back. What a
 // 2025-era upstream answers is given the 2026 shape: resultType, cache hints, serverInfo, the
-// 2026 resource-not-found code.
+// 2026 resource-not-found code. A 2025 upstream's own request during a call (elicitation,
+// sampling, roots), once policy allowed it, becomes an input-required result (SEP-2322); the
+// client's retry carries the answers back and continues the call, which waits meanwhile. Its
+// requestState is sealed by this gateway (HMAC): bound to the caller's credential, the method
+// and the call's parameters, and short-lived.
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { digestArgs } from '../audit/chain.js';
 import { identityKey, type Identity } from '../auth/identity.js';
 import { packageVersion } from '../version.js';
 import { paramHeadersOf, type ParamHeaders } from '../fronts/request-headers.js';
-import { errorResponse, UPSTREAM_ERROR } from './classify.js';
+import { errorResponse, INVALID_PARAMS, UPSTREAM_ERROR } from './classify.js';
 import type { Session, ClientChannel } from './session.js';
 
 export const MODERN_PROTOCOL_VERSION = '2026-07-28';
@@ -24,7 +29,11 @@ const CACHEABLE = new Set(['tools/list', 'prompts/list', 'resources/list', 'reso
 
 /** 2025's "resource not found"; 2026-07-28 answers it with Invalid Params. */
 const LEGACY_RESOURCE_NOT_FOUND = -32002;
-const INVALID_PARAMS = -32602;
+
+/** The client capability each server-to-client request needs (a 2026 client declares them per request). */
+const NEEDS: Record<string, string> = { 'elicitation/create': 'elicitation', 'sampling/createMessage': 'sampling', 'roots/list': 'roots' };
+/** How long a sealed requestState is good for; the suspended call itself ends earlier if the upstream times out. */
+const STATE_TTL_MS = 10 * 60_000;
 
 /** Where one stateless request's messages go: its HTTP response. */
 export interface ReplySink {
@@ -40,7 +49,19 @@ interface Waiting {
   progressToken?: unknown;
   /** Whether the request asked for log messages (`_meta` io.modelcontextprotocol/logLevel). */
   wantsLog: boolean;
+  /** The client capabilities this request declared (`_meta` io.modelcontextprotocol/clientCapabilities). */
+  capabilities: Record<string, unknown>;
+  /** What a retry must repeat: the credential, and the digest of the call's own parameters. */
+  principal: string;
+  digest: string;
   sink: ReplySink;
+}
+
+/** A call waiting for its client's answers: the upstream's requests it was given, by inputRequests key. */
+interface Suspended {
+  gatewayId: RequestId;
+  waiting: Waiting;
+  asked: Map<string, RequestId>;
 }
 
 /** What a pooled upstream session learned when it opened: what server/discover answers. */
@@ -57,43 +78,67 @@ export interface UpstreamProfile {
  */
 class PoolChannel implements ClientChannel {
   readonly waiting = new Map<RequestId, Waiting>();
+  /** Calls suspended on an input-required result, by the state id their requestState names. */
+  readonly suspended = new Map<string, Suspended>();
   onUnrelated?: (message: JSONRPCMessage) => void;
 
+  constructor(private readonly seal: (stateId: string, w: Waiting) => string) {}
+
   async send(message: JSONRPCMessage, relatedRequestId?: RequestId): Promise<void> {
-    const m = message as { id?: RequestId; method?: string; params?: { progressToken?: unknown } };
+    const m = message as { id?: RequestId; method?: string; params?: Record<string, unknown> & { progressToken?: unknown } };
     if (m.method === undefined && m.id !== undefined) {
       const w = this.waiting.get(m.id);
+      // The upstream ended a suspended call (timed out, failed): its requestState leads nowhere now.
+      for (const [stateId, s] of this.suspended) if (s.gatewayId === m.id) this.suspended.delete(stateId);
       if (!w) return;
       this.waiting.delete(m.id);
       w.sink.reply(toModernReply(message, w));
       return;
     }
-    const w = this.relatedTo(m.params?.progressToken, relatedRequestId);
-    if (m.id !== undefined) {
-      // A 2025 upstream's own request (sampling, elicitation, roots): the pooled session declared
-      // none of these capabilities, and a 2026 client is not reachable by a request. Refusing it
-      // here makes the pipeline answer the upstream with an error (see stages.ts deliver).
-      throw new Error(`${m.method} cannot be asked of a 2026-07-28 client through a 2025-era upstream`);
-    }
-    if (!w) return this.onUnrelated?.(message);
+    const related = this.relatedTo(m.params?.progressToken, relatedRequestId);
+    if (m.id !== undefined) return this.inputRequired(m as { id: RequestId; method: string; params?: Record<string, unknown> }, related);
+    if (!related) return this.onUnrelated?.(message);
+    const w = related[1];
     if (m.method === 'notifications/message' && !w.wantsLog) return;
     w.sink.notify(message);
   }
 
+  /**
+   * A 2025 upstream asks the client something during a call (policy has allowed it): the call is
+   * suspended and its client gets an input-required result naming the request. Throwing refuses
+   * it: the pipeline then answers the upstream with the error (stages.ts deliver, answerUpstream).
+   */
+  private inputRequired(m: { id: RequestId; method: string; params?: Record<string, unknown> }, related: [RequestId, Waiting] | undefined): void {
+    if (!related) throw new Error(`${m.method} belongs to no single call of a 2026-07-28 client here: refused`);
+    const [gatewayId, w] = related;
+    const capability = NEEDS[m.method];
+    if (!capability || !(capability in w.capabilities)) throw new Error(`the 2026-07-28 client of this call did not declare the ${capability ?? m.method} capability`);
+    this.waiting.delete(gatewayId);
+    const stateId = randomUUID();
+    const key = `${capability}-${randomUUID().slice(0, 8)}`;
+    this.suspended.set(stateId, { gatewayId, waiting: w, asked: new Map([[key, m.id]]) });
+    w.sink.reply({
+      jsonrpc: '2.0',
+      id: w.clientId,
+      result: { resultType: 'input_required', inputRequests: { [key]: { method: m.method, ...(m.params !== undefined && { params: m.params }) } }, requestState: this.seal(stateId, w) },
+    } as JSONRPCMessage);
+  }
+
   /** By progress token; otherwise only when exactly one request waits (never a guess among several). */
-  private relatedTo(token: unknown, related: RequestId | undefined): Waiting | undefined {
+  private relatedTo(token: unknown, related: RequestId | undefined): [RequestId, Waiting] | undefined {
     if (token !== undefined) {
-      for (const w of this.waiting.values()) if (w.progressToken === token) return w;
+      for (const entry of this.waiting) if (entry[1].progressToken === token) return entry;
       return undefined;
     }
     if (this.waiting.size !== 1) return undefined;
-    const only = this.waiting.values().next().value!;
+    const only = this.waiting.entries().next().value!;
     return related === undefined || this.waiting.has(related) ? only : undefined;
   }
 
   async close(): Promise<void> {
     for (const [id, w] of this.waiting) w.sink.reply(toModernReply(errorResponse(id, UPSTREAM_ERROR, 'the upstream session ended'), w));
     this.waiting.clear();
+    this.suspended.clear();
   }
 }
 
@@ -133,6 +178,8 @@ const gatewayId = (): string => `pcl-${(nextId = (nextId + 1) % Number.MAX_SAFE_
 
 export class StatelessPool {
   private readonly pools = new Map<string, Promise<Pooled>>();
+  /** Seals requestState: per process, since a suspended call lives in this process only. */
+  private readonly stateKey = randomBytes(32);
 
   constructor(private readonly host: PoolHost) {}
 
@@ -150,13 +197,14 @@ export class StatelessPool {
   }
 
   private async open(server: string, identity: Identity): Promise<Pooled> {
-    const channel = new PoolChannel();
+    const channel = new PoolChannel((stateId, w) => this.seal(stateId, w));
     const session = await this.host.openSession(randomUUID(), server, identity, channel);
     const pooled: Pooled = { session, channel, profile: { capabilities: {} }, tools: new Map() };
     const init = await this.call(pooled, identity, 'initialize', {
       protocolVersion: LATEST_PROTOCOL_VERSION,
-      // None of sampling, elicitation, roots: a 2026 client cannot be asked by request.
-      capabilities: {},
+      // The gateway can carry these to a 2026 client as input-required results; a request whose
+      // client did not declare the capability is refused to the upstream.
+      capabilities: { elicitation: { form: {}, url: {} }, sampling: {}, roots: {} },
       clientInfo: { name: 'portcullis', version: packageVersion() },
     });
     if ('error' in init) {
@@ -192,7 +240,7 @@ export class StatelessPool {
   private call(pooled: Pooled, identity: Identity, method: string, params: Record<string, unknown>): Promise<{ result: unknown } | { error: { code: number; message: string } }> {
     return new Promise((resolve) => {
       const id = gatewayId();
-      pooled.channel.waiting.set(id, { clientId: id, method: '', wantsLog: false, sink: { notify: () => {}, reply: (m) => resolve(m as never) } });
+      pooled.channel.waiting.set(id, { clientId: id, method: '', wantsLog: false, capabilities: {}, principal: '', digest: '', sink: { notify: () => {}, reply: (m) => resolve(m as never) } });
       void pooled.session.fromClient({ jsonrpc: '2.0', id, method, params }, identity);
     });
   }
@@ -232,19 +280,29 @@ export class StatelessPool {
    */
   async request(server: string, identity: Identity, message: Record<string, unknown>, sink: ReplySink): Promise<() => void> {
     const pooled = await this.get(server, identity);
-    const id = gatewayId();
-    const params = message.params as { _meta?: Record<string, unknown> } | undefined;
-    const meta = params?._meta;
+    const params = (message.params ?? {}) as Record<string, unknown> & { _meta?: Record<string, unknown> };
+    const meta = params._meta;
     const profile = pooled.profile;
-    pooled.channel.waiting.set(id, {
+    const capabilities = meta?.['io.modelcontextprotocol/clientCapabilities'];
+    const waiting: Waiting = {
       clientId: message.id as RequestId,
       method: message.method as string,
       progressToken: meta?.progressToken,
       wantsLog: meta !== undefined && 'io.modelcontextprotocol/logLevel' in meta,
+      capabilities: typeof capabilities === 'object' && capabilities !== null ? (capabilities as Record<string, unknown>) : {},
+      principal: identityKey(identity),
+      digest: callDigest(params),
       // servers SHOULD identify themselves in each result's _meta (SEP-2575)
       sink: { notify: (m) => sink.notify(m), reply: (m) => sink.reply(withServerInfo(m, profile)) },
-    });
-    void pooled.session.fromClient({ ...message, id }, identity);
+    };
+    const state = params.requestState;
+    // Ours continues a suspended call; any other requestState is the upstream's, passed untouched.
+    const id = typeof state === 'string' && state.startsWith(STATE_PREFIX) ? this.resume(pooled, identity, waiting, state, params.inputResponses) : gatewayId();
+    if (id === undefined) return () => {};
+    if (!pooled.channel.waiting.has(id)) {
+      pooled.channel.waiting.set(id, waiting);
+      void pooled.session.fromClient({ ...message, id }, identity);
+    }
     return () => {
       if (!pooled.channel.waiting.delete(id)) return;
       pooled.session.disconnected(id);
@@ -252,11 +310,53 @@ export class StatelessPool {
     };
   }
 
+  private seal(stateId: string, w: Waiting): string {
+    const payload = Buffer.from(JSON.stringify({ s: stateId, p: w.principal, m: w.method, d: w.digest, e: Date.now() + STATE_TTL_MS })).toString('base64url');
+    return `${STATE_PREFIX}${payload}.${createHmac('sha256', this.stateKey).update(payload).digest('base64url')}`;
+  }
+
+  /**
+   * A retry that carries a requestState this gateway sealed: checked (seal, expiry, credential,
+   * method, the call's parameters), then the client's answers go to the upstream's waiting
+   * requests and the retry takes the suspended call's place. Returns the call's gateway id, or
+   * undefined after answering the retry with why it cannot continue.
+   */
+  private resume(pooled: Pooled, identity: Identity, w: Waiting, state: string, responses: unknown): RequestId | undefined {
+    const refuse = (why: string) => void w.sink.reply({ jsonrpc: '2.0', id: w.clientId, error: { code: INVALID_PARAMS, message: `requestState: ${why}` } } as JSONRPCMessage);
+    const [payload, mac] = state.slice(STATE_PREFIX.length).split('.');
+    const expected = createHmac('sha256', this.stateKey).update(payload ?? '').digest();
+    const given = Buffer.from(mac ?? '', 'base64url');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return refuse('not sealed by this gateway (or by another replica, or before a restart): call again without it');
+    const s = JSON.parse(Buffer.from(payload, 'base64url').toString()) as { s: string; p: string; m: string; d: string; e: number };
+    if (s.e < Date.now()) return refuse('expired: call again without it');
+    if (s.p !== w.principal) return refuse('it was issued to another credential');
+    if (s.m !== w.method || s.d !== w.digest) return refuse('the retry must repeat the original request (method and parameters)');
+    const suspended = pooled.channel.suspended.get(s.s);
+    if (!suspended) return refuse('the call it continues has ended (answered, timed out or cancelled): call again without it');
+    pooled.channel.suspended.delete(s.s);
+    pooled.channel.waiting.set(suspended.gatewayId, w);
+    const answers = typeof responses === 'object' && responses !== null ? (responses as Record<string, unknown>) : {};
+    for (const [key, serverRequestId] of suspended.asked) {
+      const answer = answers[key];
+      const reply = answer !== undefined && typeof answer === 'object' ? { jsonrpc: '2.0', id: serverRequestId, result: answer } : { jsonrpc: '2.0', id: serverRequestId, error: { code: INVALID_PARAMS, message: `the client did not answer ${key}` } };
+      void pooled.session.fromClient(reply, identity);
+    }
+    return suspended.gatewayId;
+  }
+
   /** Ends every pooled session (the gateway is shutting down). */
   async close(): Promise<void> {
     const all = await Promise.allSettled(this.pools.values());
     for (const p of all) if (p.status === 'fulfilled') p.value.session.end('the gateway is shutting down');
   }
+}
+
+const STATE_PREFIX = 'pcl1.';
+
+/** What a retry must repeat of the original request: its parameters, without the envelope and the round trip's own fields. */
+function callDigest(params: Record<string, unknown>): string {
+  const { _meta: _envelope, inputResponses: _answers, requestState: _state, ...call } = params;
+  return digestArgs(call);
 }
 
 function withServerInfo(message: JSONRPCMessage, profile: UpstreamProfile): JSONRPCMessage {

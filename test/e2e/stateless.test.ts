@@ -11,7 +11,9 @@ import { after, before, describe, test } from 'node:test';
 import { encodeHeaderValue } from '../../src/fronts/request-headers.js';
 import { policyPoint } from '../../src/gateway/decide.js';
 import { compileBundle } from '../../src/policy/compile.js';
-import { connectHttp, MCP_HEADERS, raw, startTestGateway, tempDir, upstreams, type TestGateway } from './harness.js';
+import { connectHttp, MCP_HEADERS, raw, ROOT, startTestGateway, tempDir, upstreams, type TestGateway } from './harness.js';
+
+const ASKING = join(ROOT, 'test/fixtures/server-requests-upstream.mjs');
 
 const V = '2026-07-28';
 const META = { 'io.modelcontextprotocol/protocolVersion': V, 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'raw-2026', version: '1' } };
@@ -25,14 +27,21 @@ rules:
   - { name: tools, effect: allow, tools: ["echo", "route", "slow", "get-sum"] }
   - { name: docs, effect: allow, resources: ["demo://resource/static/document/**"] }
   - { name: prompts, effect: allow, prompts: ["simple-prompt"] }
+  - { name: asking, effect: allow, tools: ["ask"] }
+  - { name: asks, effect: allow, serverRequests: ["elicitation/create", "roots/list"] }
 `;
 
 const dir = tempDir('pcl-stateless-');
 const record = join(dir.path, 'upstream.jsonl');
+const askRecord = join(dir.path, 'asking.jsonl');
 let gw: TestGateway;
 before(async () => {
   writeFileSync(record, '');
-  gw = await startTestGateway({ raw: upstreams.raw({ RECORD_FILE: record }), everything: upstreams.everything() }, { policy: policyPoint({ current: () => compileBundle({ 'p.yaml': POLICY }) }) });
+  writeFileSync(askRecord, '');
+  gw = await startTestGateway(
+    { raw: upstreams.raw({ RECORD_FILE: record }), everything: upstreams.everything(), asking: { transport: 'stdio', command: process.execPath, args: [ASKING], env: { RECORD_FILE: askRecord } } },
+    { policy: policyPoint({ current: () => compileBundle({ 'p.yaml': POLICY }) }) },
+  );
 });
 after(async () => {
   await gw?.close();
@@ -235,5 +244,57 @@ describe('both eras at once', () => {
     } finally {
       await old.close();
     }
+  });
+});
+
+describe('a 2025 upstream asks a 2026 client: input-required results', () => {
+  test('the SDK v2 client answers an elicitation through an input-required round trip; the call continues', async () => {
+    const client = new ClientV2({ name: 'v2-asked', version: '1.0.0' }, { versionNegotiation: { mode: 'auto' }, capabilities: { elicitation: { form: {} } } });
+    client.setRequestHandler('elicitation/create', async () => ({ action: 'accept', content: { name: 'Ada' } }));
+    await client.connect(new HttpV2(new URL(gw.url('asking'))));
+    try {
+      assert.equal(client.getNegotiatedProtocolVersion(), V);
+      const res = await client.callTool({ name: 'ask', arguments: { kind: 'elicitation' } });
+      assert.deepEqual(JSON.parse((res.content as Array<{ text: string }>)[0].text), { result: { action: 'accept', content: { name: 'Ada' } } });
+    } finally {
+      await client.close();
+    }
+    const asked = gw.audit.filter((r) => r.type === 'decision' && r.data.server === 'asking' && r.data.method === 'elicitation/create');
+    assert.equal(asked.length, 1, 'the server request was decided and audited');
+    assert.equal(asked[0].data.effect, 'allow');
+  });
+
+  const call = (args: Record<string, unknown>, extra: Record<string, unknown> = {}, capabilities: Record<string, unknown> = { elicitation: {}, roots: {} }) =>
+    modern('asking', 'tools/call', { name: 'ask', arguments: args, ...extra, _meta: { 'io.modelcontextprotocol/clientCapabilities': capabilities } });
+
+  test('a requestState is bound to its call: tampered, or reused for other arguments, it is refused and nothing is answered upstream', async () => {
+    const first = await call({ kind: 'roots' });
+    assert.equal(first.json.result.resultType, 'input_required', first.text);
+    const [key] = Object.keys(first.json.result.inputRequests);
+    assert.equal(first.json.result.inputRequests[key].method, 'roots/list');
+    const state: string = first.json.result.requestState;
+    const answers = { [key]: { roots: [{ uri: 'file:///ok' }] } };
+    const tampered = state.slice(0, -3) + (state.endsWith('AAA') ? 'BBB' : 'AAA');
+    for (const [what, res] of [
+      ['tampered', await call({ kind: 'roots' }, { requestState: tampered, inputResponses: answers })],
+      ['other arguments', await call({ kind: 'roots', maxTokens: 5 }, { requestState: state, inputResponses: answers })],
+    ] as const) {
+      assert.equal(res.json.error?.code, -32602, `${what}: ${res.text}`);
+      assert.match(res.json.error.message, /requestState/);
+    }
+    assert.doesNotMatch(readFileSync(askRecord, 'utf8'), /file:\/\/\/ok/, 'no answer reached the upstream');
+    const done = await call({ kind: 'roots' }, { requestState: state, inputResponses: answers });
+    assert.equal(done.json.result.resultType, 'complete', done.text);
+    assert.deepEqual(JSON.parse(done.json.result.content[0].text), { result: { roots: [{ uri: 'file:///ok' }] } });
+    const again = await call({ kind: 'roots' }, { requestState: state, inputResponses: answers });
+    assert.equal(again.json.error?.code, -32602, 'a requestState continues its call once');
+  });
+
+  test('a request the client did not declare, or policy denies, is refused to the upstream; the client gets the outcome of the call', async () => {
+    const undeclared = await call({ kind: 'elicitation' }, {}, { roots: {} });
+    assert.equal(undeclared.json.result.resultType, 'complete', undeclared.text);
+    assert.match(undeclared.json.result.content[0].text, /did not declare the elicitation capability/);
+    const denied = await call({ kind: 'sampling' }, {}, { sampling: {} });
+    assert.match(denied.json.result.content[0].text, /Forbidden by policy/);
   });
 });
