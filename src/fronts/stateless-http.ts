@@ -4,66 +4,32 @@
 // is opened for it, and it then runs the pipeline on the gateway's pooled upstream session
 // (gateway/stateless.ts). The answer is one JSON object, or an SSE stream when the upstream sends
 // progress first; the client closing that stream cancels the request.
-import { classifyInboundRequest } from '@modelcontextprotocol/server';
-import { SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Identity } from '../auth/identity.js';
 import { INVALID_REQUEST, METHOD_NOT_FOUND, UPSTREAM_ERROR } from '../gateway/classify.js';
 import type { Gateway } from '../gateway/gateway.js';
-import { MODERN_VERSIONS } from '../gateway/stateless.js';
+import { claimsModern, eraOf, notA2026Method, UNSUPPORTED_PROTOCOL_VERSION } from '../gateway/stateless.js';
 import { HttpRefusal } from './http-request.js';
 import { checkParamHeaders, checkStandardHeaders, HEADER_MISMATCH, HeaderMismatch, singleHeader } from './request-headers.js';
 
-const PROTOCOL_VERSION_KEY = 'io.modelcontextprotocol/protocolVersion';
-const UNSUPPORTED_PROTOCOL_VERSION = -32022;
-/** Every version the endpoint serves: 2026-07-28 per request, the 2025 era and older through initialize. */
-export const ALL_VERSIONS: readonly string[] = [...MODERN_VERSIONS, ...SUPPORTED_PROTOCOL_VERSIONS];
-
-/** 2025-era methods that 2026-07-28 removed, and what this gateway does not carry for 2026 clients yet. */
-const NOT_2026_METHODS: Record<string, string> = {
-  initialize: 'initialize is the 2025-era handshake: a 2026-07-28 request carries its version in _meta instead',
-  ping: 'ping was removed in 2026-07-28',
-  'logging/setLevel': 'logging/setLevel was removed in 2026-07-28: set io.modelcontextprotocol/logLevel in _meta',
-  'resources/subscribe': 'resources/subscribe was removed in 2026-07-28 (subscriptions/listen replaces it)',
-  'resources/unsubscribe': 'resources/unsubscribe was removed in 2026-07-28 (subscriptions/listen replaces it)',
-  'subscriptions/listen': 'subscriptions/listen is not carried by this gateway yet: use a 2025-era session for change notifications',
-};
-
-/** Whether a POST is a 2026-era request: cheap markers first, so 2025 session traffic pays nothing. */
+/** Whether a POST may be a 2026-era request (see claimsModern). */
 export function looksModern(req: IncomingMessage, body: unknown): boolean {
-  const meta = (body as { params?: { _meta?: unknown } } | null)?.params?._meta;
-  if (typeof meta === 'object' && meta !== null && PROTOCOL_VERSION_KEY in meta) return true;
   const header = req.headers['mcp-protocol-version'];
-  return typeof header === 'string' && header >= MODERN_VERSIONS[0];
+  return claimsModern(body, typeof header === 'string' ? header : undefined);
 }
 
-/**
- * The era of a POST the cheap markers call modern, by the SDK's rules: modern (with the version
- * its body names), legacy after all (an initialize), or a refusal (a modern header on a body
- * without the envelope, a malformed envelope, header and body naming different versions).
- */
+/** The 2026 version a POST names, or undefined when it is 2025 traffic after all; throws the HTTP refusal. */
 export function modernVersion(req: IncomingMessage, body: unknown, id: RequestId | null): string | undefined {
-  let route;
+  let era;
   try {
-    route = classifyInboundRequest({
-      httpMethod: 'POST',
-      protocolVersionHeader: singleHeader(req, 'mcp-protocol-version'),
-      mcpMethodHeader: singleHeader(req, 'mcp-method'),
-      mcpNameHeader: singleHeader(req, 'mcp-name'),
-      body,
-    });
+    era = eraOf(body, { protocolVersionHeader: singleHeader(req, 'mcp-protocol-version'), mcpMethodHeader: singleHeader(req, 'mcp-method'), mcpNameHeader: singleHeader(req, 'mcp-name') });
   } catch (e) {
     if (e instanceof HeaderMismatch) throw new HttpRefusal(400, HEADER_MISMATCH, `Header mismatch: ${e.message}`, {}, id);
     throw e;
   }
-  if (route.kind === 'reject') throw new HttpRefusal(route.httpStatus, route.code, route.message, {}, id, route.data);
-  if (route.kind === 'legacy') return undefined;
-  const requested = route.classification.revision;
-  if (requested === undefined || !MODERN_VERSIONS.includes(requested)) {
-    const why = requested !== undefined && requested < MODERN_VERSIONS[0] ? ` (${requested} is served through initialize, in a session)` : '';
-    throw new HttpRefusal(400, UNSUPPORTED_PROTOCOL_VERSION, `Unsupported protocol version${why}`, {}, id, { supported: [...ALL_VERSIONS], ...(requested !== undefined && { requested }) });
-  }
-  return requested;
+  if (era.kind === 'refused') throw new HttpRefusal(era.status, era.code, era.message, {}, id, era.data);
+  return era.kind === 'modern' ? era.version : undefined;
 }
 
 /** Serves one 2026-07-28 request or notification. */
@@ -85,7 +51,8 @@ export async function serveStateless(gw: Gateway, req: IncomingMessage, res: Ser
     return;
   }
   const method = body.method as string;
-  if (Object.hasOwn(NOT_2026_METHODS, method)) throw new HttpRefusal(404, METHOD_NOT_FOUND, `Method not found: ${NOT_2026_METHODS[method]}`, {}, id);
+  const removed = notA2026Method(method);
+  if (removed) throw new HttpRefusal(404, METHOD_NOT_FOUND, `Method not found: ${removed}`, {}, id);
   const pool = gw.stateless;
   try {
     if (method === 'server/discover') return sendJson(res, 200, { jsonrpc: '2.0', id, result: await pool.discover(server, identity) });

@@ -10,8 +10,9 @@
 // client's retry carries the answers back and continues the call, which waits meanwhile. Its
 // requestState is sealed by this gateway (HMAC): bound to the caller's credential, the method
 // and the call's parameters, and short-lived.
+import { classifyInboundRequest } from '@modelcontextprotocol/server';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
-import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
+import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { digestArgs } from '../audit/chain.js';
 import { identityKey, type Identity } from '../auth/identity.js';
@@ -23,6 +24,50 @@ import type { Session, ClientChannel } from './session.js';
 export const MODERN_PROTOCOL_VERSION = '2026-07-28';
 export const MODERN_VERSIONS: readonly string[] = [MODERN_PROTOCOL_VERSION];
 export const SERVER_INFO_META_KEY = 'io.modelcontextprotocol/serverInfo';
+const PROTOCOL_VERSION_KEY = 'io.modelcontextprotocol/protocolVersion';
+export const UNSUPPORTED_PROTOCOL_VERSION = -32022;
+/** Every version the gateway serves: 2026-07-28 per request, the 2025 era and older through initialize. */
+export const ALL_VERSIONS: readonly string[] = [...MODERN_VERSIONS, ...SUPPORTED_PROTOCOL_VERSIONS];
+
+/** 2025-era methods that 2026-07-28 removed, and what this gateway does not carry for 2026 clients yet. */
+const NOT_2026_METHODS: Record<string, string> = {
+  initialize: 'initialize is the 2025-era handshake: a 2026-07-28 request carries its version in _meta instead',
+  ping: 'ping was removed in 2026-07-28',
+  'logging/setLevel': 'logging/setLevel was removed in 2026-07-28: set io.modelcontextprotocol/logLevel in _meta',
+  'resources/subscribe': 'resources/subscribe was removed in 2026-07-28 (subscriptions/listen replaces it)',
+  'resources/unsubscribe': 'resources/unsubscribe was removed in 2026-07-28 (subscriptions/listen replaces it)',
+  'subscriptions/listen': 'subscriptions/listen is not carried by this gateway yet: use a 2025-era session for change notifications',
+};
+
+/** Why a 2026 client cannot call this method here, or undefined when it can. */
+export function notA2026Method(method: string): string | undefined {
+  return Object.hasOwn(NOT_2026_METHODS, method) ? NOT_2026_METHODS[method] : undefined;
+}
+
+/** Whether a message may be a 2026-era request: a cheap look at `_meta` first, so 2025 traffic pays nothing. */
+export function claimsModern(body: unknown, versionHeader?: string): boolean {
+  const meta = (body as { params?: { _meta?: unknown } } | null)?.params?._meta;
+  if (typeof meta === 'object' && meta !== null && PROTOCOL_VERSION_KEY in meta) return true;
+  return versionHeader !== undefined && versionHeader >= MODERN_VERSIONS[0];
+}
+
+export type Era = { kind: 'modern'; version: string } | { kind: 'legacy' } | { kind: 'refused'; status: number; code: number; message: string; data?: unknown };
+
+/**
+ * A message's era by the SDK's rules (classifyInboundRequest: the body decides; HTTP adds its
+ * headers): modern with the version it names, legacy after all (an initialize), or refused (a
+ * 2026 header on a body without the envelope, a malformed envelope, header and body naming
+ * different versions, a version this gateway does not serve).
+ */
+export function eraOf(body: unknown, headers: { protocolVersionHeader?: string; mcpMethodHeader?: string; mcpNameHeader?: string } = {}): Era {
+  const route = classifyInboundRequest({ httpMethod: 'POST', ...headers, body });
+  if (route.kind === 'reject') return { kind: 'refused', status: route.httpStatus, code: route.code, message: route.message, data: route.data };
+  if (route.kind === 'legacy') return { kind: 'legacy' };
+  const requested = route.classification.revision;
+  if (requested !== undefined && MODERN_VERSIONS.includes(requested)) return { kind: 'modern', version: requested };
+  const why = requested !== undefined && requested < MODERN_VERSIONS[0] ? ` (${requested} is served through initialize, in a session)` : '';
+  return { kind: 'refused', status: 400, code: UNSUPPORTED_PROTOCOL_VERSION, message: `Unsupported protocol version${why}`, data: { supported: [...ALL_VERSIONS], ...(requested !== undefined && { requested }) } };
+}
 
 /** Results 2026-07-28 makes cacheable (SEP-2549): they carry ttlMs and cacheScope. */
 const CACHEABLE = new Set(['tools/list', 'prompts/list', 'resources/list', 'resources/templates/list', 'resources/read', 'server/discover']);

@@ -11,7 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import { encodeHeaderValue } from '../../src/fronts/request-headers.js';
 import { policyPoint } from '../../src/gateway/decide.js';
 import { compileBundle } from '../../src/policy/compile.js';
-import { connectHttp, MCP_HEADERS, raw, ROOT, startTestGateway, tempDir, upstreams, type TestGateway } from './harness.js';
+import { StdioClientTransport as StdioV2 } from '@modelcontextprotocol/client/stdio';
+import { BIN, connectHttp, MCP_HEADERS, raw, rawWrap, ROOT, startTestGateway, tempDir, upstreams, writeConfig, type TestGateway } from './harness.js';
 
 const ASKING = join(ROOT, 'test/fixtures/server-requests-upstream.mjs');
 
@@ -296,5 +297,45 @@ describe('a 2025 upstream asks a 2026 client: input-required results', () => {
     assert.match(undeclared.json.result.content[0].text, /did not declare the elicitation capability/);
     const denied = await call({ kind: 'sampling' }, {}, { sampling: {} });
     assert.match(denied.json.result.content[0].text, /Forbidden by policy/);
+  });
+});
+
+describe('a 2026-07-28 client on wrap (stdio)', () => {
+  test('the SDK v2 client probes with server/discover, stays on 2026-07-28, and is governed like on HTTP', async () => {
+    const { file, dir: cfg } = writeConfig({ servers: { everything: upstreams.everything() }, logging: { level: 'warn' } }, { 'p.yaml': POLICY });
+    const client = new ClientV2({ name: 'v2-stdio', version: '1.0.0' }, { versionNegotiation: { mode: 'auto' } });
+    await client.connect(new StdioV2({ command: process.execPath, args: [BIN, 'wrap', '-c', file, '--server', 'everything', '--identity', 'alice'], stderr: 'ignore' }));
+    try {
+      assert.equal(client.getNegotiatedProtocolVersion(), V);
+      assert.deepEqual((await client.listTools()).tools.map((t) => t.name).sort(), ['echo', 'get-sum']);
+      const echoed = await client.callTool({ name: 'echo', arguments: { message: 'over stdio' } });
+      assert.match(JSON.stringify(echoed.content), /over stdio/);
+      const denied = await client.callTool({ name: 'get-env', arguments: {} });
+      assert.equal(denied.isError, true);
+    } finally {
+      await client.close();
+      cfg.remove();
+    }
+  });
+
+  test('lines after a 2026 first line: a legacy request, an unsupported version, a removed method are answered with why', async () => {
+    const w = await rawWrap({ raw: upstreams.raw() }, 'raw', { 'p.yaml': POLICY });
+    try {
+      const req = (id: number, method: string, params: Record<string, unknown> = {}, meta: Record<string, unknown> = META) => w.send(JSON.stringify({ jsonrpc: '2.0', id, method, params: { ...params, _meta: meta } }));
+      req(1, 'server/discover');
+      assert.deepEqual((await w.reply(1)).result.supportedVersions, [V]);
+      req(2, 'tools/call', { name: 'echo', arguments: { a: 1 } });
+      assert.equal((await w.reply(2)).result.resultType, 'complete');
+      w.send(JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/list' }));
+      assert.equal((await w.reply(3)).error.code, -32600);
+      req(4, 'tools/list', {}, { ...META, 'io.modelcontextprotocol/protocolVersion': '2099-01-01' });
+      const unsupported = await w.reply(4);
+      assert.equal(unsupported.error.code, -32022);
+      assert.ok(unsupported.error.data.supported.includes(V));
+      req(5, 'ping');
+      assert.equal((await w.reply(5)).error.code, -32601);
+    } finally {
+      await w.close();
+    }
   });
 });
