@@ -46,8 +46,15 @@ const limits = z.strictObject({
   maxSessionsPerIdentity: positiveInt.default(100),
 });
 
+/**
+ * Which MCP era the upstream speaks: `auto` asks it once (server/discover, SEP-2575) and keeps the
+ * answer; `2025` (initialize, sessions) or `2026` (2026-07-28, stateless) pin it.
+ */
+const era = z.enum(['auto', '2025', '2026']).default('auto');
+
 const stdioServer = z.strictObject({
   transport: z.literal('stdio'),
+  era,
   command: z.string().min(1),
   args: z.array(z.string()).default([]),
   env: z.record(z.string(), z.string()).default({}),
@@ -60,11 +67,14 @@ const upstreamUrl = z.url({ protocol: /^https?$/ }).refine((u) => {
   return url.username === '' && url.password === '';
 }, 'credentials in the URL ("user:pass@") are not accepted: put them in headers, e.g. headers: { Authorization: "Basic ${env:CRM_BASIC}" } or { Authorization: "Bearer ${env:CRM_TOKEN}" }');
 
-const httpServer = z.strictObject({
-  transport: z.enum(['http', 'sse']),
-  url: upstreamUrl,
-  headers: z.record(z.string(), z.string()).default({}),
-});
+const httpServer = z
+  .strictObject({
+    transport: z.enum(['http', 'sse']),
+    era,
+    url: upstreamUrl,
+    headers: z.record(z.string(), z.string()).default({}),
+  })
+  .refine((s) => s.transport !== 'sse' || s.era !== '2026', { message: 'the legacy HTTP+SSE transport is 2024-11-05: era 2026 needs transport: http', path: ['era'] });
 
 export const serverSchema = z.discriminatedUnion('transport', [stdioServer, httpServer]);
 

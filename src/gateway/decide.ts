@@ -35,6 +35,24 @@ export class Authorized {
   }
 }
 
+/**
+ * The same decided message carried in another era's envelope: a 2026-07-28 upstream needs the
+ * version and the client's capabilities in `_meta`, and a retry adds the client's
+ * `inputResponses` and the server's `requestState`; a pooled session replaces the JSON-RPC id.
+ * Nothing policy decided on may differ: the method and every parameter but those are checked
+ * equal, so a translation that changed what was decided throws instead of reaching the upstream.
+ */
+export function translated(a: Authorized, message: JSONRPCMessage): Authorized {
+  if (!Authorized.is(a)) throw new Error('refused a message that carries no decision');
+  const strip = (m: JSONRPCMessage) => {
+    const { id: _id, params, ...rest } = m as { id?: unknown; params?: Record<string, unknown> };
+    const { _meta: _envelope, inputResponses: _answers, requestState: _state, ...decided } = params ?? {};
+    return digestArgs({ ...rest, params: decided });
+  };
+  if (strip(a.message) !== strip(message)) throw new Error('an era translation changed what was decided; not sent');
+  return mint(message, a.decision);
+}
+
 /** One bundle version of the policy: a request is decided, and its list reply filtered, by one view. */
 export interface PolicyView {
   readonly version: string;
@@ -166,6 +184,42 @@ export function decideServerRequest(points: PolicyPoint, audit: AuditSink): Stag
     session.log.warn({ method: m.method, rule: decision.rule, decisionId }, 'server request refused by policy');
     const why = decision.effect === 'approve' ? 'approval required, and approvals are not enabled on this gateway' : decision.message;
     return errorResponse(m.id, FORBIDDEN_BY_POLICY, 'Forbidden by policy', { rule: decision.rule, decisionId, ...(why && { message: why }) });
+  };
+}
+
+/**
+ * A 2026-07-28 upstream asks the client things inside a result (input-required, SEP-2322): each
+ * request in `inputRequests` is decided and audited as if the server had sent it, by the same
+ * serverRequests rules. One that is not allowed turns the whole result into a refusal, so the
+ * client is never asked what policy forbids; the requestState stays untouched otherwise.
+ */
+export function decideInputRequests(points: PolicyPoint, audit: AuditSink): Stage {
+  return async (x, next) => {
+    const reply = await next();
+    const m = x.msg;
+    const result = reply && 'result' in reply ? (reply.result as Record<string, unknown>) : undefined;
+    if (m?.type !== 'request' || result?.resultType !== 'input_required') return reply;
+    const requests = result.inputRequests;
+    if (requests === undefined) return reply;
+    if (typeof requests !== 'object' || requests === null || Array.isArray(requests)) return errorResponse(m.id, INTERNAL_ERROR, 'the upstream sent an input-required result whose inputRequests is not an object');
+    const policy = x.policy ?? points.current();
+    for (const [key, r] of Object.entries(requests as Record<string, { method?: unknown; params?: unknown }>)) {
+      const method = typeof r?.method === 'string' ? r.method : '';
+      const input: DecisionInput = { identity: x.identity, server: x.session.server, method, from: 'server', args: (r?.params as Record<string, unknown> | undefined) ?? {}, time: new Date() };
+      const decision = method ? policy.decide(input) : { effect: 'deny' as const, rule: '(malformed input request)', bundleVersion: policy.version };
+      const decisionId = randomUUID();
+      try {
+        await audit.append('decision', x.identity.sub, decisionAuditData(input, decision, { decisionId, sessionId: x.session.id, requestId: m.id }));
+      } catch (e) {
+        x.session.log.error({ err: (e as Error).message, decisionId, method }, 'audit write failed; input-required result refused');
+        return auditOutage(m.id, decisionId, 'the server asked the client for input, and that could not be recorded');
+      }
+      if (decision.effect !== 'allow') {
+        x.session.log.warn({ method, key, rule: decision.rule, decisionId }, 'input request refused by policy');
+        return errorResponse(m.id, FORBIDDEN_BY_POLICY, `Forbidden by policy: the server asked the client for ${method || 'something malformed'}`, { rule: decision.rule, decisionId, inputRequest: key });
+      }
+    }
+    return reply;
   };
 }
 

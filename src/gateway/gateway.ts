@@ -14,6 +14,8 @@ import { createLogger } from '../observability/log.js';
 import { createMetrics, registerAuditMetrics, registerPolicyMetrics, type AuditHealth, type Metrics } from '../observability/metrics.js';
 import { connectUpstream, probeUpstream, type Upstream } from '../upstreams/upstream.js';
 import { killStdioUpstreams } from '../upstreams/stdio.js';
+import type { Verdict } from '../upstreams/era.js';
+import { LegacyOverModern } from '../upstreams/legacy-over-modern.js';
 import type { Recorder } from '../audit/recorder.js';
 import type { AuditSink, PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
@@ -67,6 +69,8 @@ export class Gateway implements SessionHost {
    * start: a missing folder, a bad argument): /readyz names them until one answers.
    */
   private readonly startProblems = new Map<string, string>();
+  /** Each server's era, as it answered server/discover once (servers with era: auto). */
+  private readonly verdicts = new Map<string, Verdict>();
 
   constructor(
     readonly config: Config,
@@ -110,7 +114,7 @@ export class Gateway implements SessionHost {
    * The limits are checked and the place taken before anything is started, so concurrent opens
    * cannot overshoot them.
    */
-  async openSession(id: string, server: string, identity: Identity, channel: ClientChannel): Promise<Session> {
+  async openSession(id: string, server: string, identity: Identity, channel: ClientChannel, opts: { stateless?: boolean } = {}): Promise<Session> {
     if (this.closing) throw Object.assign(new Error('the gateway is shutting down'), { status: 503 });
     const l = this.config.limits;
     if (this.sessions.size + this.opening >= l.maxSessions) {
@@ -127,13 +131,17 @@ export class Gateway implements SessionHost {
     let opened = false;
     try {
       const session = new Session(id, server, identity, channel, this);
-      let upstream;
+      let upstream: Upstream;
       try {
-        upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd());
+        upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd(), this.verdicts.get(server));
       } catch (e) {
         this.metrics.upstreamFailures.inc({ server }); // connectUpstream logged why
         throw e;
       }
+      if (upstream.verdict) this.verdicts.set(server, upstream.verdict);
+      // A 2025 session on a 2026 upstream: the gateway plays the 2026 client for it. 2026 requests
+      // (stateless) need no such help: they reach a 2026 upstream as they are.
+      if (upstream.verdict?.era === 'modern' && !opts.stateless) upstream = new LegacyOverModern(upstream, upstream.verdict.discover);
       session.attach(upstream);
       this.watchStart(server, upstream);
       if (this.closing) {

@@ -12,7 +12,7 @@ import { fitToSchema } from '../masking/output-schema.js';
 import type { MaskTarget } from '../masking/select.js';
 import type { Session } from './session.js';
 import { classify, errorResponse, INTERNAL_ERROR, ShapeError, type Action, type Classified } from './classify.js';
-import { answerForUpstream, decideServerRequest, decideStage, type AuditSink, type PolicyPoint, type PolicyView } from './decide.js';
+import { answerForUpstream, decideInputRequests, decideServerRequest, decideStage, type AuditSink, type PolicyPoint, type PolicyView } from './decide.js';
 import { compose, type Exchange, type Reply, type Stage } from './pipeline.js';
 import type { ApprovalDesk } from './approvals.js';
 
@@ -27,7 +27,7 @@ export interface PipelineDeps {
 
 export function buildPipelines(deps: PipelineDeps): { toUpstream: (x: Exchange) => Promise<Reply>; toClient: (x: Exchange) => Promise<Reply> } {
   return {
-    toUpstream: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(true), filterLists, filterCompletions, masking(deps.policy), decideStage(deps.policy, deps.audit, deps.approvals), forward]),
+    toUpstream: compose([failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(true), filterLists, filterCompletions, masking(deps.policy), decideStage(deps.policy, deps.audit, deps.approvals), decideInputRequests(deps.policy, deps.audit), forward]),
     toClient: compose([answerUpstream, failClosed, observed(deps.log, deps.metrics), ...recorded(deps.recorder, deps.policy), classifyStage(false), decideServerRequest(deps.policy, deps.audit), masking(deps.policy), deliver]),
   };
 }

@@ -18,6 +18,7 @@ import { digestArgs } from '../audit/chain.js';
 import { identityKey, type Identity } from '../auth/identity.js';
 import { packageVersion } from '../version.js';
 import { paramHeadersOf, type ParamHeaders } from '../fronts/request-headers.js';
+import { gatewayEnvelope } from '../upstreams/era.js';
 import { errorResponse, INVALID_PARAMS, UPSTREAM_ERROR } from './classify.js';
 import type { Session, ClientChannel } from './session.js';
 
@@ -206,7 +207,7 @@ function toModernReply(message: JSONRPCMessage, w: Waiting): JSONRPCMessage {
 }
 
 export interface PoolHost {
-  openSession(id: string, server: string, identity: Identity, channel: ClientChannel): Promise<Session>;
+  openSession(id: string, server: string, identity: Identity, channel: ClientChannel, opts: { stateless: true }): Promise<Session>;
 }
 
 interface Pooled {
@@ -215,6 +216,8 @@ interface Pooled {
   profile: UpstreamProfile;
   /** Each tool's x-mcp-header annotations, from the upstream's tools/list (refreshed on list_changed). */
   tools: Map<string, ParamHeaders | undefined>;
+  /** Whether the upstream speaks 2026-07-28 itself (requests then carry the 2026 envelope up). */
+  modern: boolean;
 }
 
 let nextId = 0;
@@ -243,8 +246,19 @@ export class StatelessPool {
 
   private async open(server: string, identity: Identity): Promise<Pooled> {
     const channel = new PoolChannel((stateId, w) => this.seal(stateId, w));
-    const session = await this.host.openSession(randomUUID(), server, identity, channel);
-    const pooled: Pooled = { session, channel, profile: { capabilities: {} }, tools: new Map() };
+    const session = await this.host.openSession(randomUUID(), server, identity, channel, { stateless: true });
+    const verdict = session.upstream?.verdict;
+    const modern = verdict?.era === 'modern';
+    const pooled: Pooled = { session, channel, profile: { capabilities: {} }, tools: new Map(), modern };
+    if (verdict?.era === 'modern') {
+      // A 2026 upstream: nothing to open; requests reach it as they are. What it said of itself
+      // when asked is what server/discover answers.
+      const d = verdict.discover as { capabilities?: Record<string, unknown>; instructions?: unknown; _meta?: Record<string, unknown> };
+      pooled.profile = { capabilities: d.capabilities ?? {}, serverInfo: d._meta?.[SERVER_INFO_META_KEY], instructions: d.instructions };
+      channel.onUnrelated = () => {};
+      if (pooled.profile.capabilities.tools) await this.learnTools(pooled, identity);
+      return pooled;
+    }
     const init = await this.call(pooled, identity, 'initialize', {
       protocolVersion: LATEST_PROTOCOL_VERSION,
       // The gateway can carry these to a 2026 client as input-required results; a request whose
@@ -286,7 +300,8 @@ export class StatelessPool {
     return new Promise((resolve) => {
       const id = gatewayId();
       pooled.channel.waiting.set(id, { clientId: id, method: '', wantsLog: false, capabilities: {}, principal: '', digest: '', sink: { notify: () => {}, reply: (m) => resolve(m as never) } });
-      void pooled.session.fromClient({ jsonrpc: '2.0', id, method, params }, identity);
+      const envelope = pooled.modern ? { _meta: gatewayEnvelope() } : {};
+      void pooled.session.fromClient({ jsonrpc: '2.0', id, method, params: { ...params, ...envelope } }, identity);
     });
   }
 
@@ -341,8 +356,9 @@ export class StatelessPool {
       sink: { notify: (m) => sink.notify(m), reply: (m) => sink.reply(withServerInfo(m, profile)) },
     };
     const state = params.requestState;
-    // Ours continues a suspended call; any other requestState is the upstream's, passed untouched.
-    const id = typeof state === 'string' && state.startsWith(STATE_PREFIX) ? this.resume(pooled, identity, waiting, state, params.inputResponses) : gatewayId();
+    // Ours continues a suspended call (bridged from a 2025 upstream, which mints none); a 2026
+    // upstream's requestState is its own, passed untouched.
+    const id = !pooled.modern && typeof state === 'string' && state.startsWith(STATE_PREFIX) ? this.resume(pooled, identity, waiting, state, params.inputResponses) : gatewayId();
     if (id === undefined) return () => {};
     if (!pooled.channel.waiting.has(id)) {
       pooled.channel.waiting.set(id, waiting);

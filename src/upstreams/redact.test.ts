@@ -28,7 +28,7 @@ describe('upstream URLs in the log', () => {
       fc.property(secret, secret, fc.boolean(), fc.string({ maxLength: 30 }), fc.string({ maxLength: 30 }), (key, token, rawInUrl, before, after) => {
         const inUrl = rawInUrl ? key.replace(/[&#=%\s]/g, '') : encodeURIComponent(key);
         fc.pre(inUrl.length >= 6 && !before.includes('%') && !after.includes('%'));
-        const server = { transport: 'http' as const, url: `https://mcp.example.com/mcp?api_key=${inUrl}`, headers: { Authorization: `Bearer ${token}` } };
+        const server = { transport: 'http' as const, era: 'auto' as const, url: `https://mcp.example.com/mcp?api_key=${inUrl}`, headers: { Authorization: `Bearer ${token}` } };
         const scrub = scrubber(server);
         const value = new URL(server.url).searchParams.get('api_key')!;
         for (const quoted of [value, encodeURIComponent(value), inUrl, token, `Bearer ${token}`, server.url]) {
@@ -42,7 +42,7 @@ describe('upstream URLs in the log', () => {
   });
 
   test('short values ("1", "json") are left alone: they are no secrets and erasing them garbles the log', () => {
-    const scrub = scrubber({ transport: 'http', url: 'https://mcp.example.com/mcp?v=1&format=json&api_key=sk_live_abcdef', headers: {} });
+    const scrub = scrubber({ transport: 'http', era: 'auto', url: 'https://mcp.example.com/mcp?v=1&format=json&api_key=sk_live_abcdef', headers: {} });
     assert.equal(scrub('v1 returned json for sk_live_abcdef'), 'v1 returned json for [REDACTED]');
   });
 });

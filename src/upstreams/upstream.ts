@@ -15,8 +15,11 @@ import { PortcullisError } from '../errors.js';
 import { upstreamFetch } from './http-fetch.js';
 import { redactedUrl, scrubber } from './redact.js';
 import { StdioUpstreamTransport } from './stdio.js';
+import { discoverProbe, PROBE_ID, PROBE_TIMEOUT_MS, verdictOf, type Verdict } from './era.js';
 
 export interface Upstream {
+  /** What the upstream said of its era when asked (server/discover), when it was asked. */
+  readonly verdict?: Verdict;
   send(message: Authorized): Promise<void>;
   /** After initialize: HTTP upstreams must send the negotiated MCP-Protocol-Version. */
   setProtocolVersion(version: string): void;
@@ -34,6 +37,7 @@ export interface Upstream {
 class TransportUpstream implements Upstream {
   onmessage?: (message: JSONRPCMessage) => void;
   onclose?: (reason: string) => void;
+  verdict?: Verdict;
   private closed = false;
   private readonly describe: string;
 
@@ -66,6 +70,32 @@ class TransportUpstream implements Upstream {
     await this.transport.start();
   }
 
+  /**
+   * Asks the upstream its era (server/discover) before anything else is sent: the gateway's own
+   * question, carrying nothing of any client. No answer within PROBE_TIMEOUT_MS means 2025.
+   */
+  probe(): Promise<Verdict> {
+    return new Promise<Verdict>((resolve, reject) => {
+      const deliver = this.transport.onmessage;
+      const finish = (answer: JSONRPCMessage | undefined) => {
+        clearTimeout(timer);
+        this.transport.onmessage = deliver;
+        try {
+          resolve((this.verdict = verdictOf(answer)));
+        } catch (e) {
+          reject(e);
+        }
+      };
+      const timer = setTimeout(() => finish(undefined), PROBE_TIMEOUT_MS);
+      this.transport.onmessage = (m) => {
+        const r = m as { id?: unknown; method?: unknown };
+        if (r.id === PROBE_ID && r.method === undefined) finish(m);
+        else deliver?.(m);
+      };
+      this.transport.send(discoverProbe()).catch(() => finish(undefined));
+    });
+  }
+
   send(a: Authorized): Promise<void> {
     // The type already forbids anything else; this holds against a cast too.
     if (!Authorized.is(a)) return Promise.reject(new Error(`${this.describe}: refused a message that carries no decision`));
@@ -94,7 +124,7 @@ class TransportUpstream implements Upstream {
  * and logs why. A stdio child runs in `cwd` resolved against baseDir (the config file's folder), so
  * relative paths in a config mean the same wherever the gateway is started.
  */
-export async function connectUpstream(name: string, server: ServerConfig, log: Logger, baseDir: string): Promise<Upstream> {
+export async function connectUpstream(name: string, server: ServerConfig, log: Logger, baseDir: string, known?: Verdict): Promise<Upstream> {
   const slog = log.child({ upstream: name });
   const scrub = scrubber(server);
   if (server.transport === 'stdio') {
@@ -114,6 +144,7 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
       slog.error({ at: server.command, err: scrub(describeError(e as Error)) }, 'upstream could not be started');
       throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" could not be started (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
     }
+    await learnEra(upstream, server, name, slog, known);
     return upstream;
   }
   const headers = server.headers;
@@ -133,6 +164,32 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
     throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" could not be reached (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
   }
   return upstream;
+}
+
+/**
+ * `era: 2025` never asks; `auto` asks once per server (the caller keeps the verdict and passes it
+ * back as `known`); `2026` asks every new connection, since the gateway needs the server's
+ * discover result (its capabilities and identity) and refuses one that does not speak 2026-07-28.
+ */
+async function learnEra(upstream: TransportUpstream, server: ServerConfig, name: string, log: Logger, known: Verdict | undefined): Promise<void> {
+  if (server.era === '2025') return;
+  if (server.era === 'auto' && known) {
+    upstream.verdict = known;
+    return;
+  }
+  let verdict: Verdict;
+  try {
+    verdict = await upstream.probe();
+  } catch (e) {
+    await upstream.close().catch(() => undefined);
+    log.error({ err: (e as Error).message }, 'upstream speaks no MCP revision the gateway serves');
+    throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" speaks no MCP revision this gateway serves (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
+  }
+  if (server.era === '2026' && verdict.era !== 'modern') {
+    await upstream.close().catch(() => undefined);
+    throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" is configured as era 2026 but did not answer server/discover (PCL_UPSTREAM_UNAVAILABLE)`);
+  }
+  log.info({ era: verdict.era }, 'upstream era');
 }
 
 /** The state of an upstream for /readyz, and for the log the detail of a failure. */
