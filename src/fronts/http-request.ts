@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
-import { depthExceeds, INVALID_REQUEST, PARSE_ERROR } from '../gateway/classify.js';
+import { classify, depthExceeds, INVALID_REQUEST, PARSE_ERROR, ShapeError } from '../gateway/classify.js';
 
 export class HttpRefusal extends Error {
   constructor(
@@ -92,3 +92,15 @@ export async function readJsonBody(req: IncomingMessage, limits: Config['limits'
 function tooLarge(max: number): HttpRefusal {
   return new HttpRefusal(413, INVALID_REQUEST, `request body is over ${max} bytes (limits.maxBodyBytes)`, { connection: 'close' });
 }
+
+/** Refuses, with a proper HTTP error, what cannot be answered inside a stream: batches, bad envelopes. */
+export function earlyCheck(body: unknown): unknown {
+  try {
+    const c = classify(body, true);
+    return c.type === 'notification' ? null : c.id;
+  } catch (e) {
+    if (e instanceof ShapeError) throw new HttpRefusal(400, e.code, e.message, {}, e.id);
+    throw e;
+  }
+}
+

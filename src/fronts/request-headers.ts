@@ -49,13 +49,28 @@ export function encodeHeaderValue(value: string): string {
   return plain ? value : `=?base64?${Buffer.from(value, 'utf8').toString('base64')}?=`;
 }
 
-export class HeaderMismatch extends Error {}
+/**
+ * A header that disagrees with the body, worded as the MCP SDK words it (so a client sees the
+ * same answer from the gateway as from a server): `data.mismatch` names the header (or its value,
+ * or "(missing)") and what the body says.
+ */
+export class HeaderMismatch extends Error {
+  constructor(
+    readonly header: string,
+    readonly body: string,
+  ) {
+    super(`Bad Request: the request headers and body disagree: ${body}`);
+  }
+  get data(): unknown {
+    return { mismatch: { header: this.header, body: this.body } };
+  }
+}
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** A tool's `x-mcp-header` annotations: header name (lower case) → the `properties` path it mirrors. */
-export type ParamHeaders = Map<string, string[]>;
+/** A tool's `x-mcp-header` annotations: header name (lower case) → the name as annotated and the `properties` path it mirrors. */
+export type ParamHeaders = Map<string, { name: string; path: string[] }>;
 
 /**
  * The annotations of a tool's inputSchema that the spec allows (statically reachable through
@@ -71,7 +86,7 @@ export function paramHeadersOf(inputSchema: unknown): ParamHeaders | undefined {
       if (path.length === 0 || typeof header !== 'string' || !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(header)) return false;
       const key = header.toLowerCase();
       if (out.has(key)) return false;
-      out.set(key, path);
+      out.set(key, { name: header, path });
     }
     const props = schema.properties;
     if (isObj(props)) for (const [name, child] of Object.entries(props)) if (!walk(child, [...path, name])) return false;
@@ -84,7 +99,7 @@ export function paramHeadersOf(inputSchema: unknown): ParamHeaders | undefined {
 export function singleHeader(req: IncomingMessage, name: string): string | undefined {
   const values = req.headersDistinct[name];
   if (!values) return undefined;
-  if (values.length > 1) throw new HeaderMismatch(`the ${name} header is sent ${values.length} times: send it once`);
+  if (values.length > 1) throw new HeaderMismatch(name, `the ${name} header is sent ${values.length} times: send it once`);
   return values[0];
 }
 
@@ -98,24 +113,24 @@ export function checkStandardHeaders(req: IncomingMessage, body: Obj, version: s
   const method = body.method as string;
   const params = isObj(body.params) ? body.params : {};
   const pv = singleHeader(req, 'mcp-protocol-version');
-  if (pv === undefined) throw new HeaderMismatch(`the MCP-Protocol-Version header is missing (the body names ${version})`);
-  if (pv !== version) throw new HeaderMismatch(`MCP-Protocol-Version header "${pv}" does not match the body's ${version}`);
+  if (pv === undefined) throw new HeaderMismatch('(missing)', `the body envelope names protocol version ${version} but the required MCP-Protocol-Version header is absent`);
+  if (pv !== version) throw new HeaderMismatch(pv, `the body envelope names protocol version ${version} but the MCP-Protocol-Version header names ${pv}`);
   const mm = singleHeader(req, 'mcp-method');
-  if (mm === undefined) throw new HeaderMismatch(`the Mcp-Method header is missing (the body names ${method})`);
-  if (mm !== method) throw new HeaderMismatch(`Mcp-Method header "${mm}" does not match the body's method ${method}`);
+  if (mm === undefined) throw new HeaderMismatch('(missing)', `the body names method ${method} but the required Mcp-Method header is absent`);
+  if (mm !== method) throw new HeaderMismatch(mm, `the body names method ${method} but the Mcp-Method header names ${mm}`);
   const source = Object.hasOwn(NAME_SOURCE, method) ? NAME_SOURCE[method] : undefined;
   const name = singleHeader(req, 'mcp-name');
   if (source) {
     const bodyValue = params[source];
     if (name === undefined) {
-      if (typeof bodyValue === 'string') throw new HeaderMismatch(`the Mcp-Name header is missing (the body's params.${source} is ${JSON.stringify(bodyValue)})`);
+      if (typeof bodyValue === 'string') throw new HeaderMismatch('(missing)', `the body carries params.${source}=${JSON.stringify(bodyValue)} but the required Mcp-Name header is absent`);
     } else {
       const decoded = decodeHeaderValue(name);
-      if (decoded === undefined) throw new HeaderMismatch('the Mcp-Name header holds characters a header may not carry unencoded, or an invalid =?base64?…?= value');
-      if (decoded !== bodyValue) throw new HeaderMismatch(`Mcp-Name header ${JSON.stringify(decoded)} does not match the body's params.${source} ${JSON.stringify(bodyValue)}`);
+      if (decoded === undefined) throw new HeaderMismatch(name, 'the Mcp-Name header carries an invalid Base64 sentinel value or characters a header may not carry unencoded');
+      if (decoded !== bodyValue) throw new HeaderMismatch(name, `the body carries params.${source}=${JSON.stringify(bodyValue)} but the Mcp-Name header names ${JSON.stringify(decoded)}`);
     }
   } else if (name !== undefined && decodeHeaderValue(name) === undefined) {
-    throw new HeaderMismatch('the Mcp-Name header holds characters a header may not carry unencoded, or an invalid =?base64?…?= value');
+    throw new HeaderMismatch(name, 'the Mcp-Name header carries an invalid Base64 sentinel value or characters a header may not carry unencoded');
   }
 }
 
@@ -130,18 +145,22 @@ export function checkParamHeaders(req: IncomingMessage, body: Obj, paramHeaders:
   const annotated = paramHeaders(params.name);
   if (!annotated) return;
   const args = isObj(params.arguments) ? params.arguments : {};
-  for (const [header, path] of annotated) {
-    const sent = singleHeader(req, `mcp-param-${header}`);
+  for (const [key, { name, path }] of annotated) {
+    const header = `Mcp-Param-${name}`;
+    const sent = singleHeader(req, `mcp-param-${key}`);
     let value: unknown = args;
-    for (const key of path) value = isObj(value) && Object.hasOwn(value, key) ? value[key] : undefined;
+    for (const step of path) value = isObj(value) && Object.hasOwn(value, step) ? value[step] : undefined;
     const absent = value === undefined || value === null;
+    const field = path.join('.');
     if (sent === undefined) {
       if (absent) continue;
-      throw new HeaderMismatch(`the Mcp-Param-${header} header is missing (the tool's ${path.join('.')} is set)`);
+      throw new HeaderMismatch(header, `the body carries ${field}=${JSON.stringify(value)} but the ${header} header is absent`);
     }
     const decoded = decodeHeaderValue(sent);
-    if (decoded === undefined) throw new HeaderMismatch(`the Mcp-Param-${header} header holds characters a header may not carry unencoded, or an invalid =?base64?…?= value`);
-    if (absent || !sameValue(decoded, value)) throw new HeaderMismatch(`Mcp-Param-${header} header ${JSON.stringify(decoded)} does not match the tool's ${path.join('.')} ${absent ? '(not set)' : JSON.stringify(value)}`);
+    if (decoded === undefined) throw new HeaderMismatch(header, `the ${header} header carries an invalid Base64 sentinel value`);
+    // Stricter than "ignore": a header a router may act on, for an argument the body does not carry.
+    if (absent) throw new HeaderMismatch(header, `the ${header} header decodes to ${JSON.stringify(decoded)} but the body carries no ${field}`);
+    if (!sameValue(decoded, value)) throw new HeaderMismatch(header, `the ${header} header decodes to ${JSON.stringify(decoded)} but the body carries ${field}=${JSON.stringify(value)}`);
   }
 }
 

@@ -10,7 +10,7 @@ import type { Identity } from '../auth/identity.js';
 import { INVALID_REQUEST, METHOD_NOT_FOUND, UPSTREAM_ERROR } from '../gateway/classify.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { claimsModern, eraOf, notA2026Method, UNSUPPORTED_PROTOCOL_VERSION } from '../gateway/stateless.js';
-import { HttpRefusal } from './http-request.js';
+import { earlyCheck, HttpRefusal } from './http-request.js';
 import { checkParamHeaders, checkStandardHeaders, HEADER_MISMATCH, HeaderMismatch, singleHeader } from './request-headers.js';
 
 /** Whether a POST may be a 2026-era request (see claimsModern). */
@@ -25,7 +25,7 @@ export function modernVersion(req: IncomingMessage, body: unknown, id: RequestId
   try {
     era = eraOf(body, { protocolVersionHeader: singleHeader(req, 'mcp-protocol-version'), mcpMethodHeader: singleHeader(req, 'mcp-method'), mcpNameHeader: singleHeader(req, 'mcp-name') });
   } catch (e) {
-    if (e instanceof HeaderMismatch) throw new HttpRefusal(400, HEADER_MISMATCH, `Header mismatch: ${e.message}`, {}, id);
+    if (e instanceof HeaderMismatch) throw new HttpRefusal(400, HEADER_MISMATCH, e.message, {}, id, e.data);
     throw e;
   }
   if (era.kind === 'refused') throw new HttpRefusal(era.status, era.code, era.message, {}, id, era.data);
@@ -34,12 +34,16 @@ export function modernVersion(req: IncomingMessage, body: unknown, id: RequestId
 
 /** Serves one 2026-07-28 request or notification. */
 export async function serveStateless(gw: Gateway, req: IncomingMessage, res: ServerResponse, server: string, identity: Identity, body: Record<string, unknown>, version: string): Promise<void> {
-  const id = (body.id as RequestId | undefined) ?? null;
+  const method = body.method as string;
+  const removed = notA2026Method(method);
+  // A removed method is unknown to 2026-07-28, whatever its params say: 404 before any shape check.
+  if (removed && body.id !== undefined) throw new HttpRefusal(404, METHOD_NOT_FOUND, `Method not found: ${removed}`, {}, body.id as RequestId);
+  const id = earlyCheck(body) as RequestId | null;
   const accept = req.headers.accept ?? '';
   if (!accept.includes('application/json') || !accept.includes('text/event-stream')) {
     throw new HttpRefusal(406, INVALID_REQUEST, 'Not Acceptable: the Accept header must list both application/json and text/event-stream', {}, id);
   }
-  const mismatch = (e: unknown) => (e instanceof HeaderMismatch ? new HttpRefusal(400, HEADER_MISMATCH, `Header mismatch: ${e.message}`, {}, id) : e);
+  const mismatch = (e: unknown) => (e instanceof HeaderMismatch ? new HttpRefusal(400, HEADER_MISMATCH, e.message, {}, id, e.data) : e);
   try {
     checkStandardHeaders(req, body, version);
   } catch (e) {
@@ -50,9 +54,6 @@ export async function serveStateless(gw: Gateway, req: IncomingMessage, res: Ser
     res.writeHead(202).end();
     return;
   }
-  const method = body.method as string;
-  const removed = notA2026Method(method);
-  if (removed) throw new HttpRefusal(404, METHOD_NOT_FOUND, `Method not found: ${removed}`, {}, id);
   const pool = gw.stateless;
   try {
     if (method === 'server/discover') return sendJson(res, 200, { jsonrpc: '2.0', id, result: await pool.discover(server, identity) });

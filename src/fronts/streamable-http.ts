@@ -13,7 +13,7 @@ import { classify, INVALID_PARAMS, INVALID_REQUEST, ShapeError, UPSTREAM_ERROR }
 import type { Gateway } from '../gateway/gateway.js';
 import { duplicateId, requestId, type Session } from '../gateway/session.js';
 import { BoundedEventStore } from './event-store.js';
-import { HttpRefusal, readJsonBody, sendRefusal } from './http-request.js';
+import { earlyCheck, HttpRefusal, readJsonBody, sendRefusal } from './http-request.js';
 import { looksModern, modernVersion, serveStateless } from './stateless-http.js';
 
 const SESSION_HEADER = 'mcp-session-id';
@@ -31,13 +31,13 @@ export function mcpHandler(gw: Gateway) {
       const method = req.method ?? 'GET';
       if (method !== 'POST' && method !== 'GET' && method !== 'DELETE') throw new HttpRefusal(405, INVALID_REQUEST, `${method} is not supported on /mcp`, { allow: 'GET, POST, DELETE' });
       const body = method === 'POST' ? await readJsonBody(req, gw.config.limits) : undefined;
-      if (method === 'POST') id = earlyCheck(body);
       // The body decides the era: a request that names 2026-07-28 in _meta is served on its own,
       // whatever session header it carries (2026-07-28 has clients ignore Mcp-Session-Id).
       if (method === 'POST' && looksModern(req, body)) {
-        const version = modernVersion(req, body, id as RequestId | null);
+        const version = modernVersion(req, body, requestId(body) ?? null);
         if (version !== undefined) return await serveStateless(gw, req, res, serverName, identity, body as Record<string, unknown>, version);
       }
+      if (method === 'POST') id = earlyCheck(body);
       const sessionId = req.headers[SESSION_HEADER];
       if (typeof sessionId === 'string') {
         const session = gw.findSession(sessionId, serverName, identity);
@@ -55,17 +55,6 @@ export function mcpHandler(gw: Gateway) {
       sendRefusal(res, new HttpRefusal(500, -32603, 'internal gateway error'), id);
     }
   };
-}
-
-/** Refuses, with a proper HTTP error, what cannot be answered inside a stream: batches, bad envelopes. */
-function earlyCheck(body: unknown): unknown {
-  try {
-    const c = classify(body, true);
-    return c.type === 'notification' ? null : c.id;
-  } catch (e) {
-    if (e instanceof ShapeError) throw new HttpRefusal(400, e.code, e.message, {}, e.id);
-    throw e;
-  }
 }
 
 /**

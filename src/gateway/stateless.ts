@@ -12,7 +12,7 @@
 // and the call's parameters, and short-lived.
 import { classifyInboundRequest } from '@modelcontextprotocol/server';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
-import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
+import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { digestArgs } from '../audit/chain.js';
 import { identityKey, type Identity } from '../auth/identity.js';
@@ -27,8 +27,6 @@ export const MODERN_VERSIONS: readonly string[] = [MODERN_PROTOCOL_VERSION];
 export const SERVER_INFO_META_KEY = 'io.modelcontextprotocol/serverInfo';
 const PROTOCOL_VERSION_KEY = 'io.modelcontextprotocol/protocolVersion';
 export const UNSUPPORTED_PROTOCOL_VERSION = -32022;
-/** Every version the gateway serves: 2026-07-28 per request, the 2025 era and older through initialize. */
-export const ALL_VERSIONS: readonly string[] = [...MODERN_VERSIONS, ...SUPPORTED_PROTOCOL_VERSIONS];
 
 /** 2025-era methods that 2026-07-28 removed, and what this gateway does not carry for 2026 clients yet. */
 const NOT_2026_METHODS: Record<string, string> = {
@@ -66,8 +64,9 @@ export function eraOf(body: unknown, headers: { protocolVersionHeader?: string; 
   if (route.kind === 'legacy') return { kind: 'legacy' };
   const requested = route.classification.revision;
   if (requested !== undefined && MODERN_VERSIONS.includes(requested)) return { kind: 'modern', version: requested };
-  const why = requested !== undefined && requested < MODERN_VERSIONS[0] ? ` (${requested} is served through initialize, in a session)` : '';
-  return { kind: 'refused', status: 400, code: UNSUPPORTED_PROTOCOL_VERSION, message: `Unsupported protocol version${why}`, data: { supported: [...ALL_VERSIONS], ...(requested !== undefined && { requested }) } };
+  const why = requested === undefined ? ': the request did not name a protocol version' : requested < MODERN_VERSIONS[0] ? `: ${requested} (served through initialize, in a session)` : `: ${requested}`;
+  // The versions a request may name in _meta, as server/discover lists them (2025 ones go through initialize).
+  return { kind: 'refused', status: 400, code: UNSUPPORTED_PROTOCOL_VERSION, message: `Unsupported protocol version${why}`, data: { supported: [...MODERN_VERSIONS], ...(requested !== undefined && { requested }) } };
 }
 
 /** Results 2026-07-28 makes cacheable (SEP-2549): they carry ttlMs and cacheScope. */
@@ -315,7 +314,6 @@ export class StatelessPool {
       const c = capabilities[k] as Record<string, unknown> | undefined;
       if (c) capabilities[k] = Object.fromEntries(Object.entries(c).filter(([key]) => key !== 'listChanged' && key !== 'subscribe'));
     }
-    delete capabilities.logging; // removed as a method in 2026-07-28 (logLevel rides in _meta)
     return {
       resultType: 'complete',
       supportedVersions: [...MODERN_VERSIONS],
@@ -362,7 +360,9 @@ export class StatelessPool {
     if (id === undefined) return () => {};
     if (!pooled.channel.waiting.has(id)) {
       pooled.channel.waiting.set(id, waiting);
-      void pooled.session.fromClient({ ...message, id }, identity);
+      // A 2025 upstream gets a 2025 request: the 2026 envelope is this hop's (read above), and a
+      // dual-era server would take a request carrying it for a 2026 one outside its session.
+      void pooled.session.fromClient({ ...message, id, ...(!pooled.modern && meta && { params: { ...params, _meta: withoutEnvelope(meta) } }) }, identity);
     }
     return () => {
       if (!pooled.channel.waiting.delete(id)) return;
@@ -413,6 +413,14 @@ export class StatelessPool {
 }
 
 const STATE_PREFIX = 'pcl1.';
+
+/** The per-request envelope keys of 2026-07-28, which a 2025 session carries in initialize instead. */
+const ENVELOPE_KEYS = new Set(['io.modelcontextprotocol/protocolVersion', 'io.modelcontextprotocol/clientCapabilities', 'io.modelcontextprotocol/clientInfo', 'io.modelcontextprotocol/logLevel']);
+
+function withoutEnvelope(meta: Record<string, unknown>): Record<string, unknown> | undefined {
+  const rest = Object.fromEntries(Object.entries(meta).filter(([k]) => !ENVELOPE_KEYS.has(k)));
+  return Object.keys(rest).length ? rest : undefined;
+}
 
 /** What a retry must repeat of the original request: its parameters, without the envelope and the round trip's own fields. */
 function callDigest(params: Record<string, unknown>): string {
