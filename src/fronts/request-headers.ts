@@ -84,6 +84,8 @@ export function paramHeadersOf(inputSchema: unknown): ParamHeaders | undefined {
     const header = schema['x-mcp-header'];
     if (header !== undefined) {
       if (path.length === 0 || typeof header !== 'string' || !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(header)) return false;
+      // Only on a primitive: a string, an integer or a boolean (not a number, an object or an array).
+      if (schema.type !== undefined && !['string', 'integer', 'boolean'].includes(schema.type as string)) return false;
       const key = header.toLowerCase();
       if (out.has(key)) return false;
       out.set(key, { name: header, path });

@@ -28,6 +28,8 @@ export type Action =
   | { kind: 'resource'; resource: string }
   | { kind: 'prompt'; prompt: string; args: Obj }
   | { kind: 'completion'; prompt?: string; resource?: string; args: Obj; argument: string; context: Record<string, string> }
+  /** 2026-07-28 subscriptions/listen: change notifications, and updates of these resources. */
+  | { kind: 'subscription'; resources: string[] }
   | { kind: 'other' };
 
 export type Classified =
@@ -155,6 +157,12 @@ function clientAction(method: string, params: Obj | undefined, id: RequestId): A
     case 'logging/setLevel':
       if (typeof p.level !== 'string') bad('params.level must be a string');
       return { kind: 'housekeeping' };
+    case 'subscriptions/listen': {
+      const filter = p.notifications === undefined ? {} : isObj(p.notifications) ? p.notifications : bad('params.notifications must be an object');
+      const uris = filter.resourceSubscriptions ?? [];
+      if (!Array.isArray(uris) || !uris.every((u): u is string => typeof u === 'string')) return bad('params.notifications.resourceSubscriptions must be an array of URIs');
+      return { kind: 'subscription', resources: uris.map((u) => canonical(u, 'a resourceSubscriptions URI', uriProblem)) };
+    }
     case 'tasks/get':
     case 'tasks/result':
     case 'tasks/cancel':

@@ -132,8 +132,19 @@ export function decideStage(points: PolicyPoint, audit: AuditSink, desk?: Approv
       x.authorized = mint(m.message, decision);
       return next();
     }
-    const input = decisionInput(x, m);
-    const decision: Decision = governed(m) ? policy.decide(input) : builtIn(`protocol/${m.action.kind}`, policy.version);
+    let input = decisionInput(x, m);
+    let decision: Decision = governed(m) ? policy.decide(input) : builtIn(`protocol/${m.action.kind}`, policy.version);
+    if (m.action.kind === 'subscription') {
+      // Updates of a resource reveal it: each one is decided as a subscription to it (resources/subscribe); the first one refused refuses the stream.
+      for (const resource of m.action.resources) {
+        const each: DecisionInput = { ...input, method: 'resources/subscribe', resource };
+        const d = policy.decide(each);
+        if (d.effect !== 'allow') {
+          [input, decision] = [each, d];
+          break;
+        }
+      }
+    }
     const decisionId = await onRecord(x, audit, input, decision, m.id);
     if (decisionId === undefined) return auditOutage(m.id, x.decisionId!, 'the request was not forwarded');
     if (decision.effect === 'allow') {
@@ -261,7 +272,7 @@ function auditOutage(id: RequestId, decisionId: string, what: string): Reply {
 
 /** Protocol plumbing (initialize, ping, list methods…) is allowed built-in; everything else is policy's. */
 function governed(m: Extract<Classified, { type: 'request' }>): boolean {
-  return m.action.kind !== 'housekeeping' && m.action.kind !== 'list';
+  return m.action.kind !== 'housekeeping' && m.action.kind !== 'list' && m.action.kind !== 'subscription';
 }
 
 /** What policy decides on (and what the audit record describes). */

@@ -35,7 +35,6 @@ const NOT_2026_METHODS: Record<string, string> = {
   'logging/setLevel': 'logging/setLevel was removed in 2026-07-28: set io.modelcontextprotocol/logLevel in _meta',
   'resources/subscribe': 'resources/subscribe was removed in 2026-07-28 (subscriptions/listen replaces it)',
   'resources/unsubscribe': 'resources/unsubscribe was removed in 2026-07-28 (subscriptions/listen replaces it)',
-  'subscriptions/listen': 'subscriptions/listen is not carried by this gateway yet: use a 2025-era session for change notifications',
 };
 
 /** Why a 2026 client cannot call this method here, or undefined when it can. */
@@ -121,8 +120,25 @@ export interface UpstreamProfile {
  * client" to the stateless request it belongs to. Messages that belong to none (list_changed and
  * the like) have nowhere to go: a 2026 client asks for them with subscriptions/listen.
  */
+const SUBSCRIPTION_ID_KEY = 'io.modelcontextprotocol/subscriptionId';
+/** subscriptions/listen filter flags, by the notification each one asks for. */
+const LIST_CHANGED: Record<string, string> = {
+  'notifications/tools/list_changed': 'toolsListChanged',
+  'notifications/prompts/list_changed': 'promptsListChanged',
+  'notifications/resources/list_changed': 'resourcesListChanged',
+};
+
+/** A notification as one subscription receives it: tagged with the id of the client's listen request. */
+function tagged(message: JSONRPCMessage, subscriptionId: RequestId): JSONRPCMessage {
+  const m = message as { params?: Record<string, unknown> };
+  const meta = (m.params?._meta ?? {}) as Record<string, unknown>;
+  return { ...message, params: { ...m.params, _meta: { ...meta, [SUBSCRIPTION_ID_KEY]: subscriptionId } } } as JSONRPCMessage;
+}
+
 class PoolChannel implements ClientChannel {
   readonly waiting = new Map<RequestId, Waiting>();
+  /** subscriptions/listen streams the gateway serves itself (2025 upstreams), by gateway id, with the flags honoured. */
+  readonly listeners = new Map<RequestId, { w: Waiting; flags: Set<string> }>();
   /** Calls suspended on an input-required result, by the state id their requestState names. */
   readonly suspended = new Map<string, Suspended>();
   onUnrelated?: (message: JSONRPCMessage) => void;
@@ -140,6 +156,20 @@ class PoolChannel implements ClientChannel {
       w.sink.reply(toModernReply(message, w));
       return;
     }
+    // A 2026 upstream tags what belongs to a subscription with the listen request's id (ours).
+    const subscription = (m.params?._meta as Record<string, unknown> | undefined)?.[SUBSCRIPTION_ID_KEY];
+    if (m.id === undefined && subscription !== undefined) {
+      const w = this.waiting.get(subscription as RequestId);
+      if (w) w.sink.notify(tagged(message, w.clientId));
+      return;
+    }
+    // A 2025 upstream's change notifications go to the listen streams that asked for them, never to a request's.
+    const flag = m.method === undefined ? undefined : LIST_CHANGED[m.method];
+    if (flag) {
+      for (const { w, flags } of this.listeners.values()) if (flags.has(flag)) w.sink.notify(tagged(message, w.clientId));
+      return this.onUnrelated?.(message);
+    }
+    if (m.method === 'notifications/resources/updated') return;
     const related = this.relatedTo(m.params?.progressToken, relatedRequestId);
     if (m.id !== undefined) return this.inputRequired(m as { id: RequestId; method: string; params?: Record<string, unknown> }, related);
     if (!related) return this.onUnrelated?.(message);
@@ -182,8 +212,11 @@ class PoolChannel implements ClientChannel {
 
   async close(): Promise<void> {
     for (const [id, w] of this.waiting) w.sink.reply(toModernReply(errorResponse(id, UPSTREAM_ERROR, 'the upstream session ended'), w));
+    // A subscription the server ends gets a result: a graceful end, not a dropped stream.
+    for (const { w } of this.listeners.values()) w.sink.reply({ jsonrpc: '2.0', id: w.clientId, result: { resultType: 'complete' } } as JSONRPCMessage);
     this.waiting.clear();
     this.suspended.clear();
+    this.listeners.clear();
   }
 }
 
@@ -306,14 +339,12 @@ export class StatelessPool {
 
   /** What server/discover answers: the upstream's identity and capabilities, as far as a 2026 client can use them. */
   async discover(server: string, identity: Identity): Promise<Record<string, unknown>> {
-    const { profile } = await this.get(server, identity);
+    const { profile, modern } = await this.get(server, identity);
     const capabilities = { ...profile.capabilities };
-    // Change notifications reach a 2026 client only through subscriptions/listen, which this
-    // gateway does not carry yet: advertise neither listChanged nor subscribe.
-    for (const k of ['tools', 'resources', 'prompts'] as const) {
-      const c = capabilities[k] as Record<string, unknown> | undefined;
-      if (c) capabilities[k] = Object.fromEntries(Object.entries(c).filter(([key]) => key !== 'listChanged' && key !== 'subscribe'));
-    }
+    // A 2026 upstream serves subscriptions/listen itself; for a 2025 one the gateway does, without
+    // resource subscriptions.
+    const resources = capabilities.resources as Record<string, unknown> | undefined;
+    if (!modern && resources) capabilities.resources = Object.fromEntries(Object.entries(resources).filter(([key]) => key !== 'subscribe'));
     return {
       resultType: 'complete',
       supportedVersions: [...MODERN_VERSIONS],
@@ -353,6 +384,7 @@ export class StatelessPool {
       // servers SHOULD identify themselves in each result's _meta (SEP-2575)
       sink: { notify: (m) => sink.notify(m), reply: (m) => sink.reply(withServerInfo(m, profile)) },
     };
+    if (!pooled.modern && waiting.method === 'subscriptions/listen') return this.listen(pooled, waiting, params);
     const state = params.requestState;
     // Ours continues a suspended call (bridged from a 2025 upstream, which mints none); a 2026
     // upstream's requestState is its own, passed untouched.
@@ -369,6 +401,23 @@ export class StatelessPool {
       pooled.session.disconnected(id);
       void pooled.session.fromClient({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'the client closed its request' } }, identity);
     };
+  }
+
+  /**
+   * subscriptions/listen on a 2025 upstream, served by the gateway: acknowledged at once with the
+   * list-change flags the upstream can honour (it announces list_changed), then fed the upstream
+   * session's change notifications. Resource subscriptions are not honoured here (omitted from
+   * the acknowledgement, as the spec has servers do with what they do not support).
+   */
+  private listen(pooled: Pooled, w: Waiting, params: Record<string, unknown>): () => void {
+    const asked = (params.notifications ?? {}) as Record<string, unknown>;
+    const caps = pooled.profile.capabilities;
+    const announces = (list: string) => (caps[list] as { listChanged?: unknown } | undefined)?.listChanged === true;
+    const honoured = ['toolsListChanged', 'promptsListChanged', 'resourcesListChanged'].filter((flag) => asked[flag] === true && announces(flag.replace('ListChanged', '')));
+    const id = gatewayId();
+    pooled.channel.listeners.set(id, { w, flags: new Set(honoured) });
+    w.sink.notify({ jsonrpc: '2.0', method: 'notifications/subscriptions/acknowledged', params: { _meta: { [SUBSCRIPTION_ID_KEY]: w.clientId }, notifications: Object.fromEntries(honoured.map((f) => [f, true])) } } as JSONRPCMessage);
+    return () => void pooled.channel.listeners.delete(id);
   }
 
   private seal(stateId: string, w: Waiting): string {

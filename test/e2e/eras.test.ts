@@ -74,6 +74,20 @@ describe('a 2026 client in front of a 2026-only upstream', () => {
     assert.equal(asked.length, 1, 'the input request inside the result was decided and audited');
   });
 
+  test('subscriptions/listen passes to the upstream; a resource subscription policy does not allow refuses the stream, audited', async () => {
+    const client = await v2(gw.url('modern'));
+    try {
+      await assert.rejects(client.listen({ resourceSubscriptions: ['file:///secret.txt'] }), /Forbidden|denied|-32003/i);
+      const sub = await client.listen({ toolsListChanged: true });
+      assert.deepEqual(sub.honoredFilter, { toolsListChanged: true });
+      await sub.close?.();
+    } finally {
+      await client.close();
+    }
+    const denied = gw.audit.find((r) => r.type === 'decision' && r.data.server === 'modern' && r.data.resource === 'file:///secret.txt');
+    assert.equal(denied?.data.effect, 'deny');
+  });
+
   test('an input request policy does not allow never reaches the client: the call is refused', async () => {
     let asked = 0;
     const client = await v2(strict.url('modern'), () => (asked++, { action: 'accept', content: { ok: true } }));

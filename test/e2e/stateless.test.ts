@@ -6,6 +6,7 @@ import { Client as ClientV2, StreamableHTTPClientTransport as HttpV2 } from '@mo
 import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { encodeHeaderValue } from '../../src/fronts/request-headers.js';
@@ -337,5 +338,38 @@ describe('a 2026-07-28 client on wrap (stdio)', () => {
     } finally {
       await w.close();
     }
+  });
+});
+
+describe('subscriptions/listen', () => {
+  test('on a 2025 upstream the gateway acknowledges the flags it can honour and delivers list changes tagged with the subscription', async () => {
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 'sub-1', method: 'subscriptions/listen', params: { notifications: { toolsListChanged: true, resourceSubscriptions: ['demo://resource/static/document/architecture.md'] }, _meta: META } });
+    const events: any[] = [];
+    const u = new URL(gw.url('everything'));
+    const req = httpRequest({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { ...MCP_HEADERS, 'mcp-protocol-version': V, 'mcp-method': 'subscriptions/listen' } });
+    const opened = new Promise<import('node:http').IncomingMessage>((resolve) => req.once('response', resolve));
+    req.end(body);
+    const res = await opened;
+    assert.equal(res.headers['content-type'], 'text/event-stream');
+    let buf = '';
+    res.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (let i; (i = buf.indexOf('\n\n')) >= 0; buf = buf.slice(i + 2)) {
+        const data = buf.slice(0, i).split('\n').find((l) => l.startsWith('data: '));
+        if (data) events.push(JSON.parse(data.slice(6)));
+      }
+    });
+    const waitFor = async (n: number) => {
+      for (let t = 0; events.length < n && t < 200; t++) await new Promise((r) => setTimeout(r, 25));
+    };
+    await waitFor(1);
+    assert.equal(events[0].method, 'notifications/subscriptions/acknowledged');
+    assert.equal(events[0].params._meta['io.modelcontextprotocol/subscriptionId'], 'sub-1');
+    assert.deepEqual(events[0].params.notifications, { toolsListChanged: true }, 'resource subscriptions are not honoured on a 2025 upstream');
+    gw.gateway.policyChanged(); // what a new policy version does: lists may have changed
+    await waitFor(2);
+    assert.equal(events[1]?.method, 'notifications/tools/list_changed');
+    assert.equal(events[1].params._meta['io.modelcontextprotocol/subscriptionId'], 'sub-1');
+    req.destroy();
   });
 });
