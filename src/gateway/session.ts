@@ -6,7 +6,8 @@ import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.
 import type { Logger } from 'pino';
 import { identityKey, identityLabel, type Identity } from '../auth/identity.js';
 import type { Upstream } from '../upstreams/upstream.js';
-import { errorResponse, INVALID_REQUEST, UPSTREAM_ERROR } from './classify.js';
+import { classify, errorResponse, INVALID_REQUEST, ShapeError, UPSTREAM_ERROR } from './classify.js';
+import { wireSize } from '../upstreams/wire-size.js';
 import type { Exchange, Reply } from './pipeline.js';
 
 /** The downstream side, as the front offers it. */
@@ -222,8 +223,11 @@ export class Session {
         this.abandoned.delete(m.id);
         return this.log.debug({ id: m.id }, 'dropped a reply nobody waits for (timed out or cancelled)');
       }
-      const size = Buffer.byteLength(JSON.stringify(message));
-      const reply = size > this.host.limits.maxResultBytes ? errorResponse(m.id, UPSTREAM_ERROR, `the upstream's answer is ${size} bytes, over the gateway's limit of ${this.host.limits.maxResultBytes} (limits.maxResultBytes)`) : message;
+      const size = wireSize(message);
+      const reply =
+        size > this.host.limits.maxResultBytes
+          ? errorResponse(m.id, UPSTREAM_ERROR, `the upstream's answer is ${size} bytes, over the gateway's limit of ${this.host.limits.maxResultBytes} (limits.maxResultBytes)`)
+          : (malformed(message) ?? message);
       // After the server messages that came before it: a request's last progress notification
       // must not be overtaken by its result (the client stops listening for progress then).
       this.outbound = this.outbound.then(() => waiting.settle(reply));
@@ -366,6 +370,18 @@ export class Session {
 }
 
 const MAX_ABANDONED = 10_000;
+
+/** An upstream's answer that is no JSON-RPC response (a result that is not an object…), as the error the client gets instead. */
+function malformed(message: JSONRPCMessage): JSONRPCMessage | undefined {
+  try {
+    classify(message, false);
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof ShapeError)) throw e;
+    const id = (message as { id: RequestId }).id;
+    return errorResponse(id, UPSTREAM_ERROR, `the upstream's answer is not a valid JSON-RPC response: ${e.message}`);
+  }
+}
 
 /** The id of a client request (a message with a method and an id), else undefined. */
 export function requestId(raw: unknown): RequestId | undefined {

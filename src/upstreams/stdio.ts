@@ -7,9 +7,12 @@
 // so requests in flight can still finish while the gateway drains.)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { ReadBuffer, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { noteWireSize } from './wire-size.js';
+
+/** A line the child has not finished after this many bytes cannot be a message the gateway would pass on. */
+const MAX_LINE_BYTES = 64 * 1024 * 1024;
 
 /** How long an upstream gets to exit after its stdin closes, and again after SIGTERM, before SIGKILL. */
 export const STDIO_GRACE_MS = 2_000;
@@ -41,7 +44,9 @@ export class StdioUpstreamTransport implements Transport {
   onerror?: (error: Error) => void;
   onclose?: () => void;
   private child?: ChildProcess;
-  private readonly buffer = new ReadBuffer();
+  /** The start of a line whose end has not arrived yet. */
+  private partial: Buffer[] = [];
+  private partialBytes = 0;
   private readonly graceMs: number;
   /** Resolves once the leader has exited and every pipe to the group is closed. */
   private readonly closed: Promise<void>;
@@ -64,27 +69,7 @@ export class StdioUpstreamTransport implements Transport {
     if (this.child) throw new Error('stdio upstream already started');
     const { command, args, env, cwd } = this.params;
     const child = (this.child = spawn(command, args, { env, cwd, stdio: ['pipe', 'pipe', 'pipe'], detached: true, windowsHide: true }));
-    child.stdout!.on('data', (chunk: Buffer) => {
-      try {
-        this.buffer.append(chunk);
-      } catch (e) {
-        // A line over the read buffer's limit: the stream cannot be resynchronised.
-        this.onerror?.(e as Error);
-        void this.close();
-        return;
-      }
-      for (;;) {
-        let message: JSONRPCMessage | null;
-        try {
-          message = this.buffer.readMessage();
-        } catch (e) {
-          this.onerror?.(e as Error);
-          continue;
-        }
-        if (message === null) break;
-        this.onmessage?.(message);
-      }
-    });
+    child.stdout!.on('data', (chunk: Buffer) => this.read(chunk));
     const stderr = this.params.stderr;
     createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', (line) => stderr?.(line));
     child.stdin!.on('error', (e) => this.onerror?.(e));
@@ -111,10 +96,53 @@ export class StdioUpstreamTransport implements Transport {
     });
   }
 
+  /**
+   * Splits the child's output into lines and parses each once. Shape is checked where it matters
+   * (classify, the session), not by a schema pass per message here: this is the relaying hot path.
+   */
+  private read(chunk: Buffer): void {
+    let start = 0;
+    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
+      const piece = chunk.subarray(start, nl);
+      start = nl + 1;
+      const line = this.partial.length ? Buffer.concat([...this.partial, piece]) : piece;
+      this.partial = [];
+      this.partialBytes = 0;
+      this.deliver(line);
+    }
+    if (start === chunk.length) return;
+    this.partialBytes += chunk.length - start;
+    if (this.partialBytes > MAX_LINE_BYTES) {
+      // A line this long cannot be resynchronised: the stream is no longer usable.
+      this.onerror?.(new Error(`the upstream wrote a line over ${MAX_LINE_BYTES} bytes`));
+      void this.close();
+      return;
+    }
+    this.partial.push(chunk.subarray(start));
+  }
+
+  private deliver(line: Buffer): void {
+    const text = line.toString('utf8').trim();
+    if (text === '') return;
+    let message: unknown;
+    try {
+      message = JSON.parse(text);
+    } catch (e) {
+      this.onerror?.(new Error(`the upstream wrote a line that is not JSON: ${(e as Error).message}`));
+      return;
+    }
+    if (typeof message !== 'object' || message === null || Array.isArray(message) || (message as { jsonrpc?: unknown }).jsonrpc !== '2.0') {
+      this.onerror?.(new Error('the upstream wrote a line that is not a JSON-RPC message'));
+      return;
+    }
+    noteWireSize(message, line.length);
+    this.onmessage?.(message as JSONRPCMessage);
+  }
+
   send(message: JSONRPCMessage): Promise<void> {
     const stdin = this.child?.stdin;
     if (!stdin?.writable) return Promise.reject(new Error('Not connected'));
-    return new Promise((resolve) => (stdin.write(serializeMessage(message)) ? resolve() : stdin.once('drain', resolve)));
+    return new Promise((resolve) => (stdin.write(`${JSON.stringify(message)}\n`) ? resolve() : stdin.once('drain', resolve)));
   }
 
   /** Closing stdin is how MCP asks a stdio server to exit; then SIGTERM, then SIGKILL, each to the group. Bounded by twice the grace period. */
