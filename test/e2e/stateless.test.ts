@@ -31,6 +31,8 @@ rules:
   - { name: prompts, effect: allow, prompts: ["simple-prompt"] }
   - { name: asking, effect: allow, tools: ["ask"] }
   - { name: asks, effect: allow, serverRequests: ["elicitation/create", "roots/list"] }
+masks:
+  - { name: no-emails, tools: ["echo"], detectors: [email] }
 `;
 
 const dir = tempDir('pcl-stateless-');
@@ -106,6 +108,13 @@ describe('a 2026-07-28 client', () => {
     const call = await modern('everything', 'tools/call', { name: 'echo', arguments: { message: 'x' } });
     assert.equal(call.json.result.resultType, 'complete');
     assert.equal(call.json.result.cacheScope, undefined, 'a call result is not cacheable');
+  });
+
+  test('masks apply to a 2026 result as to a 2025 one; the recording and audit name the decision', async () => {
+    const res = await modern('everything', 'tools/call', { name: 'echo', arguments: { message: 'write to ada@example.com' } });
+    assert.equal(res.status, 200, res.text);
+    assert.doesNotMatch(res.text, /ada@example\.com/);
+    assert.match(res.json.result.content[0].text, /\[REDACTED:email\]|\*\*\*|redacted/i);
   });
 
   test('two clients with the same request id at once each get their own answer', async () => {
