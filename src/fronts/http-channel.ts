@@ -186,6 +186,8 @@ export class HttpChannel implements ClientChannel {
   /** Starts an SSE response and follows its connection: kept alive while open, forgotten once closed. */
   private connect(res: ServerResponse, onClose: () => void): void {
     res.writeHead(200, this.headers);
+    // Gone before it started (the client hung up while its body was read): no 'close' will come.
+    if (res.destroyed) return void queueMicrotask(onClose);
     this.open.add(res);
     this.keepAlive ??= setInterval(() => {
       for (const r of this.open) write(r, ': keepalive\n\n');
