@@ -25,7 +25,7 @@ const WAITING_BYTES = 4 * 1024 * 1024;
 const UNREAD_BYTES = 32 * 1024 * 1024;
 /** A comment on every open stream this often, so proxies and clients do not take it for dead. */
 const KEEPALIVE_MS = 15_000;
-/** The reconnection delay suggested when the gateway closes a GET stream itself (its token expired). */
+/** The reconnection delay the gateway suggests (`retry:`), in a request stream's priming event and when it closes a GET stream itself (its token expired). */
 const RETRY_MS = 1_000;
 /** The first revision whose clients expect an empty priming event (SEP-1699); older ones would choke on it. */
 const PRIMING_SINCE = '2025-11-25';
@@ -144,7 +144,7 @@ export class HttpChannel implements ClientChannel {
     this.requests.set(m.id, stream);
     this.connect(res, () => stream.res === res && (stream.res = undefined));
     const version = m.method === 'initialize' ? m.params?.protocolVersion : req.headers['mcp-protocol-version'];
-    if (typeof version === 'string' && version >= PRIMING_SINCE) res.write(`id: ${stream.key}.${++this.events}\ndata: \n\n`);
+    if (typeof version === 'string' && version >= PRIMING_SINCE) res.write(`id: ${stream.key}.${++this.events}\nretry: ${RETRY_MS}\ndata: \n\n`);
     else res.flushHeaders();
     this.onmessage?.(body, identity);
   }

@@ -227,13 +227,13 @@ describe('the GET stream', () => {
 });
 
 describe('request streams', () => {
-  test('a 2025-11-25 client gets a priming event first; every message event has an id; the stream ends after the answer', async () => {
+  test('a 2025-11-25 client gets a priming event (id, retry:) first; every message event has an id; the stream ends after the answer', async () => {
     const s = await rawSession(gw, 'raw');
     const res = await post(gw, 'raw', call(1, 'echo', { a: 1 }), s.headers);
     assert.equal(res.headers['content-type'], 'text/event-stream');
     assert.equal(res.headers['mcp-session-id'], s.sessionId);
     const events = res.text.split('\n\n').filter(Boolean);
-    assert.match(events[0], /^id: [1-9]\d*\.\d+\ndata: $/, 'priming event');
+    assert.match(events[0], /^id: [1-9]\d*\.\d+\nretry: 1000\ndata: $/, 'priming event, with the reconnection delay');
     assert.match(events[1], /^event: message\nid: [1-9]\d*\.\d+\ndata: \{.*\}$/);
     assert.equal(events.length, 2);
     // An older revision gets no priming event (its clients would try to parse the empty data).
