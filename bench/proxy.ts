@@ -217,11 +217,15 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Compiled gateway, echo server and profile. BENCH_CACHE_DIR (inside the checkout, so the compiled
+ *  gateway still finds node_modules) keeps runs in worktrees that share one node_modules apart. */
+const CACHE_DIR = process.env.BENCH_CACHE_DIR ? resolve(process.env.BENCH_CACHE_DIR) : join(ROOT, 'node_modules', '.cache', 'portcullis-bench');
+
 /** The echo server as plain JavaScript (TypeScript's transpileModule, no type check), so upstream
  *  children start in ~0.2 s without tsx: 32 stdio sessions mean 32 children. Cached by mtime. */
 export async function echoServerScript(): Promise<string> {
   const src = join(ROOT, 'bench', 'echo-server.ts');
-  const dir = join(ROOT, 'node_modules', '.cache', 'portcullis-bench');
+  const dir = CACHE_DIR;
   const out = join(dir, 'echo-server.mjs');
   if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs) return out;
   const ts = (await import('typescript')).default;
@@ -397,7 +401,7 @@ let compiledMain: Promise<string> | undefined;
 function compiledGateway(): Promise<string> {
   compiledMain ??= (async () => {
     const { build } = await import('esbuild');
-    const out = join(ROOT, 'node_modules', '.cache', 'portcullis-bench', 'dist');
+    const out = join(CACHE_DIR, 'dist');
     const entryPoints = readdirSync(join(ROOT, 'src'), { recursive: true, encoding: 'utf8' })
       .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && !f.endsWith('.d.ts'))
       .map((f) => join(ROOT, 'src', f));
@@ -863,7 +867,7 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
       prof = await profileGateway(dir, configFile, apiKey, probe.outcome, o);
       if (prof.file) {
         // Keep the profile where it can be opened (Chrome DevTools, speedscope).
-        const keep = join(ROOT, 'node_modules', '.cache', 'portcullis-bench', 'gateway.cpuprofile');
+        const keep = join(CACHE_DIR, 'gateway.cpuprofile');
         writeFileSync(keep, readFileSync(prof.file));
         prof.file = keep;
       }

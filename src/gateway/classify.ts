@@ -69,7 +69,7 @@ export function classify(raw: unknown, fromClient: boolean): Classified {
   const message = raw as JSONRPCMessage;
   const hasId = 'id' in raw;
   const id = raw.id;
-  if (hasId && !(typeof id === 'string' || (typeof id === 'number' && Number.isInteger(id)))) {
+  if (hasId && !(typeof id === 'string' || (typeof id === 'number' && Number.isSafeInteger(id)))) {
     throw new ShapeError(INVALID_REQUEST, 'id must be a string or an integer', null);
   }
   if (raw.jsonrpc !== '2.0') throw new ShapeError(INVALID_REQUEST, 'jsonrpc must be "2.0"', hasId ? (id as RequestId) : null);
@@ -80,9 +80,11 @@ export function classify(raw: unknown, fromClient: boolean): Classified {
     const hasError = 'error' in raw;
     if (hasResult === hasError) throw new ShapeError(INVALID_REQUEST, 'a response carries exactly one of result and error', id as RequestId);
     if (hasResult && !isObj(raw.result)) throw new ShapeError(INVALID_REQUEST, 'result must be an object', id as RequestId);
-    if (hasError && !(isObj(raw.error) && Number.isInteger(raw.error.code) && typeof raw.error.message === 'string')) {
+    if (hasError && !(isObj(raw.error) && Number.isSafeInteger(raw.error.code) && typeof raw.error.message === 'string')) {
       throw new ShapeError(INVALID_REQUEST, 'error must be an object with an integer code and a string message', id as RequestId);
     }
+    const problem = extraMember(raw, RESPONSE_MEMBERS) ?? (hasResult ? metaProblem('result', raw.result as Obj) : undefined);
+    if (problem) throw new ShapeError(INVALID_REQUEST, problem, id as RequestId);
     return { type: 'response', id: id as RequestId, message };
   }
 
@@ -91,6 +93,8 @@ export function classify(raw: unknown, fromClient: boolean): Classified {
   const params = raw.params;
   if (params !== undefined && !isObj(params)) throw new ShapeError(INVALID_PARAMS, 'params must be an object', hasId ? (id as RequestId) : null);
   if ('result' in raw || 'error' in raw) throw new ShapeError(INVALID_REQUEST, 'a request carries no result or error', hasId ? (id as RequestId) : null);
+  const problem = extraMember(raw, REQUEST_MEMBERS) ?? (params && metaProblem('params', params));
+  if (problem) throw new ShapeError(INVALID_REQUEST, problem, hasId ? (id as RequestId) : null);
 
   const isNotificationMethod = method.startsWith('notifications/');
   if (!hasId) {
@@ -100,6 +104,30 @@ export function classify(raw: unknown, fromClient: boolean): Classified {
   if (isNotificationMethod) throw new ShapeError(INVALID_REQUEST, `${method} is a notification: it must not carry an id`, id as RequestId);
   const action: Action = fromClient ? clientAction(method, params, id as RequestId) : { kind: method === 'ping' ? 'housekeeping' : 'serverRequest' };
   return { type: 'request', id: id as RequestId, method, params, action, message };
+}
+
+/**
+ * The envelope is closed and `_meta` has a shape: receivers validate both (the SDKs' schemas are
+ * strict), so a message the gateway passed must not be one the upstream drops unanswered.
+ */
+const REQUEST_MEMBERS = new Set(['jsonrpc', 'id', 'method', 'params']);
+const RESPONSE_MEMBERS = new Set(['jsonrpc', 'id', 'result', 'error']);
+const RELATED_TASK = 'io.modelcontextprotocol/related-task';
+
+function extraMember(raw: Obj, allowed: Set<string>): string | undefined {
+  for (const key in raw) if (!allowed.has(key)) return `unexpected member ${JSON.stringify(key.slice(0, 64))}: a JSON-RPC message has only ${[...allowed].join(', ')}`;
+  return undefined;
+}
+
+function metaProblem(where: string, holder: Obj): string | undefined {
+  const meta = holder._meta;
+  if (meta === undefined) return undefined;
+  if (!isObj(meta)) return `${where}._meta must be an object`;
+  const token = meta.progressToken;
+  if (token !== undefined && typeof token !== 'string' && !(typeof token === 'number' && Number.isSafeInteger(token))) return `${where}._meta.progressToken must be a string or an integer`;
+  const task = meta[RELATED_TASK];
+  if (task !== undefined && !(isObj(task) && typeof task.taskId === 'string')) return `${where}._meta["${RELATED_TASK}"] must be an object with a string taskId`;
+  return undefined;
 }
 
 function clientAction(method: string, params: Obj | undefined, id: RequestId): Action {

@@ -1,0 +1,245 @@
+// The downstream side of one Streamable HTTP session (MCP 2025-11-25 and the revisions before
+// it), written for relaying on node:http: the body mcpHandler parsed and classified is handed on
+// as is, and each message for the client is serialised once, into an SSE event written straight
+// to the ServerResponse.
+//
+// Streams: each POSTed request gets its own (its related messages, then its answer, then the
+// end); the GET stream carries what belongs to no request. Every event has an id
+// `<stream>.<n>` (n counts the session's events), and the last events are kept, so a client that
+// lost a connection comes back with GET and Last-Event-ID and gets what followed on that stream.
+import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Identity } from '../auth/identity.js';
+import { INVALID_REQUEST } from '../gateway/classify.js';
+import type { ClientChannel } from '../gateway/session.js';
+import { HttpRefusal } from './http-request.js';
+
+/** Events kept per session for Last-Event-ID: enough to resume a dropped stream, not a history. */
+const KEPT_EVENTS = 128;
+const KEPT_BYTES = 1024 * 1024;
+/** GET-stream messages that wait for the client to open it (today's bound), and their bytes. */
+const WAITING_MESSAGES = 1000;
+const WAITING_BYTES = 4 * 1024 * 1024;
+/** A client that has not read this much of a stream is not reading: its connection is cut (it may resume). */
+const UNREAD_BYTES = 32 * 1024 * 1024;
+/** A comment on every open stream this often, so proxies and clients do not take it for dead. */
+const KEEPALIVE_MS = 15_000;
+/** The reconnection delay the gateway suggests (`retry:`), in a request stream's priming event and when it closes a GET stream itself (its token expired). */
+const RETRY_MS = 1_000;
+/** The first revision whose clients expect an empty priming event (SEP-1699); older ones would choke on it. */
+const PRIMING_SINCE = '2025-11-25';
+/** The standalone (GET) stream's number; request streams count from 1. */
+const STANDALONE = 0;
+const DONE = Promise.resolve();
+
+interface RequestStream {
+  readonly key: number;
+  /** The connection carrying it now; none while the client is away (its events are kept). */
+  res?: ServerResponse;
+}
+
+interface KeptEvent {
+  readonly stream: number;
+  readonly n: number;
+  readonly frame: string;
+}
+
+/** What mcpHandler has checked before calling handle: authentication, the session's owner, and for a POST its body (one message, classified) and headers. */
+export class HttpChannel implements ClientChannel {
+  /** A message from the client, with the verified identity of the HTTP request that carried it. */
+  onmessage?: (message: unknown, identity: Identity) => void;
+  /** The client ended the session (DELETE). */
+  onclose?: () => void;
+
+  private closed = false;
+  private nextStream = 1;
+  private events = 0;
+  private readonly requests = new Map<RequestId, RequestStream>();
+  private standalone?: ServerResponse;
+  /** GET-stream messages (serialised) written while no GET stream was open; they get their event ids when written. */
+  private waiting: string[] = [];
+  private waitingBytes = 0;
+  private readonly kept: KeptEvent[] = [];
+  private keptBytes = 0;
+  private readonly open = new Set<ServerResponse>();
+  private keepAlive?: NodeJS.Timeout;
+  private readonly headers: OutgoingHttpHeaders;
+
+  constructor(readonly sessionId: string) {
+    this.headers = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', 'x-accel-buffering': 'no', 'mcp-session-id': sessionId };
+  }
+
+  /** A response goes on its request's stream and ends it; another message on its related request's stream, else on the GET stream. */
+  send(message: JSONRPCMessage, relatedRequestId?: RequestId): Promise<void> {
+    if (this.closed) return DONE;
+    const m = message as { id?: RequestId; method?: unknown };
+    const response = m.method === undefined;
+    const id = response ? m.id : relatedRequestId;
+    const stream = id === undefined || id === null ? undefined : this.requests.get(id);
+    if (stream) {
+      const frame = this.keep(stream.key, JSON.stringify(message));
+      if (response) this.requests.delete(id!);
+      const res = stream.res;
+      if (res) response ? finish(res, frame) : write(res, frame);
+      return DONE;
+    }
+    if (response) return Promise.reject(new Error(`no open request ${JSON.stringify(m.id)} to answer on this session (answered, cancelled, or never made here)`));
+    // Its request is over (or there was none): the GET stream, which is for what belongs to no running request.
+    const json = JSON.stringify(message);
+    if (this.standalone) write(this.standalone, this.keep(STANDALONE, json));
+    else this.wait(json);
+    return DONE;
+  }
+
+  /** A cancelled request gets no answer: its stream ends now rather than when the session does. */
+  cancelled(id: RequestId): void {
+    const stream = this.requests.get(id);
+    if (!stream) return;
+    this.requests.delete(id);
+    stream.res?.end();
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse, body: unknown, identity: Identity): Promise<void> {
+    if (this.closed) throw new HttpRefusal(404, -32001, 'Session not found: start a new session with initialize');
+    if (req.method === 'POST') return this.post(req, res, body, identity);
+    refuseUnsupportedVersion(req);
+    if (req.method === 'DELETE') {
+      this.onclose?.();
+      await this.close();
+      res.writeHead(200).end();
+      return;
+    }
+    if (!(req.headers.accept ?? '').includes('text/event-stream')) throw new HttpRefusal(406, INVALID_REQUEST, 'Not Acceptable: a GET must accept text/event-stream');
+    const lastEventId = req.headers['last-event-id'];
+    if (typeof lastEventId === 'string') return this.resume(res, lastEventId, identity);
+    if (this.standalone) throw new HttpRefusal(409, INVALID_REQUEST, 'Conflict: this session already has its GET stream open (one at a time); to resume a dropped one, send Last-Event-ID');
+    this.openStandalone(res, identity, undefined);
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return DONE;
+    this.closed = true;
+    clearInterval(this.keepAlive);
+    for (const res of this.open) res.end();
+    this.open.clear();
+    this.requests.clear();
+    this.standalone = undefined;
+    this.waiting = [];
+    this.kept.length = 0;
+    return DONE;
+  }
+
+  private post(req: IncomingMessage, res: ServerResponse, body: unknown, identity: Identity): void {
+    const m = body as { id?: RequestId; method?: unknown; params?: { protocolVersion?: unknown } };
+    if (typeof m.method !== 'string' || m.id === undefined) {
+      // A notification or a response: taken in, answered 202 with no body.
+      this.onmessage?.(body, identity);
+      res.writeHead(202).end();
+      return;
+    }
+    // Never two streams for one id: answers are routed by id. The session admits ids uniquely, so this is a bug if reached.
+    if (this.requests.has(m.id)) throw new HttpRefusal(400, INVALID_REQUEST, `request id ${JSON.stringify(m.id)} is already in flight in this session`, {}, m.id);
+    const stream: RequestStream = { key: this.nextStream++, res };
+    this.requests.set(m.id, stream);
+    this.connect(res, () => stream.res === res && (stream.res = undefined));
+    const version = m.method === 'initialize' ? m.params?.protocolVersion : req.headers['mcp-protocol-version'];
+    if (typeof version === 'string' && version >= PRIMING_SINCE) res.write(`id: ${stream.key}.${++this.events}\nretry: ${RETRY_MS}\ndata: \n\n`);
+    else res.flushHeaders();
+    this.onmessage?.(body, identity);
+  }
+
+  /** GET with Last-Event-ID: what followed that event on its stream, then the stream goes on here (or ends, when it already has). */
+  private resume(res: ServerResponse, lastEventId: string, identity: Identity): void {
+    const parsed = /^(\d{1,9})\.(\d{1,15})$/.exec(lastEventId);
+    const key = parsed ? Number(parsed[1]) : NaN;
+    if (!parsed || key >= this.nextStream) throw new HttpRefusal(400, INVALID_REQUEST, `Last-Event-ID "${lastEventId.slice(0, 64)}" is no event of this session`);
+    const after = Number(parsed[2]);
+    if (key === STANDALONE) {
+      if (this.standalone) throw new HttpRefusal(409, INVALID_REQUEST, 'Conflict: the GET stream is open on another connection');
+      return this.openStandalone(res, identity, after);
+    }
+    let stream: RequestStream | undefined;
+    for (const s of this.requests.values()) if (s.key === key) stream = s;
+    if (stream?.res) throw new HttpRefusal(409, INVALID_REQUEST, 'Conflict: that stream is open on another connection');
+    this.connect(res, () => stream?.res === res && (stream.res = undefined));
+    this.expireWith(res, identity);
+    res.flushHeaders();
+    for (const e of this.kept) if (e.stream === key && e.n > after) write(res, e.frame);
+    // Answered or cancelled: nothing more will come on it.
+    if (stream) stream.res = res;
+    else res.end();
+  }
+
+  private openStandalone(res: ServerResponse, identity: Identity, after: number | undefined): void {
+    this.connect(res, () => this.standalone === res && (this.standalone = undefined));
+    this.expireWith(res, identity);
+    res.flushHeaders();
+    if (after !== undefined) for (const e of this.kept) if (e.stream === STANDALONE && e.n > after) write(res, e.frame);
+    this.standalone = res;
+    const waiting = this.waiting;
+    this.waiting = [];
+    this.waitingBytes = 0;
+    for (const json of waiting) write(res, this.keep(STANDALONE, json));
+  }
+
+  /** Starts an SSE response and follows its connection: kept alive while open, forgotten once closed. */
+  private connect(res: ServerResponse, onClose: () => void): void {
+    res.writeHead(200, this.headers);
+    // Gone before it started (the client hung up while its body was read): no 'close' will come.
+    if (res.destroyed) return void queueMicrotask(onClose);
+    this.open.add(res);
+    this.keepAlive ??= setInterval(() => {
+      for (const r of this.open) write(r, ': keepalive\n\n');
+    }, KEEPALIVE_MS).unref();
+    res.once('close', () => {
+      this.open.delete(res);
+      onClose();
+      if (this.open.size === 0) {
+        clearInterval(this.keepAlive);
+        this.keepAlive = undefined;
+      }
+    });
+  }
+
+  /** A GET stream outlives no token: it closes when the identity that opened it expires, and the client comes back with a valid one. */
+  private expireWith(res: ServerResponse, identity: Identity): void {
+    if (identity.expiresAt === undefined) return;
+    const timer = setTimeout(() => res.end(`retry: ${RETRY_MS}\n\n`), Math.min(Math.max(0, identity.expiresAt - Date.now()), 2 ** 31 - 1)).unref();
+    res.once('close', () => clearTimeout(timer));
+  }
+
+  /** The SSE event for a message, numbered and kept for resumption (bounded: the oldest go first, the newest stays). */
+  private keep(stream: number, json: string): string {
+    const n = ++this.events;
+    const frame = `event: message\nid: ${stream}.${n}\ndata: ${json}\n\n`;
+    this.kept.push({ stream, n, frame });
+    this.keptBytes += frame.length;
+    while (this.kept.length > 1 && (this.kept.length > KEPT_EVENTS || this.keptBytes > KEPT_BYTES)) this.keptBytes -= this.kept.shift()!.frame.length;
+    return frame;
+  }
+
+  private wait(json: string): void {
+    this.waiting.push(json);
+    this.waitingBytes += json.length;
+    while (this.waiting.length > 1 && (this.waiting.length > WAITING_MESSAGES || this.waitingBytes > WAITING_BYTES)) this.waitingBytes -= this.waiting.shift()!.length;
+  }
+}
+
+function write(res: ServerResponse, chunk: string): void {
+  if (res.writableEnded) return;
+  if (res.writableLength > UNREAD_BYTES) return void res.destroy();
+  res.write(chunk);
+}
+
+function finish(res: ServerResponse, frame: string): void {
+  if (!res.writableEnded) res.end(frame);
+}
+
+/** MCP-Protocol-Version, when sent, must be one this front speaks (400 otherwise, as the transport spec says). */
+export function refuseUnsupportedVersion(req: IncomingMessage, id: RequestId | null = null): void {
+  const version = req.headers['mcp-protocol-version'];
+  if (typeof version === 'string' && !SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
+    throw new HttpRefusal(400, INVALID_REQUEST, `unsupported MCP-Protocol-Version "${version}" (supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})`, {}, id);
+  }
+}
