@@ -193,6 +193,8 @@ export class Gateway implements SessionHost {
       }
       onclose?.(reason);
     };
+    // Gone already (it exited while the gateway asked its era): the same story, told now.
+    if (upstream.closedWith !== undefined) upstream.onclose(upstream.closedWith);
   }
 
   /** A session id is valid only on the path that created it and with the credential that created it. */

@@ -20,6 +20,8 @@ import { discoverProbe, PROBE_ID, PROBE_TIMEOUT_MS, verdictOf, type Verdict } fr
 export interface Upstream {
   /** What the upstream said of its era when asked (server/discover), when it was asked. */
   readonly verdict?: Verdict;
+  /** Why it is gone, when it went before anyone listened (a child that exited during the era probe). */
+  readonly closedWith?: string;
   send(message: Authorized): Promise<void>;
   /** After initialize: HTTP upstreams must send the negotiated MCP-Protocol-Version. */
   setProtocolVersion(version: string): void;
@@ -38,7 +40,9 @@ class TransportUpstream implements Upstream {
   onmessage?: (message: JSONRPCMessage) => void;
   onclose?: (reason: string) => void;
   verdict?: Verdict;
+  closedWith?: string;
   private closed = false;
+  private probeEnded?: () => void;
   private readonly describe: string;
 
   constructor(
@@ -63,6 +67,8 @@ class TransportUpstream implements Upstream {
   gone(reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.closedWith = reason;
+    this.probeEnded?.();
     this.onclose?.(reason);
   }
 
@@ -79,6 +85,7 @@ class TransportUpstream implements Upstream {
       const deliver = this.transport.onmessage;
       const finish = (answer: JSONRPCMessage | undefined) => {
         clearTimeout(timer);
+        this.probeEnded = undefined;
         this.transport.onmessage = deliver;
         try {
           resolve((this.verdict = verdictOf(answer)));
@@ -87,6 +94,8 @@ class TransportUpstream implements Upstream {
         }
       };
       const timer = setTimeout(() => finish(undefined), PROBE_TIMEOUT_MS);
+      // A child that exits instead of answering is no 2026 server; the session learns why from closedWith.
+      this.probeEnded = () => finish(undefined);
       this.transport.onmessage = (m) => {
         const r = m as { id?: unknown; method?: unknown };
         if (r.id === PROBE_ID && r.method === undefined) finish(m);
