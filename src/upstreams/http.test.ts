@@ -245,6 +245,10 @@ describe('answers no SDK server gives (raw node:http)', () => {
     const c = client(new StreamableHttpUpstreamTransport(new URL(url), FAST));
     await assert.rejects(c.call('tools/list'), /ended the event stream without the answer/);
     assert.equal(c.others.length, 1, 'the notification before still arrived');
+    // Likewise a JSON body that is not this request's answer (here an error without an id).
+    answer = (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}');
+    await assert.rejects(c.call('tools/list'), /not the answer to this request/);
+    assert.equal(c.others.length, 2, 'and it was handed on');
   });
 
   test('CR and CRLF line ends, comments and junk events: the valid messages arrive, the junk is reported', async () => {

@@ -471,7 +471,10 @@ export class StreamableHttpUpstreamTransport implements Transport {
       let invalid = '';
       const value = parseMessage(await readText(res, this.o.maxMessageBytes), (why) => (invalid = why));
       if (!value) throw new UpstreamAnswerError(invalid);
-      return this.deliver(value);
+      this.deliver(value);
+      // Anything else (an error without an id, another request's answer) means this answer will not come.
+      if (!isAnswerTo(value, id)) throw new UpstreamAnswerError('the JSON body is not the answer to this request');
+      return;
     }
     if (type !== 'text/event-stream') {
       res.resume();
