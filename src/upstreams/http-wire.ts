@@ -167,6 +167,8 @@ export function parseMessage(text: string, onInvalid: (why: string) => void): JS
 export interface StreamEnd {
   /** The answer to the request the stream was opened for came. */
   answered: boolean;
+  /** The stream brought something: an event, or an id to resume after. */
+  progressed: boolean;
   lastEventId?: string;
   retryMs?: number;
   /** Why the stream ended early (a broken connection, an oversized event); undefined when the server ended it. */
@@ -177,8 +179,10 @@ export interface StreamEnd {
 export function readEvents(res: IncomingMessage, limit: number, answers: RequestId | undefined, deliver: (m: JSONRPCMessage) => void, onInvalid: (why: string) => void): Promise<StreamEnd> {
   return new Promise((resolve) => {
     let answered = false;
+    let events = 0;
     let broke: Error | undefined;
     const parser = new SseParser((data, type) => {
+      events++;
       if (type !== 'message') return; // MCP sends its messages as plain "message" events
       const m = parseMessage(data, onInvalid);
       if (!m) return;
@@ -198,7 +202,7 @@ export function readEvents(res: IncomingMessage, limit: number, answers: Request
     res.once('close', () => {
       parser.end();
       if (!res.complete) broke ??= new Error('the connection broke');
-      resolve({ answered, lastEventId: parser.lastEventId, retryMs: parser.retryMs, broke });
+      resolve({ answered, progressed: events > 0 || parser.lastEventId !== undefined, lastEventId: parser.lastEventId, retryMs: parser.retryMs, broke });
     });
   });
 }

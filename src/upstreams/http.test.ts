@@ -270,6 +270,21 @@ describe('answers no SDK server gives (raw node:http)', () => {
     assert.equal(c.isClosed(), false, 'none of these ends the session');
   });
 
+  test('a GET stream the server keeps ending at once, empty and without retry:, is reopened with growing delays, not in a busy loop', async () => {
+    let gets = 0;
+    answer = (req, res, body) => {
+      if (req.method === 'GET') return void (gets++, sse(res, ''));
+      if (body.method === 'initialize') return void res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'quiet' }).end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-11-25', capabilities: {}, serverInfo: { name: 'q', version: '1' } } }));
+      res.writeHead(202).end();
+    };
+    const t = new StreamableHttpUpstreamTransport(new URL(url), { reconnect: { initialMs: 100, maxMs: 800, attempts: 3 } });
+    await client(t).initialize();
+    await new Promise((r) => setTimeout(r, 1_600));
+    await t.close();
+    // 100, 200, 400, 800 ms apart: 5 in 1.6 s (a fixed 100 ms would be 16).
+    assert.ok(gets >= 3 && gets <= 6, `${gets} GETs`);
+  });
+
   test('a session id with characters other than visible ASCII is refused', async () => {
     answer = (_req, res, body) => res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'a b' }).end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: {} }));
     await assert.rejects(client(new StreamableHttpUpstreamTransport(new URL(url), FAST)).call('initialize', INIT), /session id/);

@@ -180,7 +180,10 @@ export class StreamableHttpUpstreamTransport implements Transport {
       throw new UpstreamAnswerError(`the upstream answered with content type "${type}"`);
     }
     let end = await this.events(res, id);
+    // failures: resumptions in a row that could not be opened or broke before bringing anything;
+    // quiet: streams in a row that brought nothing, which back off when the server names no delay.
     let failures = 0;
+    let quiet = 0;
     const until = Date.now() + this.o.resumeForMs;
     while (!end.answered && !this.ending) {
       // Resuming would replay the same oversized event.
@@ -188,7 +191,7 @@ export class StreamableHttpUpstreamTransport implements Transport {
       // Without an event id there is nothing to resume from: the answer cannot come any more.
       if (end.lastEventId === undefined) throw new UpstreamAnswerError(end.broke ? `the answer's event stream broke: ${end.broke.message}` : 'the upstream ended the event stream without the answer');
       if (Date.now() > until) throw new UpstreamAnswerError(`no answer after resuming the event stream for ${this.o.resumeForMs} ms`);
-      await this.wait(end.retryMs ?? this.backoff(failures));
+      await this.wait(end.retryMs ?? this.backoff(Math.max(failures, quiet)));
       if (this.ending) return;
       let next: StreamEnd;
       try {
@@ -198,7 +201,8 @@ export class StreamableHttpUpstreamTransport implements Transport {
         continue;
       }
       // A server that closes a stream to be polled again is fine; one whose streams keep breaking before any event is not.
-      failures = next.broke && next.lastEventId === undefined ? failures + 1 : 0;
+      quiet = next.progressed ? 0 : quiet + 1;
+      failures = next.broke && !next.progressed ? failures + 1 : 0;
       if (failures >= this.o.reconnect.attempts) throw new Error(`could not resume the answer's event stream: ${next.broke!.message}`);
       end = { ...next, lastEventId: next.lastEventId ?? end.lastEventId, retryMs: next.retryMs ?? end.retryMs };
     }
@@ -217,6 +221,7 @@ export class StreamableHttpUpstreamTransport implements Transport {
     let lastEventId: string | undefined;
     let retryMs: number | undefined;
     let failures = 0;
+    let quiet = 0;
     while (!this.ending) {
       let res: IncomingMessage;
       try {
@@ -229,12 +234,13 @@ export class StreamableHttpUpstreamTransport implements Transport {
       }
       const end = await this.events(res, undefined);
       if (end.broke instanceof SseTooLarge) throw end.broke; // reopening would replay it
-      failures = end.broke && end.lastEventId === undefined ? failures + 1 : 0;
+      quiet = end.progressed ? 0 : quiet + 1;
+      failures = end.broke && !end.progressed ? failures + 1 : 0;
       if (failures >= this.o.reconnect.attempts) throw end.broke!;
       lastEventId = end.lastEventId ?? lastEventId;
       retryMs = end.retryMs ?? retryMs;
       if (this.ending) return;
-      await this.wait(retryMs ?? this.backoff(0));
+      await this.wait(retryMs ?? this.backoff(quiet));
     }
   }
 
