@@ -1,9 +1,8 @@
-// Upstream connectors: a stdio child (./stdio.ts, in its own process group) and the SDK's client
-// transports for Streamable HTTP and legacy SSE, behind one interface. send() accepts only an Authorized message, which only the decide stage
+// Upstream connectors: a stdio child (./stdio.ts, in its own process group), Streamable HTTP
+// (./http.ts, written for relaying) and the SDK's client transport for legacy SSE, behind one interface. send() accepts only an Authorized message, which only the decide stage
 // can make: a message without a decision cannot reach an upstream, by construction.
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
@@ -13,6 +12,7 @@ import type { ServerConfig } from '../config/schema.js';
 import { Authorized } from '../gateway/decide.js';
 import { PortcullisError } from '../errors.js';
 import { upstreamFetch } from './http-fetch.js';
+import { StreamableHttpUpstreamTransport } from './http.js';
 import { redactedUrl, scrubber } from './redact.js';
 import { StdioUpstreamTransport } from './stdio.js';
 import { discoverProbe, PROBE_ID, PROBE_TIMEOUT_MS, verdictOf, type Verdict } from './era.js';
@@ -158,12 +158,16 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
   }
   const headers = server.headers;
   const url = new URL(server.url);
-  const transport =
-    server.transport === 'http'
-      ? new StreamableHTTPClientTransport(url, { requestInit: { headers }, fetch: upstreamFetch })
-      : new SSEClientTransport(url, { requestInit: { headers }, fetch: upstreamFetch }); // the SDK applies these headers to the event stream too
   const where = redactedUrl(server.url);
-  const upstream = new TransportUpstream(transport, name, where, slog, scrub);
+  let upstream: TransportUpstream;
+  if (server.transport === 'http') {
+    const transport = new StreamableHttpUpstreamTransport(url, { headers });
+    const ended = () => (transport.endedBecause ? `upstream "${name}" ${transport.endedBecause} (PCL_UPSTREAM_UNAVAILABLE)` : undefined);
+    upstream = new TransportUpstream(transport, name, where, slog, scrub, ended);
+  } else {
+    // The SDK applies these headers to the event stream too.
+    upstream = new TransportUpstream(new SSEClientTransport(url, { requestInit: { headers }, fetch: upstreamFetch }), name, where, slog, scrub);
+  }
   try {
     await upstream.start();
   } catch (e) {

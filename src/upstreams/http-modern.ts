@@ -1,0 +1,115 @@
+// The 2026-07-28 side of Streamable HTTP: one stateless request whose metadata headers are
+// regenerated from its body (exchangeModern, behind the connector's sendModern), and the probe
+// that tells a modern server from a legacy one (probeHttpEra).
+import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
+import {
+  HEADER_MISMATCH,
+  MISSING_REQUIRED_CLIENT_CAPABILITY,
+  modernRequestHeaders,
+  PROTOCOL_VERSION_META,
+  UNSUPPORTED_PROTOCOL_VERSION,
+  type ToolDefinition,
+} from '../protocol/mcp-headers.js';
+import { ACCEPT_BOTH, configuredHeaders, errorBody, isAnswerTo, isObj, mediaType, open, parseMessage, readEvents, readText, target, UpstreamAnswerError, type Target } from './http-wire.js';
+
+/** The modern revision this connector speaks when asked to. */
+export const MODERN_PROTOCOL_VERSION = '2026-07-28';
+/** Set-up bound of the probe's connection. */
+const PROBE_CONNECT_TIMEOUT_MS = 10_000;
+
+/** What a modern exchange may be given besides its message. */
+export interface ModernOptions {
+  /** For tools/call: the tool's definition, whose x-mcp-header annotations become Mcp-Param-* headers. */
+  tool?: ToolDefinition;
+  /** Messages the server sends before its answer (progress, logging), as they arrive. */
+  onmessage?: (message: JSONRPCMessage) => void;
+  /** Aborting closes the answer's stream, which a modern server takes as the request's cancellation. */
+  signal?: AbortSignal;
+}
+
+/**
+ * POSTs one modern request (no session) with its metadata headers regenerated from its body, and
+ * resolves with the server's answer, also when it came with an HTTP error status (400 with
+ * -32022, 404 with -32601: a modern server's way to refuse). Anything that is not a JSON-RPC
+ * answer to this request rejects with an UpstreamAnswerError; a network failure rejects as it is.
+ * A notification resolves with undefined once accepted (202).
+ */
+export async function exchangeModern(t: Target, headers: Record<string, string>, message: JSONRPCMessage, limit: number, o: ModernOptions = {}): Promise<JSONRPCMessage | undefined> {
+  const m = message as { id?: RequestId; method?: unknown };
+  if (typeof m.method !== 'string') throw new TypeError('a modern exchange sends a request or a notification');
+  const all = { ...headers, accept: ACCEPT_BOTH, 'content-type': 'application/json', ...modernRequestHeaders(message as { method: string; params?: unknown }, o.tool) };
+  const res = await open(t, 'POST', all, JSON.stringify(message), { signal: o.signal });
+  const status = res.statusCode ?? 0;
+  const ok = status >= 200 && status < 300;
+  const type = mediaType(res);
+  let invalid: string | undefined;
+  const onInvalid = (why: string) => (invalid ??= why);
+  if (m.id === undefined) {
+    res.resume();
+    if (ok) return undefined;
+    throw new UpstreamAnswerError(`HTTP ${status} for a notification`, status);
+  }
+  if (ok && status !== 202 && type === 'text/event-stream') {
+    let answer: JSONRPCMessage | undefined;
+    const end = await readEvents(res, limit, m.id, (x) => (isAnswerTo(x, m.id!) ? (answer = x) : o.onmessage?.(x)), onInvalid);
+    if (answer) return answer;
+    throw new UpstreamAnswerError(end.broke ? `the answer's event stream broke: ${end.broke.message}` : `the event stream ended without an answer${invalid ? ` (${invalid})` : ''}`, status);
+  }
+  if (type === 'application/json') {
+    const text = await readText(res, limit);
+    const answer = parseMessage(text, onInvalid);
+    const id = answer && (answer as { id?: unknown }).id;
+    // An error about a request the server could not read names no id (null).
+    if (answer && !('method' in answer) && (id === m.id || (id === null && 'error' in answer))) return answer;
+    throw new UpstreamAnswerError(`HTTP ${status}: ${invalid ?? 'the body is not the answer to this request'}`, status);
+  }
+  const body = ok ? (res.resume(), '') : await errorBody(res);
+  throw new UpstreamAnswerError(`HTTP ${status}${ok ? ` with content type "${type}"` : ''}${body ? `: ${body}` : ''}`, status);
+}
+
+/** What probeHttpEra found: a modern server and the versions it supports, or a legacy one and why it is taken for one. */
+export type HttpEra = { era: 'modern'; supportedVersions: string[]; discover?: Record<string, unknown> } | { era: 'legacy'; reason: string };
+
+/** The errors only a modern server answers with. */
+const MODERN_ERRORS = new Set([HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY, UNSUPPORTED_PROTOCOL_VERSION]);
+
+/**
+ * Which era an HTTP server speaks (2026-07-28, basic/versioning and the Streamable HTTP binding's
+ * backward compatibility): POSTs server/discover with modern `_meta` and headers. A DiscoverResult,
+ * or a recognised modern error (-32020, -32021, -32022; its `data.supported` when it has one),
+ * means modern; any other answer means legacy (fall back to initialize). A network failure rejects:
+ * a server that cannot be reached has no era.
+ */
+export async function probeHttpEra(url: string | URL, headers: Record<string, string> = {}, o: { clientInfo?: { name: string; version: string }; connectTimeoutMs?: number; signal?: AbortSignal } = {}): Promise<HttpEra> {
+  const discover = {
+    jsonrpc: '2.0',
+    id: 'portcullis-discover',
+    method: 'server/discover',
+    params: {
+      _meta: {
+        [PROTOCOL_VERSION_META]: MODERN_PROTOCOL_VERSION,
+        'io.modelcontextprotocol/clientInfo': o.clientInfo ?? { name: 'portcullis', version: '0' },
+        'io.modelcontextprotocol/clientCapabilities': {},
+      },
+    },
+  } as JSONRPCMessage;
+  let answer: JSONRPCMessage | undefined;
+  try {
+    const t = target(new URL(url), o.connectTimeoutMs ?? PROBE_CONNECT_TIMEOUT_MS);
+    answer = await exchangeModern(t, configuredHeaders(headers), discover, 1024 * 1024, { signal: o.signal });
+  } catch (e) {
+    if (e instanceof UpstreamAnswerError) return { era: 'legacy', reason: e.message };
+    throw e;
+  }
+  const a = answer as { result?: unknown; error?: { code?: unknown; message?: unknown; data?: unknown } };
+  const strings = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined);
+  if (isObj(a.result)) {
+    const versions = strings(a.result.supportedVersions);
+    if (versions) return { era: 'modern', supportedVersions: versions, discover: a.result };
+    return { era: 'legacy', reason: 'server/discover answered without supportedVersions' };
+  }
+  if (isObj(a.error) && typeof a.error.code === 'number' && MODERN_ERRORS.has(a.error.code)) {
+    return { era: 'modern', supportedVersions: (isObj(a.error.data) && strings(a.error.data.supported)) || [] };
+  }
+  return { era: 'legacy', reason: `server/discover answered with error ${String(a.error?.code)}: ${String(a.error?.message)}` };
+}
