@@ -20,7 +20,7 @@ export interface HttpUpstreamOptions {
   maxMessageBytes?: number;
   /** TCP (and TLS) connection set-up, at most. Default 10 s. */
   connectTimeoutMs?: number;
-  /** How long a GET or DELETE may take to answer with its status. Default 10 s. */
+  /** How long a GET may take to answer with its status. Default 10 s. */
   answerTimeoutMs?: number;
   /** Reopening a broken event stream when the server named no `retry:` delay: exponential from initialMs to maxMs; `attempts` failures in a row and it gives up. */
   reconnect?: { initialMs: number; maxMs: number; attempts: number };
@@ -35,6 +35,8 @@ const DEFAULTS = {
   reconnect: { initialMs: 1_000, maxMs: 30_000, attempts: 3 },
   resumeForMs: 10 * 60_000,
 };
+/** A session's end waits for its DELETE: an upstream that does not answer must not hold it up for long. */
+const DELETE_TIMEOUT_MS = 2_000;
 /** A server's `retry: 0` must not turn reconnecting into a busy loop. */
 const MIN_RECONNECT_MS = 100;
 
@@ -113,7 +115,7 @@ export class StreamableHttpUpstreamTransport implements Transport {
     const session = this.session;
     if (!session) return;
     this.session = undefined;
-    const res = await open(this.target, 'DELETE', this.headers({}, session), undefined, { live: this.live, answerTimeoutMs: this.o.answerTimeoutMs });
+    const res = await open(this.target, 'DELETE', this.headers({}, session), undefined, { live: this.live, answerTimeoutMs: DELETE_TIMEOUT_MS });
     res.resume();
     const status = res.statusCode ?? 0;
     if (!(status >= 200 && status < 300) && status !== 404 && status !== 405) throw new UpstreamAnswerError(`HTTP ${status} to the session's DELETE`, status);
