@@ -133,7 +133,7 @@ export class Gateway implements SessionHost {
       const session = new Session(id, server, identity, channel, this);
       let upstream: Upstream;
       try {
-        upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd(), this.verdicts.get(server));
+        upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd(), this.verdicts.get(server), opts);
       } catch (e) {
         this.metrics.upstreamFailures.inc({ server }); // connectUpstream logged why
         throw e;
@@ -141,7 +141,7 @@ export class Gateway implements SessionHost {
       if (upstream.verdict) this.verdicts.set(server, upstream.verdict);
       // A 2025 session on a 2026 upstream: the gateway plays the 2026 client for it. 2026 requests
       // (stateless) need no such help: they reach a 2026 upstream as they are.
-      if (upstream.verdict?.era === 'modern' && !opts.stateless) upstream = new LegacyOverModern(upstream, upstream.verdict.discover);
+      if (upstream.verdict?.era === 'modern' && !opts.stateless) upstream = new LegacyOverModern(upstream, upstream.verdict.discover, upstream.twin);
       session.attach(upstream);
       this.watchStart(server, upstream);
       if (this.closing) {

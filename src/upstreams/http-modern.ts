@@ -1,6 +1,8 @@
 // The 2026-07-28 side of Streamable HTTP: one stateless request whose metadata headers are
 // regenerated from its body (exchangeModern, behind the connector's sendModern), and the probe
-// that tells a modern server from a legacy one (probeHttpEra).
+// that tells a modern server from a legacy one (probeHttpEra); ModernHttpTransport carries a
+// session's messages to a 2026 server that way.
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import {
   HEADER_MISMATCH,
@@ -112,4 +114,66 @@ export async function probeHttpEra(url: string | URL, headers: Record<string, st
     return { era: 'modern', supportedVersions: (isObj(a.error.data) && strings(a.error.data.supported)) || [] };
   }
   return { era: 'legacy', reason: `server/discover answered with error ${String(a.error?.code)}: ${String(a.error?.message)}` };
+}
+
+/**
+ * A 2026-07-28 HTTP upstream as a transport: each request one stateless exchange (sendModern), its
+ * answer and what came before it delivered as messages. The tools the upstream lists are kept so
+ * that a tools/call carries the Mcp-Param headers their annotations define; notifications/cancelled
+ * closes the exchange it names (a 2026 server's cancellation). An exchange that fails is answered
+ * with an error naming no address; why goes to onerror (the gateway's log, scrubbed).
+ */
+export class ModernHttpTransport implements Transport {
+  onmessage?: (message: JSONRPCMessage) => void;
+  onerror?: (error: Error) => void;
+  onclose?: () => void;
+  private readonly inFlight = new Map<RequestId, AbortController>();
+  private readonly tools = new Map<string, ToolDefinition>();
+
+  constructor(
+    private readonly connector: { sendModern(message: JSONRPCMessage, o?: ModernOptions): Promise<JSONRPCMessage | undefined>; close(): Promise<void> },
+    /** How the error an exchange's caller gets names the upstream. */
+    private readonly describe: string,
+  ) {}
+
+  async start(): Promise<void> {}
+
+  async send(message: JSONRPCMessage): Promise<void> {
+    const m = message as { id?: RequestId; method?: string; params?: { name?: unknown; requestId?: RequestId } };
+    if (m.method === undefined) return; // an answer: a 2026 server sends the client no requests
+    if (m.id === undefined) {
+      if (m.method === 'notifications/cancelled' && m.params?.requestId !== undefined) this.inFlight.get(m.params.requestId)?.abort();
+      return;
+    }
+    const id = m.id;
+    const abort = new AbortController();
+    this.inFlight.set(id, abort);
+    const tool = m.method === 'tools/call' && typeof m.params?.name === 'string' ? this.tools.get(m.params.name) : undefined;
+    this.connector.sendModern(message, { tool, signal: abort.signal, onmessage: (x) => this.onmessage?.(x) }).then(
+      (answer) => {
+        this.inFlight.delete(id);
+        if (!answer) return;
+        if (m.method === 'tools/list') this.learn(answer);
+        this.onmessage?.(answer);
+      },
+      (e: Error) => {
+        this.inFlight.delete(id);
+        if (abort.signal.aborted) return; // cancelled: no answer is owed
+        this.onerror?.(e);
+        this.onmessage?.({ jsonrpc: '2.0', id, error: { code: -32010, message: `${this.describe} could not answer (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why` } } as JSONRPCMessage);
+      },
+    );
+  }
+
+  private learn(answer: JSONRPCMessage): void {
+    const tools = (answer as { result?: { tools?: unknown } }).result?.tools;
+    if (Array.isArray(tools)) for (const t of tools as ToolDefinition[]) if (typeof t?.name === 'string' && this.tools.size < 10_000) this.tools.set(t.name, t);
+  }
+
+  async close(): Promise<void> {
+    for (const abort of this.inFlight.values()) abort.abort();
+    this.inFlight.clear();
+    await this.connector.close().catch(() => undefined);
+    this.onclose?.();
+  }
 }

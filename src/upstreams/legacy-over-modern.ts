@@ -43,13 +43,31 @@ export class LegacyOverModern implements Upstream {
   private mode: 'opening' | 'native' | 'translate' = 'opening';
   private opening?: Request;
 
+  /** Where translated requests go: the twin when the upstream has one (HTTP), else the same connection. */
+  private readonly modern: Upstream;
+
   constructor(
-    private readonly inner: Upstream,
+    /** The connection the client's own initialize is tried on. */
+    private inner: Upstream,
     /** The upstream's server/discover result. */
     private readonly discover: Obj,
+    twin?: Upstream,
   ) {
-    inner.onmessage = (m) => this.fromUpstream(m);
-    inner.onclose = (reason) => this.onclose?.(reason);
+    this.modern = twin ?? inner;
+    for (const u of new Set([inner, this.modern])) {
+      u.onmessage = (m) => this.fromUpstream(m);
+      u.onclose = (reason) => this.onclose?.(reason);
+    }
+  }
+
+  /** The session's way is settled: the connection it does not use is closed. */
+  private settle(mode: 'native' | 'translate'): void {
+    this.mode = mode;
+    if (this.modern === this.inner) return;
+    const unused = mode === 'native' ? this.modern : this.inner;
+    unused.onclose = undefined;
+    void unused.close().catch(() => undefined);
+    if (mode === 'translate') this.inner = this.modern;
   }
 
   async send(a: Authorized): Promise<void> {
@@ -116,10 +134,10 @@ export class LegacyOverModern implements Upstream {
       const opening = this.opening;
       this.opening = undefined;
       if (m.result) {
-        this.mode = 'native';
+        this.settle('native');
         return this.onmessage?.(message);
       }
-      this.mode = 'translate';
+      this.settle('translate');
       return this.initialize(opening);
     }
     if (this.mode === 'native') return this.onmessage?.(message);
@@ -178,8 +196,9 @@ export class LegacyOverModern implements Upstream {
     if (this.mode === 'native') this.inner.setProtocolVersion(version);
   }
 
-  close(): Promise<void> {
-    return this.inner.close();
+  async close(): Promise<void> {
+    // Before the session's way is settled both connections are open.
+    await Promise.all([...new Set([this.inner, this.modern])].map((u) => (u === this.inner || this.mode === 'opening' ? u.close() : undefined)));
   }
 }
 

@@ -16,12 +16,16 @@ import { StreamableHttpUpstreamTransport } from './http.js';
 import { redactedUrl, scrubber } from './redact.js';
 import { StdioUpstreamTransport } from './stdio.js';
 import { discoverProbe, PROBE_ID, PROBE_TIMEOUT_MS, verdictOf, type Verdict } from './era.js';
+import { ModernHttpTransport, probeHttpEra } from './http-modern.js';
+import { packageVersion } from '../version.js';
 
 export interface Upstream {
   /** What the upstream said of its era when asked (server/discover), when it was asked. */
   readonly verdict?: Verdict;
   /** Why it is gone, when it went before anyone listened (a child that exited during the era probe). */
   readonly closedWith?: string;
+  /** For a 2025 session on a 2026 HTTP upstream: the same server reached the 2026 way, for when it refuses the session's initialize. */
+  readonly twin?: Upstream;
   send(message: Authorized): Promise<void>;
   /** After initialize: HTTP upstreams must send the negotiated MCP-Protocol-Version. */
   setProtocolVersion(version: string): void;
@@ -41,6 +45,7 @@ class TransportUpstream implements Upstream {
   onclose?: (reason: string) => void;
   verdict?: Verdict;
   closedWith?: string;
+  twin?: Upstream;
   private closed = false;
   private probeEnded?: () => void;
   private readonly describe: string;
@@ -133,7 +138,7 @@ class TransportUpstream implements Upstream {
  * and logs why. A stdio child runs in `cwd` resolved against baseDir (the config file's folder), so
  * relative paths in a config mean the same wherever the gateway is started.
  */
-export async function connectUpstream(name: string, server: ServerConfig, log: Logger, baseDir: string, known?: Verdict): Promise<Upstream> {
+export async function connectUpstream(name: string, server: ServerConfig, log: Logger, baseDir: string, known?: Verdict, opts: { stateless?: boolean } = {}): Promise<Upstream> {
   const slog = log.child({ upstream: name });
   const scrub = scrubber(server);
   if (server.transport === 'stdio') {
@@ -163,7 +168,16 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
   if (server.transport === 'http') {
     const transport = new StreamableHttpUpstreamTransport(url, { headers });
     const ended = () => (transport.endedBecause ? `upstream "${name}" ${transport.endedBecause} (PCL_UPSTREAM_UNAVAILABLE)` : undefined);
-    upstream = new TransportUpstream(transport, name, where, slog, scrub, ended);
+    const verdict = await httpVerdict(name, server, slog, where, scrub, known);
+    // A 2026 server gets each request on its own, no session. A 2025 session there first tries
+    // the server's own 2025 side (a dual-era server serves it natively), the twin otherwise.
+    const modern = verdict?.era === 'modern' ? new TransportUpstream(new ModernHttpTransport(new StreamableHttpUpstreamTransport(url, { headers }), `upstream "${name}"`), name, where, slog, scrub) : undefined;
+    upstream = modern && opts.stateless ? modern : new TransportUpstream(transport, name, where, slog, scrub, ended);
+    upstream.verdict = verdict;
+    if (modern && upstream !== modern) {
+      modern.verdict = verdict;
+      upstream.twin = modern;
+    }
   } else {
     // The SDK applies these headers to the event stream too.
     upstream = new TransportUpstream(new SSEClientTransport(url, { requestInit: { headers }, fetch: upstreamFetch }), name, where, slog, scrub);
@@ -177,6 +191,29 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
     throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" could not be reached (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
   }
   return upstream;
+}
+
+/** The era of an HTTP upstream, asked as learnEra asks a stdio one (probeHttpEra: a stateless POST of server/discover). */
+async function httpVerdict(name: string, server: Extract<ServerConfig, { transport: 'http' | 'sse' }>, log: Logger, where: string, scrub: (text: string) => string, known: Verdict | undefined): Promise<Verdict | undefined> {
+  if (server.era === '2025') return undefined;
+  if (server.era === 'auto' && known) return known;
+  let era;
+  try {
+    era = await probeHttpEra(server.url, server.headers, { clientInfo: { name: 'portcullis', version: packageVersion() } });
+  } catch (e) {
+    log.error({ at: where, err: scrub(describeError(e as Error)) }, 'upstream could not be reached');
+    throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" could not be reached (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
+  }
+  let verdict: Verdict;
+  try {
+    verdict = era.era === 'legacy' ? { era: 'legacy' } : verdictOf({ jsonrpc: '2.0', id: PROBE_ID, result: era.discover ?? { supportedVersions: era.supportedVersions } } as JSONRPCMessage);
+  } catch (e) {
+    log.error({ err: (e as Error).message }, 'upstream speaks no MCP revision the gateway serves');
+    throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" speaks no MCP revision this gateway serves (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
+  }
+  if (server.era === '2026' && verdict.era !== 'modern') throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" is configured as era 2026 but did not answer server/discover (PCL_UPSTREAM_UNAVAILABLE)`);
+  log.info({ era: verdict.era }, 'upstream era');
+  return verdict;
 }
 
 /**

@@ -32,11 +32,10 @@ const GATEWAY_OWN_ANSWERS = new Set(['dns-rebinding-protection/localhost-host-re
 /**
  * SSE polling (SEP-1699, a pending scenario): the fixture closes its SSE stream mid-call; the
  * gateway resumes that upstream stream itself and keeps its own client stream open, so the
- * client gets the result without reconnecting (by design); its priming event has no `retry:`
- * (a SHOULD, a to-do).
+ * client gets the result without reconnecting (by design); its own streams advise `retry: 1000`.
  */
 const SSE_POLLING_2025: Record<string, string> = {
-  'server-sse-polling/server-sse-retry-field': "to-do: the gateway's SSE priming event carries no retry field",
+  'server-sse-polling/server-sse-retry-field': "by design: the gateway's own streams advise retry: 1000 (the fixture's 500 is the upstream's to its own client)",
   'server-sse-polling/server-sse-disconnect-resume': 'by design: the gateway does not pass on the upstream closing its stream',
   'server-sse-polling/server-sse-priming-event': 'by design: priming and result arrive on one stream (2 events, not 1)',
 };
@@ -45,186 +44,34 @@ const SSE_POLLING_2025: Record<string, string> = {
 const because = (reason: string, keys: string[]): Record<string, string> => Object.fromEntries(keys.map((key) => [key, reason]));
 
 /**
- * 2026-07-28 through the gateway today: its HTTP front speaks only the 2025 era (sessions,
- * initialize), so every scenario stops at its first request. Grouped by what makes them pass.
+ * 2026-07-28 through the gateway, by design: the checks pass, but the client sees a different
+ * answer. Cacheable results are `cacheScope: "private"` (a list is filtered, a result masked and a
+ * call decided per caller: no shared cache may serve one caller's answer to another), and a
+ * removed method's -32601 says why it was removed.
  */
-const GATEWAY_2026_TODAY: Record<string, string> = {
-  ...because(
-    'no stateless serving: a 2026 request (per-request _meta, no session) is refused with 400 -32600 (Mcp-Session-Id header is required)',
-    [
-      'completion-complete/completion-complete',
-      'json-schema-2020-12/json-schema-2020-12-tool-found',
-      'json-schema-2020-12/json-schema-2020-12-$schema',
-      'json-schema-2020-12/json-schema-2020-12-$defs',
-      'json-schema-2020-12/json-schema-2020-12-additionalProperties',
-      'json-schema-2020-12/sep-2106-composition-keywords-preserved',
-      'json-schema-2020-12/sep-2106-conditional-keywords-preserved',
-      'json-schema-2020-12/sep-2106-anchor-keyword-preserved',
-      'prompts-get-embedded-resource/prompts-get-embedded-resource',
-      'prompts-get-simple/prompts-get-simple',
-      'prompts-get-with-args/prompts-get-with-args',
-      'prompts-get-with-image/prompts-get-with-image',
-      'prompts-list/prompts-list',
-      'resources-list/resources-list',
-      'resources-read-binary/resources-read-binary',
-      'resources-read-text/resources-read-text',
-      'resources-templates-read/resources-templates-read',
-      'server-sse-multiple-streams/server-accepts-multiple-post-streams',
-      'server-stateless/sep-2575-request-meta-client-info-optional',
-      'server-stateless/sep-2575-http-server-no-independent-requests-on-stream',
-      'server-stateless/sep-2575-server-no-log-without-loglevel',
-      'tasks-capability-negotiation/wire-schema-valid',
-      'tools-call-audio/tools-call-audio',
-      'tools-call-embedded-resource/tools-call-embedded-resource',
-      'tools-call-error/tools-call-error',
-      'tools-call-image/tools-call-image',
-      'tools-call-mixed-content/tools-call-mixed-content',
-      'tools-call-simple-text/tools-call-simple-text',
-      'tools-call-with-progress/tools-call-with-progress',
-      'tools-call-with-progress/wire-schema-valid',
-      'tools-list/tools-list',
-      'tools-list/tools-name-format',
-      'tools-list/tools-list-deterministic-order',
-      'tools-list/wire-schema-valid',
-    ],
-  ),
-  ...because(
-    'server/discover is refused (400 -32600): answer it (supportedVersions, capabilities, serverInfo in _meta)',
-    [
-      'dns-rebinding-protection/localhost-host-valid-accepted',
-      'server-stateless/sep-2575-server-implements-discover',
-      'server-stateless/sep-2575-server-identifies-in-result-meta',
+const GATEWAY_2026_BY_DESIGN: Record<string, string> = {
+  ...because('by design: cacheable results through the gateway are cacheScope private', [
+      'caching/sep-2549-tools-list-caching-hints',
+      'caching/sep-2549-prompts-list-caching-hints',
+      'caching/sep-2549-resources-read-caching-hints',
+      'caching/sep-2549-cache-scope-valid',
+      'http-header-validation/sep-2243-header-name-case-insensitive[ServerAcceptsLowercaseHeaderName]',
+      'http-header-validation/sep-2243-header-name-case-insensitive[ServerAcceptsUppercaseHeaderName]',
       'server-stateless/sep-2575-server-declares-prompts-in-discover',
       'server-stateless/sep-2575-discover-capabilities-match-handlers',
-    ],
-  ),
-  ...because(
-    'the 2026 validation ladder: missing/invalid _meta → 400 -32602, unsupported version → 400 -32022 with data.supported, removed or unknown method → 404 -32601, header mismatch → 400 -32020 (today: 400 -32600 or -32602)',
-    [
-      'server-stateless/sep-2575-request-meta-invalid-missing-meta',
-      'server-stateless/sep-2575-http-server-meta-invalid-400[HttpServerMetaInvalid400]',
-      'server-stateless/sep-2575-request-meta-invalid-missing-protocol-version',
-      'server-stateless/sep-2575-http-server-meta-invalid-400[HttpServerMetaInvalid400]#2',
-      'server-stateless/sep-2575-request-meta-invalid-missing-client-capabilities',
-      'server-stateless/sep-2575-http-server-meta-invalid-400[HttpServerMetaInvalid400]#3',
-      'server-stateless/sep-2575-server-unsupported-version-error',
-      'server-stateless/sep-2575-http-server-unsupported-version-400',
-      'server-stateless/sep-2575-http-server-header-mismatch-400',
+  ]),
+  ...because('by design: the -32601 for a method 2026-07-28 removed says why', [
       'server-stateless/sep-2575-http-server-method-not-found-404-initialize',
       'server-stateless/sep-2575-http-server-method-not-found-404-ping',
       'server-stateless/sep-2575-http-server-method-not-found-404-logging-setlevel',
       'server-stateless/sep-2575-http-server-method-not-found-404-resources-subscribe',
       'server-stateless/sep-2575-http-server-method-not-found-404-resources-unsubscribe',
-      'server-stateless/sep-2575-http-server-method-not-found-404',
-      'server-stateless/sep-2575-http-server-error-jsonrpc-id',
-      'tasks-dispatch-and-envelope/sep-2663-tasks-result-removed-method-not-found',
-      'tasks-dispatch-and-envelope/tasks-removed-tasks-list',
-      'tasks-request-headers/tasks-headers-reject-mismatched-method',
-    ],
-  ),
-  ...because(
-    'SEP-2322 multi-round-trip: input_required results and retried inputResponses/requestState must pass through verbatim (and -32021 / -32602 rejections from the upstream)',
-    [
-      'input-required-result-basic-elicitation/sep-2322-elicitation-incomplete',
-      'input-required-result-basic-elicitation/sep-2322-elicitation-complete',
-      'input-required-result-basic-elicitation/wire-schema-valid',
-      'input-required-result-basic-list-roots/sep-2322-list-roots-incomplete',
-      'input-required-result-basic-list-roots/sep-2322-list-roots-complete',
-      'input-required-result-basic-list-roots/wire-schema-valid',
-      'input-required-result-basic-sampling/sep-2322-sampling-incomplete',
-      'input-required-result-basic-sampling/sep-2322-sampling-complete',
-      'input-required-result-basic-sampling/wire-schema-valid',
-      'input-required-result-capability-check/sep-2322-respect-client-capabilities',
-      'input-required-result-ignore-extra-params/sep-2322-ignore-unexpected-params',
-      'input-required-result-missing-input-response/sep-2322-missing-response-rerequests',
-      'input-required-result-multi-round/sep-2322-multi-round-r1',
-      'input-required-result-multi-round/sep-2322-multi-round-r2',
-      'input-required-result-multi-round/sep-2322-multi-round-r3',
-      'input-required-result-multi-round/wire-schema-valid',
-      'input-required-result-multiple-input-requests/sep-2322-multiple-inputs-incomplete',
-      'input-required-result-multiple-input-requests/sep-2322-multiple-inputs-complete',
-      'input-required-result-multiple-input-requests/wire-schema-valid',
-      'input-required-result-non-tool-request/sep-2322-non-tool-incomplete',
-      'input-required-result-non-tool-request/sep-2322-non-tool-complete',
-      'input-required-result-non-tool-request/wire-schema-valid',
-      'input-required-result-request-state/sep-2322-request-state-incomplete',
-      'input-required-result-request-state/sep-2322-request-state-complete',
-      'input-required-result-request-state/wire-schema-valid',
-      'input-required-result-result-type/sep-2322-result-type-included',
-      'input-required-result-tampered-state/sep-2322-reject-tampered-state',
-      'input-required-result-tampered-state/wire-schema-valid',
-      'input-required-result-validate-input/sep-2322-validate-input-responses',
-      'input-required-result-validate-input/sep-2322-error-on-protocol-error',
-      'server-stateless/sep-2575-server-rejects-undeclared-capability',
-      'server-stateless/sep-2575-missing-capability-http-400',
-    ],
-  ),
-  ...because(
-    'subscriptions/listen: acknowledged first, subscriptionId on every notification, list_changed from the upstream relayed',
-    [
-      'server-stateless/sep-2575-server-sends-subscription-ack',
-      'server-stateless/sep-2575-server-tags-subscription-id',
-      'server-stateless/sep-2575-server-sends-prompts-list-changed-on-subscription',
-      'server-stateless/sep-2575-server-sends-tools-list-changed-on-subscription',
-    ],
-  ),
-  ...because(
-    'SEP-2549 caching hints (ttlMs, cacheScope) on list and read results must reach the client',
-    [
-      'caching/sep-2549-tools-list-caching-hints',
-      'caching/sep-2549-prompts-list-caching-hints',
-      'caching/sep-2549-resources-list-caching-hints',
-      'caching/sep-2549-resources-templates-list-caching-hints',
-      'caching/sep-2549-resources-read-caching-hints',
-      'caching/sep-2549-ttl-non-negative',
-      'caching/sep-2549-cache-scope-valid',
-      'caching/wire-schema-valid',
-    ],
-  ),
-  ...because(
-    'SEP-2164: an unknown resource is -32602 with data.uri (the error of the upstream, passed on)',
-    [
-      'sep-2164-resource-not-found/sep-2164-error-code',
-      'sep-2164-resource-not-found/sep-2164-data-uri',
-    ],
-  ),
-  ...because(
-    'SEP-2243 headers: Mcp-Method / Mcp-Name must match the body (400 -32020), Mcp-Param-* (x-mcp-header, =?base64?…?=) likewise; not reached today (tools/list refused)',
-    [
-      'http-custom-header-server-validation/sep-2243-server-decode-base64',
-      'http-custom-header-server-validation/sep-2243-server-reject-invalid-param-chars[ServerRejectsInvalidBase64Padding]',
-      'http-custom-header-server-validation/sep-2243-server-reject-param-mismatch[ServerRejectsInvalidBase64PaddingErrorCode]',
-      'http-custom-header-server-validation/sep-2243-server-reject-invalid-param-chars[ServerRejectsInvalidBase64Chars]',
-      'http-custom-header-server-validation/sep-2243-server-reject-param-mismatch[ServerRejectsInvalidBase64CharsErrorCode]',
-      'http-custom-header-server-validation/sep-2243-server-validate-param-match[ServerLiteralMissingBase64Prefix]',
-      'http-custom-header-server-validation/sep-2243-server-validate-param-match[ServerLiteralMissingBase64Suffix]',
-      'http-custom-header-server-validation/sep-2243-server-validate-param-match[ServerRejectsMissingCustomHeader]',
-      'http-custom-header-server-validation/sep-2243-server-reject-param-mismatch[ServerRejectsMissingCustomHeaderErrorCode]',
-      'http-header-validation/sep-2243-server-reject-invalid-headers[ServerRejectsMismatchedMethodHeader]',
-      'http-header-validation/sep-2243-server-reject-error-code[ServerRejectsMismatchedMethodHeaderErrorCode]',
-      'http-header-validation/sep-2243-server-reject-invalid-headers[ServerRejectsMissingMethodHeader]',
-      'http-header-validation/sep-2243-server-reject-error-code[ServerRejectsMissingMethodHeaderErrorCode]',
-      'http-header-validation/sep-2243-server-reject-invalid-headers[ServerRejectsMismatchedNameHeader]',
-      'http-header-validation/sep-2243-server-reject-error-code[ServerRejectsMismatchedNameHeaderErrorCode]',
-      'http-header-validation/sep-2243-server-accepts-whitespace-header-value',
-      'http-header-validation/sep-2243-server-reject-invalid-headers[ServerRejectsMissingNameHeader]',
-      'http-header-validation/sep-2243-server-reject-error-code[ServerRejectsMissingNameHeaderErrorCode]',
-      'http-header-validation/sep-2243-header-name-case-insensitive[ServerAcceptsLowercaseHeaderName]',
-      'http-header-validation/sep-2243-header-name-case-insensitive[ServerAcceptsUppercaseHeaderName]',
-      'http-header-validation/sep-2243-server-reject-invalid-headers[ServerRejectsCaseMismatchValue]',
-      'http-header-validation/sep-2243-server-reject-error-code[ServerRejectsCaseMismatchValueErrorCode]',
-    ],
-  ),
+  ]),
 };
 
-/**
- * Checks that pass directly but not (the same way) through the gateway today, with why. The
- * lead burns this down: an entry that passes through the gateway (or no longer passes
- * directly) is stale and fails the test, so the list is always exactly today's gap.
- */
 const EXPECTED_FAILURES: Record<Revision, Record<Upstream, Record<string, string>>> = {
   '2025-11-25': { http: SSE_POLLING_2025, stdio: SSE_POLLING_2025 },
-  '2026-07-28': { http: GATEWAY_2026_TODAY, stdio: GATEWAY_2026_TODAY },
+  '2026-07-28': { http: GATEWAY_2026_BY_DESIGN, stdio: GATEWAY_2026_BY_DESIGN },
 };
 
 const workDir = mkdtempSync(join(tmpdir(), 'portcullis-conformance-'));
