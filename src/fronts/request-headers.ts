@@ -5,8 +5,9 @@
 // decides on a header. A header sent twice is refused too: Node joins repeated values with ", ",
 // and "a" + "a" must not pass as a body value "a, a" while a router reads the first "a".
 import type { IncomingMessage } from 'node:http';
+import { decodeHeaderValue, paramHeaderFields } from '../protocol/mcp-headers.js';
 
-export const HEADER_MISMATCH = -32020;
+export { HEADER_MISMATCH } from '../protocol/mcp-headers.js';
 
 /** Which body field Mcp-Name mirrors, per method (2026-07-28 Standard Request Headers; tasks/* per SEP-2663). */
 const NAME_SOURCE: Record<string, 'name' | 'uri' | 'taskId'> = {
@@ -17,37 +18,6 @@ const NAME_SOURCE: Record<string, 'name' | 'uri' | 'taskId'> = {
   'tasks/update': 'taskId',
   'tasks/cancel': 'taskId',
 };
-
-const SENTINEL = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/;
-/** RFC 9110 field-value characters, as a header value may carry them unencoded. */
-const PLAIN = /^[\x20-\x7e\t]*$/;
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
-
-/**
- * The value a header carries: plain visible ASCII as is, or the `=?base64?…?=` sentinel decoded
- * (strict: canonical Base64 of well-formed UTF-8). Undefined when it is neither.
- */
-export function decodeHeaderValue(value: string): string | undefined {
-  if (value.startsWith('=?base64?') && value.endsWith('?=')) {
-    const m = SENTINEL.exec(value);
-    if (!m) return undefined;
-    const bytes = Buffer.from(m[1], 'base64');
-    // Non-canonical Base64 (stray bits, missing padding) decodes too: one value, one spelling.
-    if (bytes.toString('base64') !== m[1]) return undefined;
-    try {
-      return UTF8.decode(bytes);
-    } catch {
-      return undefined;
-    }
-  }
-  return PLAIN.test(value) ? value : undefined;
-}
-
-/** A value as a client must send it: plain when it is safe visible ASCII with no edge spaces, else the sentinel. */
-export function encodeHeaderValue(value: string): string {
-  const plain = PLAIN.test(value) && !/^[ \t]|[ \t]$/.test(value) && !(value.startsWith('=?base64?') && value.endsWith('?='));
-  return plain ? value : `=?base64?${Buffer.from(value, 'utf8').toString('base64')}?=`;
-}
 
 /**
  * A header that disagrees with the body, worded as the MCP SDK words it (so a client sees the
@@ -72,29 +42,11 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 /** A tool's `x-mcp-header` annotations: header name (lower case) → the name as annotated and the `properties` path it mirrors. */
 export type ParamHeaders = Map<string, { name: string; path: string[] }>;
 
-/**
- * The annotations of a tool's inputSchema that the spec allows (statically reachable through
- * `properties` only, token names, unique ignoring case). Undefined when any is invalid: such a
- * tool definition is invalid as a whole, and its headers are then checked by nobody here.
- */
+/** The annotations of a tool's inputSchema (src/protocol/mcp-headers.ts); undefined when any is invalid, which makes the tool definition invalid. */
 export function paramHeadersOf(inputSchema: unknown): ParamHeaders | undefined {
-  const out: ParamHeaders = new Map();
-  const walk = (schema: unknown, path: string[]): boolean => {
-    if (!isObj(schema)) return true;
-    const header = schema['x-mcp-header'];
-    if (header !== undefined) {
-      if (path.length === 0 || typeof header !== 'string' || !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(header)) return false;
-      // Only on a primitive: a string, an integer or a boolean (not a number, an object or an array).
-      if (schema.type !== undefined && !['string', 'integer', 'boolean'].includes(schema.type as string)) return false;
-      const key = header.toLowerCase();
-      if (out.has(key)) return false;
-      out.set(key, { name: header, path });
-    }
-    const props = schema.properties;
-    if (isObj(props)) for (const [name, child] of Object.entries(props)) if (!walk(child, [...path, name])) return false;
-    return true;
-  };
-  return walk(inputSchema, []) ? out : undefined;
+  const found = paramHeaderFields(inputSchema);
+  if ('problem' in found) return undefined;
+  return new Map(found.fields.map((f) => [f.name.toLowerCase(), { name: f.name, path: [...f.path] }]));
 }
 
 /** One header's value, refusing a header sent more than once. */

@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { encodeHeaderValue } from '../../src/fronts/request-headers.js';
+import { encodeHeaderValue } from '../../src/protocol/mcp-headers.js';
 import { policyPoint } from '../../src/gateway/decide.js';
 import { compileBundle } from '../../src/policy/compile.js';
 import { StdioClientTransport as StdioV2 } from '@modelcontextprotocol/client/stdio';
