@@ -1,5 +1,6 @@
 // One call for the gateway: the store, the audit log and the recorder from the config, and
-// one close() that flushes and checkpoints them in the right order.
+// one close() that flushes and checkpoints them in the right order. A SQLite file is written by
+// a thread of its own (writer-thread.ts): its commits and fsyncs never hold up the event loop.
 import { isAbsolute, resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { openStore } from '../store/open.js';
@@ -7,9 +8,13 @@ import type { Store } from '../store/store.js';
 import { AuditLog } from './chain.js';
 import { loadSigningKey, type CheckpointSigner } from './keys.js';
 import { Recorder } from './recorder.js';
+import { ThreadWriter } from './writer-thread.js';
+import { storeWriter, type AuditWriter } from './writer.js';
 
 export interface Auditing {
   store: Store;
+  /** Where the audit log and the recorder write (a thread of its own for a SQLite file). */
+  writer: AuditWriter;
   log: AuditLog;
   /** Undefined when audit.recordings.enabled is false. */
   recorder: Recorder | undefined;
@@ -29,12 +34,16 @@ export function signerFromConfig(config: Pick<Config, 'audit'>, baseDir: string)
 export async function openAuditing(config: Pick<Config, 'audit' | 'store'>, baseDir: string): Promise<Auditing> {
   const signer = signerFromConfig(config, baseDir); // a bad key fails before anything is opened
   const store = await openStore(config.store.url, baseDir);
+  let writer: AuditWriter | undefined;
   try {
-    const log = await AuditLog.open(store, { signer, checkpointEvery: config.audit.checkpointEvery });
+    const sealing = { signer, checkpointEvery: config.audit.checkpointEvery };
+    const w = (writer = store.kind === 'sqlite' && store.location !== ':memory:' ? await ThreadWriter.start({ url: config.store.url, baseDir, ...sealing }) : storeWriter(store, sealing));
+    const log = await AuditLog.open(store, { writer: w });
     const rec = config.audit.recordings;
-    const recorder = rec.enabled ? new Recorder(store, { retention: rec.retention, maxMessageBytes: rec.maxMessageBytes, audit: log, sealInterval: rec.sealInterval }) : undefined;
+    const recorder = rec.enabled ? new Recorder(w, { retention: rec.retention, maxMessageBytes: rec.maxMessageBytes, audit: log, sealInterval: rec.sealInterval }) : undefined;
     return {
       store,
+      writer: w,
       log,
       recorder,
       async close() {
@@ -42,11 +51,13 @@ export async function openAuditing(config: Pick<Config, 'audit' | 'store'>, base
           await recorder?.close();
           await log.close();
         } finally {
+          await w.close();
           await store.close();
         }
       },
     };
   } catch (e) {
+    await writer?.close();
     await store.close();
     throw e;
   }
