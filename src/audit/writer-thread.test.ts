@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { PortcullisError } from '../errors.js';
+import { postgresSchema, skipWithoutPostgres } from '../../test/fixtures/postgres.js';
+import { openStore } from '../store/open.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { AuditRecord } from '../store/store.js';
 import { AuditLog } from './chain.js';
@@ -30,7 +32,7 @@ async function open(t: Parameters<typeof tempDir>[0], opts: { checkpointEvery?: 
   return { dir, file: join(dir, 'audit.db'), store, writer, log, signer };
 }
 
-async function stored(store: SqliteStore): Promise<AuditRecord[]> {
+async function stored(store: Pick<SqliteStore, 'readAudit'>): Promise<AuditRecord[]> {
   const records: AuditRecord[] = [];
   for await (const r of store.readAudit()) records.push(r);
   return records;
@@ -197,4 +199,28 @@ test('recordings written through the thread are chained and sealed; a batch stor
   assert.equal(rec.stats().failedWrites, 0);
   const report = await verifyStore(store);
   assert.equal(report.ok, true, report.recordings?.breaks[0]?.text ?? report.break?.message);
+});
+
+test('PostgreSQL: two replicas, each with its writer thread, appending at once build one gapless chain; each sees its own appends in its order', { skip: skipWithoutPostgres, timeout: 60_000 }, async (t) => {
+  const { url } = await postgresSchema(t);
+  const replicas = await Promise.all(
+    ['a', 'b'].map(async (name) => {
+      const store = await openStore(url, '/');
+      const writer = await ThreadWriter.start({ url, baseDir: '/', checkpointEvery: 50 });
+      const log = await AuditLog.open(store, { writer });
+      t.after(async () => (await writer.close(), await store.close()));
+      return { name, store, writer, log };
+    }),
+  );
+  const appended = await Promise.all(Array.from({ length: 400 }, (_, i) => replicas[i % 2].log.append('decision', replicas[i % 2].name, { i })));
+  for (const { name } of replicas) {
+    const own = appended.filter((r) => r.actor === name).map((r) => r.seq);
+    assert.deepEqual(own, [...own].sort((x, y) => x - y), `replica ${name}: seq in the order of its appends`);
+  }
+  for (const { log } of replicas) await log.close();
+  const records = await stored(replicas[0].store);
+  assert.deepEqual(records.map((r) => r.seq), Array.from({ length: 400 }, (_, i) => i + 1));
+  const report = await verifyStore(replicas[0].store, { checkpointEvery: 50 });
+  assert.equal(report.ok, true, report.break?.message);
+  assert.deepEqual((await replicas[0].store.listCheckpoints()).slice(0, 8).map((c) => c.seq), [50, 100, 150, 200, 250, 300, 350, 400]);
 });

@@ -21,8 +21,9 @@ const send = (m: WriterMessage) => port.postMessage(m);
 
 let store: Store;
 try {
-  // The gateway's thread opened (and created, migrated) the store already.
-  store = await openStore(data.url, data.baseDir, { mustExist: true, busyTimeout: data.busyTimeout });
+  // The gateway's thread opened (and created, migrated) the store already. PostgreSQL: one audit
+  // transaction at a time, recordings beside it.
+  store = await openStore(data.url, data.baseDir, { mustExist: true, busyTimeout: data.busyTimeout, connections: 2 });
 } catch (e) {
   send({ failed: wireError(e) });
   process.exit(1); // in a worker: ends this thread only
