@@ -143,6 +143,8 @@ export interface AuditStats {
 }
 
 interface Pending extends AuditEntry {
+  /** 1, 2, 3, … in the order of append(). */
+  n: number;
   data: Record<string, unknown>;
   /** performance.now() at append. */
   at: number;
@@ -156,7 +158,9 @@ export class AuditLog {
   private readonly inFlight: Pending[][] = [];
   private scheduled = false;
   private closed = false;
-  private idleWaiters: (() => void)[] = [];
+  /** Appends queued so far (the n of the last). */
+  private enqueued = 0;
+  private flushWaiters: { upTo: number; resolve: () => void }[] = [];
   private error: Error | undefined;
   private readonly counters = { appended: 0, failed: 0, batches: 0, lastSeq: 0 };
   private readonly maxBatch: number;
@@ -200,15 +204,21 @@ export class AuditLog {
       return Promise.reject(new PortcullisError('PCL_AUDIT_WRITE_FAILED', `audit record not written: ${(e as Error).message}`));
     }
     return new Promise<AuditRecord>((resolve, reject) => {
-      this.queue.push({ type, actor, data: normalized, dataJson, at: performance.now(), resolve, reject });
+      this.queue.push({ n: ++this.enqueued, type, actor, data: normalized, dataJson, at: performance.now(), resolve, reject });
       this.schedule();
     });
   }
 
-  /** Resolves when everything appended so far has been written or has failed. */
+  /** Resolves when everything appended so far has been written or has failed (appends made later do not hold it up). */
   flush(): Promise<void> {
-    if (!this.inFlight.length && !this.scheduled && this.queue.length === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    const upTo = this.enqueued;
+    if (this.oldestUnsettled() > upTo) return Promise.resolve();
+    return new Promise((resolve) => this.flushWaiters.push({ upTo, resolve }));
+  }
+
+  /** The n of the oldest append not yet written or failed; Infinity when none. */
+  private oldestUnsettled(): number {
+    return this.inFlight[0]?.[0].n ?? this.queue[0]?.n ?? Infinity;
   }
 
   /** Writes a checkpoint of the current head (signed when a key is configured); undefined when the log is empty. */
@@ -279,7 +289,8 @@ export class AuditLog {
     } finally {
       this.inFlight.splice(this.inFlight.indexOf(batch), 1);
       if (this.queue.length) this.schedule();
-      else if (!this.inFlight.length && !this.scheduled) for (const w of this.idleWaiters.splice(0)) w();
+      const oldest = this.oldestUnsettled();
+      this.flushWaiters = this.flushWaiters.filter((w) => (oldest > w.upTo ? void w.resolve() : true));
     }
   }
 }

@@ -166,6 +166,27 @@ test('a thread that cannot open the store: start fails naming it; after a crash,
   assert.equal(log.healthy(), true);
 });
 
+test('flush() waits for what was appended before it, not for appends that keep coming', { timeout: 60_000 }, async (t) => {
+  const { store, log } = await open(t);
+  let stop = false;
+  const loops = Array.from({ length: 16 }, async (_, k) => {
+    for (let i = 0; !stop; i++) await log.append('decision', 'alice', { k, i });
+  });
+  await new Promise((r) => setTimeout(r, 100));
+  const mine = log.append('decision', 'me', { mark: true });
+  const started = performance.now();
+  await log.flush();
+  const waited = performance.now() - started;
+  const record = await mine;
+  assert.ok(log.stats().pending > 0, 'appends were still coming');
+  stop = true;
+  await Promise.all(loops);
+  assert.ok(waited < 5_000, `flush took ${Math.round(waited)} ms under load`);
+  const stored = [];
+  for await (const r of store.readAudit({ fromSeq: record.seq, toSeq: record.seq })) stored.push(r);
+  assert.deepEqual(stored, [record]);
+});
+
 test('checkpoints are signed in the thread, every N records and at close', { timeout: 60_000 }, async (t) => {
   const { store, log, signer } = await open(t, { key: true, checkpointEvery: 4 });
   await Promise.all(Array.from({ length: 10 }, (_, i) => log.append('decision', 'a', { i })));
