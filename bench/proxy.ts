@@ -23,9 +23,6 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-/** The compiled gateway, the echo server and the profile. BENCH_CACHE_DIR moves it (checkouts that share one node_modules);
- *  it must lie below the checkout, so that the compiled gateway finds its packages. */
-const CACHE_DIR = process.env.BENCH_CACHE_DIR ? resolve(process.env.BENCH_CACHE_DIR) : join(ROOT, 'node_modules', '.cache', 'portcullis-bench');
 
 export interface ProxyBenchOptions {
   /** Timed sequential calls per path (one client), after warm-up. */
@@ -221,6 +218,10 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/** Compiled gateway, echo server and profile. BENCH_CACHE_DIR (inside the checkout, so the compiled
+ *  gateway still finds node_modules) keeps runs in worktrees that share one node_modules apart. */
+const CACHE_DIR = process.env.BENCH_CACHE_DIR ? resolve(process.env.BENCH_CACHE_DIR) : join(ROOT, 'node_modules', '.cache', 'portcullis-bench');
 
 /** The echo server as plain JavaScript (TypeScript's transpileModule, no type check), so upstream
  *  children start in ~0.2 s without tsx: 32 stdio sessions mean 32 children. Cached by mtime. */
