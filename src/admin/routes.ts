@@ -118,7 +118,8 @@ export interface AdminContext {
   publicKey?: KeyObject;
   checkpointEvery?: number;
   approvals: ApprovalDesk;
-  audit: AuditSink;
+  /** flush(): the audit log is written by its own thread; reads of it wait for the appends made before them, so a caller sees its own earlier calls. */
+  audit: AuditSink & { flush(): Promise<void> };
 }
 
 export interface Answer {
@@ -322,6 +323,7 @@ const routes: Route[] = [
       const q = ctx.query;
       const cursor = q.get('cursor') ?? undefined;
       if (Number.isNaN(parseCursor(cursor))) throw new AdminError(400, 'bad_request', 'cursor must be the nextCursor of a previous page');
+      await ctx.audit.flush();
       const page = await queryAudit(ctx.store, {
         type: listParam(q, 'type'),
         server: q.get('server') ?? undefined,
@@ -341,6 +343,7 @@ const routes: Route[] = [
     path: /^\/admin\/v1\/audit\/verify$/,
     adminOnly: true,
     async handle(ctx) {
+      await ctx.audit.flush();
       const report = await verifyStore(ctx.store, { publicKey: ctx.publicKey, checkpointEvery: ctx.checkpointEvery });
       return { body: { ...report, summary: describeReport(report) }, audit: { ok: report.ok } };
     },
@@ -351,6 +354,7 @@ const routes: Route[] = [
     adminOnly: true,
     async handle(ctx) {
       const q = ctx.query;
+      await ctx.audit.flush();
       const sessions = await listSessions(ctx.store, { since: isoParam(q, 'since'), sub: q.get('sub') ?? undefined, server: q.get('server') ?? undefined, limit: limitParam(q) });
       return { body: { sessions } };
     },

@@ -10,19 +10,27 @@
 // runs after the event loop's I/O phase, so every append caused by the I/O of this loop turn
 // (many requests at once) goes into the same transaction and shares one fsync. A microtask
 // would flush too early (one request's worth); a timer would add latency. append() resolves
-// only after that transaction committed (synchronous=FULL: on disk).
+// only after its transaction committed (synchronous=FULL: on disk).
 //
-// Failure: the store reads the chain head inside the write transaction, so a failed batch
+// Where the transaction runs is the writer's business (writer.ts). On this thread through the
+// store, one batch is written at a time and appends queue for the next. A writer thread
+// (writer-thread.ts) hashes, inserts and commits while this event loop goes on: each loop turn's
+// batch is posted at once and the thread joins what waits into its next transaction. Either
+// way the records are chained in the order of append().
+//
+// Failure: the writer reads the chain head inside the write transaction, so a failed batch
 // leaves nothing behind and the next batch continues from what is really stored: no gap, no
 // fork. Every append of the failed batch rejects with PCL_AUDIT_WRITE_FAILED (the gateway then
-// denies the request: fail closed), healthy() turns false until a write succeeds.
+// denies the request: fail closed), healthy() turns false until a write succeeds; so it does
+// when the writer's thread dies.
 import { createHash } from 'node:crypto';
 import { identityLabel } from '../auth/identity.js';
 import type { Decision, DecisionInput } from '../policy/decision.js';
 import { PortcullisError } from '../errors.js';
-import { GENESIS_PREV, type AuditRecord, type ChainHead, type Checkpoint, type Store } from '../store/store.js';
+import type { AuditRecord, Checkpoint, Store } from '../store/store.js';
 import { canonicalize } from './canonical.js';
 import type { CheckpointSigner } from './keys.js';
+import { storeWriter, type AuditEntry, type AuditWriter } from './writer.js';
 
 export type AuditType =
   | 'session.start'
@@ -108,13 +116,14 @@ export function canonicalRecord(r: Omit<AuditRecord, 'hash'>, dataJson: string):
 }
 
 export interface AuditLogOptions {
-  /** Signs checkpoints; without it checkpoints are stored unsigned. */
+  /** Signs checkpoints; without it checkpoints are stored unsigned. (Given to the writer instead, when there is one.) */
   signer?: CheckpointSigner;
-  /** A checkpoint every N records (default 1000). */
+  /** A checkpoint every N records (default 1000). (Given to the writer instead, when there is one.) */
   checkpointEvery?: number;
   /** Largest number of records in one transaction (default 10000). */
   maxBatch?: number;
-  clock?: () => Date;
+  /** Where batches are written; default: storeWriter(store) on this thread. */
+  writer?: AuditWriter;
 }
 
 export interface AuditStats {
@@ -122,7 +131,7 @@ export interface AuditStats {
   appended: number;
   /** Appends rejected because their write failed. */
   failed: number;
-  /** Transactions committed. */
+  /** Batches written: one transaction each, except that a writer thread joins the batches waiting for it into one. */
   batches: number;
   /** The last seq this process wrote or found at open. */
   lastSeq: number;
@@ -133,12 +142,10 @@ export interface AuditStats {
   oldestPendingMs: number;
 }
 
-interface Pending {
-  type: string;
-  actor: string;
+interface Pending extends AuditEntry {
+  /** 1, 2, 3, … in the order of append(). */
+  n: number;
   data: Record<string, unknown>;
-  /** canonicalize(data), computed once at append. */
-  dataJson: string;
   /** performance.now() at append. */
   at: number;
   resolve: (r: AuditRecord) => void;
@@ -147,30 +154,32 @@ interface Pending {
 
 export class AuditLog {
   private queue: Pending[] = [];
-  /** The batch in the transaction now running. */
-  private inFlight: Pending[] = [];
+  /** Batches handed to the writer and not settled yet, oldest first. */
+  private readonly inFlight: Pending[][] = [];
   private scheduled = false;
-  private flushing = false;
   private closed = false;
-  private idleWaiters: (() => void)[] = [];
+  /** Appends queued so far (the n of the last). */
+  private enqueued = 0;
+  private flushWaiters: { upTo: number; resolve: () => void }[] = [];
   private error: Error | undefined;
   private readonly counters = { appended: 0, failed: 0, batches: 0, lastSeq: 0 };
-  private readonly checkpointEvery: number;
   private readonly maxBatch: number;
-  private readonly clock: () => Date;
 
   private constructor(
-    private readonly store: Store,
-    private readonly options: AuditLogOptions,
+    private readonly writer: AuditWriter,
+    options: AuditLogOptions,
   ) {
-    this.checkpointEvery = Math.max(1, Math.floor(options.checkpointEvery ?? 1000));
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? 10_000));
-    this.clock = options.clock ?? (() => new Date());
+    writer.onFailure((e) => (this.error = e));
   }
 
   /** Opens the log on a store; the chain continues from the last stored record. */
   static async open(store: Store, options: AuditLogOptions = {}): Promise<AuditLog> {
-    const log = new AuditLog(store, options);
+    if (options.writer && (options.signer || options.checkpointEvery !== undefined)) {
+      throw new TypeError('AuditLog.open: with a writer, give signer and checkpointEvery to the writer');
+    }
+    const writer = options.writer ?? storeWriter(store, { signer: options.signer, checkpointEvery: Math.max(1, Math.floor(options.checkpointEvery ?? 1000)) });
+    const log = new AuditLog(writer, options);
     log.counters.lastSeq = (await store.auditHead())?.seq ?? 0;
     return log;
   }
@@ -195,25 +204,27 @@ export class AuditLog {
       return Promise.reject(new PortcullisError('PCL_AUDIT_WRITE_FAILED', `audit record not written: ${(e as Error).message}`));
     }
     return new Promise<AuditRecord>((resolve, reject) => {
-      this.queue.push({ type, actor, data: normalized, dataJson, at: performance.now(), resolve, reject });
+      this.queue.push({ n: ++this.enqueued, type, actor, data: normalized, dataJson, at: performance.now(), resolve, reject });
       this.schedule();
     });
   }
 
-  /** Resolves when everything appended so far has been written or has failed. */
+  /** Resolves when everything appended so far has been written or has failed (appends made later do not hold it up). */
   flush(): Promise<void> {
-    if (!this.flushing && !this.scheduled && this.queue.length === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    const upTo = this.enqueued;
+    if (this.oldestUnsettled() > upTo) return Promise.resolve();
+    return new Promise((resolve) => this.flushWaiters.push({ upTo, resolve }));
+  }
+
+  /** The n of the oldest append not yet written or failed; Infinity when none. */
+  private oldestUnsettled(): number {
+    return this.inFlight[0]?.[0].n ?? this.queue[0]?.n ?? Infinity;
   }
 
   /** Writes a checkpoint of the current head (signed when a key is configured); undefined when the log is empty. */
   async checkpoint(): Promise<Checkpoint | undefined> {
     await this.flush();
-    const head = await this.store.auditHead();
-    if (!head) return undefined;
-    const cp = this.makeCheckpoint(head);
-    await this.store.putCheckpoint(cp);
-    return cp;
+    return this.writer.checkpoint();
   }
 
   /** False after a failed write, until a write succeeds again (for /readyz). */
@@ -226,10 +237,10 @@ export class AuditLog {
   }
 
   stats(): AuditStats {
-    const oldest = this.inFlight[0] ?? this.queue[0];
+    const oldest = this.inFlight[0]?.[0] ?? this.queue[0];
     return {
       ...this.counters,
-      pending: this.inFlight.length + this.queue.length,
+      pending: this.inFlight.reduce((n, b) => n + b.length, this.queue.length),
       oldestPendingMs: oldest ? Math.round(performance.now() - oldest.at) : 0,
     };
   }
@@ -247,54 +258,39 @@ export class AuditLog {
     }
   }
 
-  private makeCheckpoint(head: ChainHead): Checkpoint {
-    const unsigned = { seq: head.seq, hash: head.hash, ts: this.clock().toISOString() };
-    return this.options.signer ? this.options.signer.sign(unsigned) : { ...unsigned, signature: null, keyId: null };
-  }
-
   private schedule(): void {
-    if (this.scheduled || this.flushing) return;
+    if (this.scheduled || (this.inFlight.length && !this.writer.pipelined)) return;
     this.scheduled = true;
     setImmediate(() => void this.run());
   }
 
   private async run(): Promise<void> {
     this.scheduled = false;
-    this.flushing = true;
-    const batch = (this.inFlight = this.queue.splice(0, this.maxBatch));
+    const batch = this.queue.splice(0, this.maxBatch);
+    if (!batch.length) return;
+    this.inFlight.push(batch);
+    if (this.queue.length && this.writer.pipelined) this.schedule();
     try {
-      const sealed = await this.store.appendAudit((head) => this.seal(head, batch));
+      const links = await this.writer.appendAudit(batch);
       this.error = undefined;
       this.counters.batches++;
-      this.counters.appended += sealed.records.length;
-      this.counters.lastSeq = sealed.records[sealed.records.length - 1].seq;
-      for (let i = 0; i < batch.length; i++) batch[i].resolve(sealed.records[i]);
+      this.counters.appended += links.length;
+      this.counters.lastSeq = links[links.length - 1].seq;
+      for (let i = 0; i < batch.length; i++) {
+        const { type, actor, data, resolve } = batch[i];
+        const { seq, ts, prev, hash } = links[i];
+        resolve({ seq, ts, type, actor, data, prev, hash });
+      }
     } catch (e) {
       this.error = e as Error;
       this.counters.failed += batch.length;
       const failure = new PortcullisError('PCL_AUDIT_WRITE_FAILED', `audit write failed: ${(e as Error).message}`);
       for (const p of batch) p.reject(failure);
     } finally {
-      this.inFlight = [];
-      this.flushing = false;
+      this.inFlight.splice(this.inFlight.indexOf(batch), 1);
       if (this.queue.length) this.schedule();
-      else for (const w of this.idleWaiters.splice(0)) w();
+      const oldest = this.oldestUnsettled();
+      this.flushWaiters = this.flushWaiters.filter((w) => (oldest > w.upTo ? void w.resolve() : true));
     }
-  }
-
-  private seal(head: ChainHead | undefined, batch: Pending[]) {
-    let seq = head?.seq ?? 0;
-    let prev = head?.hash ?? GENESIS_PREV;
-    const ts = this.clock().toISOString();
-    const records: AuditRecord[] = [];
-    const checkpoints: Checkpoint[] = [];
-    for (const p of batch) {
-      const body = { seq: ++seq, ts, type: p.type, actor: p.actor, data: p.data, prev };
-      const hash = sha256Hex(canonicalRecord(body, p.dataJson));
-      records.push({ ...body, hash });
-      if (seq % this.checkpointEvery === 0) checkpoints.push(this.makeCheckpoint({ seq, hash }));
-      prev = hash;
-    }
-    return { records, checkpoints };
   }
 }

@@ -9,6 +9,8 @@ import { canonicalize } from './canonical.js';
 export interface CheckpointSigner {
   keyId: string;
   publicKey: KeyObject;
+  /** The Ed25519 private key (a KeyObject can be handed to a worker thread, see writer-thread.ts). */
+  privateKey: KeyObject;
   /** Signs {seq, hash, ts}; the result carries keyId and signature. */
   sign(unsigned: { seq: number; hash: string; ts: string }): Checkpoint;
 }
@@ -45,11 +47,17 @@ export function loadSigningKey(path: string): CheckpointSigner {
   if (privateKey.asymmetricKeyType !== 'ed25519') {
     throw new PortcullisError('PCL_CONFIG_INVALID', `the audit signing key ${path} is a ${privateKey.asymmetricKeyType} key; an Ed25519 key is needed (openssl genpkey -algorithm ed25519)`);
   }
+  return signerOf(privateKey);
+}
+
+/** The signer of an Ed25519 private key. */
+export function signerOf(privateKey: KeyObject): CheckpointSigner {
   const publicKey = createPublicKey(privateKey);
   const keyId = keyIdOf(publicKey);
   return {
     keyId,
     publicKey,
+    privateKey,
     sign({ seq, hash, ts }) {
       const signature = sign(null, checkpointPayload({ seq, hash, ts, keyId }), privateKey).toString('base64');
       return { seq, hash, ts, signature, keyId };

@@ -21,9 +21,10 @@
 import { createHash } from 'node:crypto';
 import type { Identity } from '../auth/identity.js';
 import type { AuditRecord } from '../store/store.js';
-import { GENESIS_PREV, type Direction, type Payload, type RecordingRow, type Store } from '../store/store.js';
+import { GENESIS_PREV, type Direction, type Payload, type RecordingRow } from '../store/store.js';
 import type { AuditType } from './chain.js';
 import { linkHash, type RecordingSeal } from './recording-chain.js';
+import type { RecordingWriter } from './writer.js';
 
 export interface RecordInput {
   sessionId: string;
@@ -115,7 +116,7 @@ export class Recorder {
   private readonly audit: RecorderOptions['audit'];
 
   constructor(
-    private readonly store: Store,
+    private readonly writer: RecordingWriter,
     options: RecorderOptions = {},
   ) {
     this.o = {
@@ -216,7 +217,7 @@ export class Recorder {
   async prune(now: number = this.o.clock()): Promise<{ messages: number; payloads: number }> {
     const before = now - this.o.retention;
     await this.audit?.append('recording.prune', 'system', { before });
-    return this.store.pruneRecordings(before);
+    return this.writer.pruneRecordings(before);
   }
 
   stats(): RecorderStats {
@@ -335,18 +336,25 @@ export class Recorder {
       h.written++;
       heads.set(row.sessionId, h);
     }
+    const stored = () => {
+      this.counters.written += batch.length;
+      this.error = undefined;
+      for (const [id, h] of heads) {
+        const chain = this.chains.get(id)!;
+        [chain.stored, chain.head, chain.lastTs] = [h.stored, h.head, h.lastTs];
+        chain.pending -= h.written;
+        this.settle(id, chain);
+      }
+    };
     this.writing = (async () => {
       try {
-        await this.store.appendRecordings(batch.map((q) => q.row), [...payloads.values()]);
-        this.counters.written += batch.length;
-        this.error = undefined;
-        for (const [id, h] of heads) {
-          const chain = this.chains.get(id)!;
-          [chain.stored, chain.head, chain.lastTs] = [h.stored, h.head, h.lastTs];
-          chain.pending -= h.written;
-          this.settle(id, chain);
-        }
+        await this.writer.appendRecordings(batch.map((q) => q.row), [...payloads.values()]);
+        stored();
       } catch (e) {
+        // A write can fail after its commit (the writer thread died, the connection dropped at
+        // COMMIT). Written again, the batch would be stored twice: verify would see insertions.
+        // This process alone writes these sessions, so their counts tell whether it landed.
+        if (await this.landed(heads)) return stored();
         this.error = e as Error;
         this.counters.failedWrites++;
         // Back at the front, in order, unless they have failed too often or there is no room.
@@ -364,6 +372,16 @@ export class Recorder {
       }
     })();
     return this.writing;
+  }
+
+  /** Whether every session of a failed batch has as many stored messages as it would with the batch. */
+  private async landed(heads: Map<string, { stored: number }>): Promise<boolean> {
+    try {
+      const counts = await this.writer.recordingCounts([...heads.keys()]);
+      return [...heads].every(([id, h]) => counts.get(id) === h.stored);
+    } catch {
+      return false; // the store is failing: the retry will tell
+    }
   }
 }
 

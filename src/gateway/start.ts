@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { startAdmin, type RunningAdmin } from '../admin/server.js';
 import type { PolicyState } from '../admin/routes.js';
-import { openAuditing, signerFromConfig, type Auditing } from '../audit/open.js';
+import { openAuditing, signerFromConfig, type Auditing, type AuditingOptions } from '../audit/open.js';
 import type { LoadedConfig } from '../config/load.js';
 import { formatProblem, PortcullisError } from '../errors.js';
 import { createLogger } from '../observability/log.js';
@@ -28,7 +28,7 @@ export interface Wiring {
   close(): Promise<void>;
 }
 
-export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): Promise<Wiring> {
+export async function wire(loaded: LoadedConfig, opts: { log?: Logger } & AuditingOptions = {}): Promise<Wiring> {
   const { config, baseDir } = loaded;
   const log = opts.log ?? createLogger(config.logging.level);
   if (!config.policy) throw new PortcullisError('PCL_CONFIG_INVALID', `${loaded.file}: policy is required: policy.path (a folder or file), or policy.source: store`);
@@ -56,7 +56,7 @@ export async function wire(loaded: LoadedConfig, opts: { log?: Logger } = {}): P
   }
   let auditing: Auditing;
   try {
-    auditing = await openAuditing(config, baseDir);
+    auditing = await openAuditing(config, baseDir, { thread: opts.thread });
   } catch (e) {
     folder?.close();
     throw e;
@@ -136,9 +136,12 @@ export async function serveFromConfig(loaded: LoadedConfig, log?: Logger): Promi
   return { ...gateway, wiring, admin, close };
 }
 
-/** For the stdio front: logs go to stderr (stdout carries the protocol). */
+/**
+ * For the stdio front: logs go to stderr (stdout carries the protocol). One session per process,
+ * so the audit log writes on this thread: a writer thread would only add its handoffs.
+ */
 export async function gatewayFromConfig(loaded: LoadedConfig, log: Logger = createLogger(loaded.config.logging.level, true)): Promise<{ gateway: Gateway; wiring: Wiring }> {
-  const wiring = await wire(loaded, { log });
+  const wiring = await wire(loaded, { log, thread: false });
   const gateway = new Gateway(loaded.config, wiring.options);
   wiring.onPolicyChange(() => gateway.policyChanged());
   return { gateway, wiring };

@@ -10,6 +10,8 @@ export interface OpenStoreOptions {
   mustExist?: boolean;
   /** SQLite: how long a write waits for another process's lock (ms, default 5000). */
   busyTimeout?: number;
+  /** PostgreSQL: most connections open at once (default 4). */
+  connections?: number;
 }
 
 /** Resolves sqlite:<path> against baseDir; "sqlite::memory:" is an in-memory store (tests). */

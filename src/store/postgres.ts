@@ -115,7 +115,7 @@ export class PostgresStore implements Store {
       // libpq defaults the user to the OS user; node-postgres only reads $USER.
       user: parsed.username ? decodeURIComponent(parsed.username) : (process.env.PGUSER ?? userInfo().username),
     };
-    const pool = new pg.Pool({ ...clientConfig, max: 4 });
+    const pool = new pg.Pool({ ...clientConfig, max: options.connections ?? 4 });
     pool.on('error', () => {}); // an idle client's connection dropped: the next query reconnects
     const store = new PostgresStore(location, pool, clientConfig);
     try {

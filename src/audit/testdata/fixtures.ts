@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import type { ThreadWriter } from '../writer-thread.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const CLI = join(REPO, 'bin', 'portcullis.js');
@@ -49,4 +50,17 @@ export interface CliResult {
 export function cli(args: string[], cwd = REPO): CliResult {
   const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout: 60_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * Makes the writer's thread fail the way a bug would, with an uncaught error, and waits until it
+ * has ended. (Not worker.terminate(): terminating a thread inside a better-sqlite3 call can abort
+ * the process, WiseLibs/better-sqlite3#842.)
+ */
+export async function crashWriterThread(writer: ThreadWriter): Promise<void> {
+  const thread = writer.worker;
+  if (!thread) throw new Error('no writer thread is serving');
+  const exited = new Promise((resolve) => thread.once('exit', resolve));
+  thread.postMessage({ id: 0, op: 'crash on purpose', args: [] });
+  await exited;
 }
