@@ -792,7 +792,8 @@ export function summarizeProfile(profile: CpuProfile, from = -Infinity, to = Inf
     }
     return undefined;
   };
-  const isSrc = (f: CallFrame) => f.url.startsWith(`file://${ROOT}/src/`);
+  // The gateway runs compiled (CACHE_DIR/dist/src/…): shortUrl maps those files back to src/.
+  const isSrc = (f: CallFrame) => f.url !== '' && shortUrl(f.url).startsWith('src/');
   const byFn = new Map<string, HotSpot>();
   const byModule = new Map<string, HotSpot>();
   const bySrc = new Map<string, HotSpot>();
@@ -888,7 +889,7 @@ function moduleOf(url: string, fn: string): string {
 function shortUrl(url: string): string {
   let u = url.replace(/^file:\/\//, '');
   if (u.startsWith(ROOT + '/')) u = u.slice(ROOT.length + 1);
-  return u.replace(/^.*node_modules\//, 'node_modules/').split('?')[0];
+  return u.replace(/^.*node_modules\/\.cache\/[^/]+\/dist\/src\//, 'src/').replace(/^.*node_modules\//, 'node_modules/').split('?')[0];
 }
 
 interface ProfileResult {
