@@ -1,22 +1,30 @@
-// The proxy benchmark: the same `tools/call echo` load sent
-//   direct-http    client → echo upstream (Streamable HTTP)
-//   gateway-http   client → portcullis serve → the same echo upstream over HTTP
-//   relay-stdio    client → mcp-proxy (a plain relay that enforces nothing) → echo over stdio
-//   gateway-stdio  client → portcullis serve → echo over stdio
-// in one run, with the official SDK Client and StreamableHTTPClientTransport on every path (one
-// MCP session per client). mcp-proxy can only front a stdio server, so the relay is compared with
-// the gateway fronting the same stdio server; the direct comparison is over HTTP.
+// The proxy benchmark: the same `tools/call echo` load, in one run, on these paths:
+//   2025 era (official SDK v1 Client + StreamableHTTPClientTransport, one MCP session per client)
+//     direct-http         client → echo upstream (Streamable HTTP)
+//     gateway-http        client → portcullis serve → the same echo upstream over HTTP
+//     relay-stdio         client → mcp-proxy (a plain relay that enforces nothing) → echo over stdio
+//     supergateway-stdio  client → supergateway --stateful (another plain relay) → echo over stdio
+//     gateway-stdio       client → portcullis serve → echo over stdio
+//   2026-07-28 era (a minimal keep-alive node:http client, so its own CPU stays small)
+//     direct-http-raw     the same small client speaking 2025 (one session) → echo upstream: the
+//                         2026 paths' "direct", since the echo upstream serves only 2025
+//     gateway-2026-http   stateless 2026 requests → portcullis serve → the HTTP echo upstream
+//     gateway-2026-stdio  stateless 2026 requests → portcullis serve → the stdio echo upstream
+// The gateway runs with a generated 1,000-rule policy and its SQLite audit (durable appends), the
+// configuration the targets are judged on. The relays can only front a stdio server, so they are
+// compared with the gateway fronting the same stdio server; the direct comparison is over HTTP.
 //
 // The gateway runs as its own process (`node bin/portcullis.js serve -c <generated config>`), so
 // its CPU time and memory are read from /proc/<pid>/stat and /proc/<pid>/status. A second,
 // short run of the gateway under --cpu-prof gives the hot spots by self time. A last 1-client
-// run puts gateway-http with a generated 1,000-rule policy beside the small-policy gateway-http
-// (BENCH_LARGE_POLICY=0 skips it; BENCH_LARGE_POLICY_CALLS sets its calls, 1000).
+// run puts gateway-http with the bench's 6-rule policy beside the 1,000-rule gateway
+// (BENCH_SMALL_POLICY=0 skips it; BENCH_SMALL_POLICY_CALLS sets its calls, 1000).
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createWriteStream, existsSync, openSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -36,9 +44,10 @@ export interface ProxyBenchOptions {
   profileMs: number;
   /** The gateway's logging.level (info is what a deployment runs with). */
   gatewayLogLevel: string;
-  /** 1-client gateway-http with a generated large policy beside the small-policy gateway (0 calls: skipped). */
-  largePolicyCalls: number;
-  largePolicyRules: number;
+  /** Rules of the generated policy the measured gateway runs with. */
+  policyRules: number;
+  /** 1-client gateway-http with the bench's 6-rule policy beside the large-policy gateway (0 calls: skipped). */
+  smallPolicyCalls: number;
   progress: (line: string) => void;
 }
 
@@ -50,13 +59,24 @@ export const DEFAULTS: ProxyBenchOptions = {
   profile: true,
   profileMs: 5000,
   gatewayLogLevel: 'info',
-  largePolicyCalls: process.env.BENCH_LARGE_POLICY === '0' ? 0 : Number(process.env.BENCH_LARGE_POLICY_CALLS ?? 1000),
-  largePolicyRules: 1000,
+  policyRules: 1000,
+  smallPolicyCalls: process.env.BENCH_SMALL_POLICY === '0' ? 0 : Number(process.env.BENCH_SMALL_POLICY_CALLS ?? 1000),
   progress: (line) => process.stderr.write(`bench: ${line}\n`),
 };
 
-type PathName = 'direct-http' | 'gateway-http' | 'relay-stdio' | 'gateway-stdio';
-const PATHS: PathName[] = ['direct-http', 'gateway-http', 'relay-stdio', 'gateway-stdio'];
+type PathName = 'direct-http' | 'gateway-http' | 'relay-stdio' | 'supergateway-stdio' | 'gateway-stdio' | 'direct-http-raw' | 'gateway-2026-http' | 'gateway-2026-stdio';
+const PATHS: PathName[] = ['direct-http', 'gateway-http', 'relay-stdio', 'supergateway-stdio', 'gateway-stdio', 'direct-http-raw', 'gateway-2026-http', 'gateway-2026-stdio'];
+/** How each path's clients talk: the SDK (2025 sessions), or the small node:http client in either era. */
+const CLIENT_KIND: Record<PathName, ClientKind> = {
+  'direct-http': 'sdk',
+  'gateway-http': 'sdk',
+  'relay-stdio': 'sdk',
+  'supergateway-stdio': 'sdk',
+  'gateway-stdio': 'sdk',
+  'direct-http-raw': 'raw-2025',
+  'gateway-2026-http': 'raw-2026',
+  'gateway-2026-stdio': 'raw-2026',
+};
 
 interface PathTarget {
   name: PathName;
@@ -109,28 +129,27 @@ export interface ProxyReport {
   gatewayOutcome: 'allowed' | 'denied';
   gatewayOutcomeDetail: string;
   policyEngineInStart: boolean;
-  sequential: Record<PathName, SequentialFigures>;
-  concurrent: Record<PathName, ConcurrentFigures>;
+  /** Paths measured (supergateway-stdio is left out when it is not installed). */
+  paths: PathName[];
+  sequential: Partial<Record<PathName, SequentialFigures>>;
+  concurrent: Partial<Record<PathName, ConcurrentFigures>>;
   profile?: ProfileSummary;
   profileNote: string;
   profileFile?: string;
   relayDescription: string;
+  supergatewayDescription: string;
   gatewayIdleRssMb: number;
   /** 1-minute load average before and after: other work on the machine skews the figures. */
   load: [number, number];
-  largePolicy?: LargePolicyFigures;
+  policy: { rules: number; files: number; coveringRules: number; startMs: number };
+  smallPolicy?: SmallPolicyFigures;
 }
 
-export interface LargePolicyFigures {
-  rules: number;
-  files: number;
-  /** Rules in the documents that cover echo-http (its own document and the "*" one). */
-  coveringRules: number;
-  startMs: number;
-  idleRssMb: number;
-  /** Interleaved in the same rounds: the small-policy gateway and the large-policy one. */
-  small: SequentialFigures;
+export interface SmallPolicyFigures {
+  /** Alternating calls, one client each: the measured (large-policy) gateway and a 6-rule one. */
   large: SequentialFigures;
+  small: SequentialFigures;
+  smallIdleRssMb: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,16 +479,140 @@ type Expect = 'echo' | 'denied';
 
 const message = (i: number) => `bench message ${i}: the quick brown fox jumps over the lazy dog`;
 
-/** One tools/call echo; throws when the answer is not what this path should give. */
-export async function call(c: BenchClient, i: number, expect: Expect): Promise<void> {
-  const msg = message(i);
-  const r = (await c.client.callTool({ name: 'echo', arguments: { message: msg } })) as { content?: Array<{ type: string; text?: string }>; isError?: boolean };
+type EchoResult = { content?: Array<{ type: string; text?: string }>; isError?: boolean; resultType?: string };
+
+/** Throws when a tools/call echo result is not what this path should give. */
+function checkEcho(r: EchoResult, msg: string, expect: Expect): void {
   const text = r.content?.[0]?.text;
   if (expect === 'echo') {
     if (r.isError || text !== `Echo: ${msg}`) throw new Error(`unexpected echo result: ${JSON.stringify(r).slice(0, 300)}`);
   } else if (!r.isError || !text?.startsWith('Denied by policy')) {
     throw new Error(`expected a policy denial, got: ${JSON.stringify(r).slice(0, 300)}`);
   }
+}
+
+/** One tools/call echo; throws when the answer is not what this path should give. */
+export async function call(c: BenchClient, i: number, expect: Expect): Promise<void> {
+  const msg = message(i);
+  checkEcho((await c.client.callTool({ name: 'echo', arguments: { message: msg } })) as EchoResult, msg, expect);
+}
+
+type ClientKind = 'sdk' | 'raw-2025' | 'raw-2026';
+
+/** One client of a path, whatever it speaks: `call` checks the answer. */
+interface PathClient {
+  call(i: number, expect: Expect): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function openClient(kind: ClientKind, url: string, apiKey: string): Promise<PathClient> {
+  if (kind !== 'sdk') return RawClient.open(kind, url, apiKey);
+  const c = await connect(url, apiKey);
+  return { call: (i, e) => call(c, i, e), close: () => disconnect(c) };
+}
+
+const REV_2026 = '2026-07-28';
+const REV_2025 = '2025-06-18';
+
+interface RawResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/**
+ * A minimal MCP client on one keep-alive node:http connection, so the load generator's own CPU
+ * stays small (the SDK client costs several hundred µs per call). `raw-2026`: every call a
+ * stateless 2026-07-28 request (envelope in `_meta`, the spec's headers, no session); `raw-2025`:
+ * one session opened with `initialize`, for the direct path beside it.
+ */
+class RawClient implements PathClient {
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  private sessionId?: string;
+  private nextId = 1;
+
+  private constructor(
+    private readonly kind: 'raw-2025' | 'raw-2026',
+    private readonly url: URL,
+    private readonly apiKey: string,
+  ) {}
+
+  static async open(kind: 'raw-2025' | 'raw-2026', url: string, apiKey: string): Promise<RawClient> {
+    const c = new RawClient(kind, new URL(url), apiKey);
+    if (kind === 'raw-2025') {
+      const id = c.nextId++;
+      const res = await c.send('POST', { jsonrpc: '2.0', id, method: 'initialize', params: { protocolVersion: REV_2025, capabilities: {}, clientInfo: { name: 'portcullis-bench-raw', version: '1.0.0' } } }, {});
+      answerOf(res, id);
+      const sid = res.headers['mcp-session-id'];
+      if (typeof sid !== 'string') throw new Error(`initialize gave no Mcp-Session-Id (HTTP ${res.status})`);
+      c.sessionId = sid;
+      const done = await c.send('POST', { jsonrpc: '2.0', method: 'notifications/initialized' }, c.sessionHeaders());
+      if (done.status !== 202) throw new Error(`notifications/initialized: HTTP ${done.status} ${done.body.slice(0, 200)}`);
+    }
+    return c;
+  }
+
+  async call(i: number, expect: Expect): Promise<void> {
+    const msg = message(i);
+    const id = this.nextId++;
+    const params: Record<string, unknown> = { name: 'echo', arguments: { message: msg } };
+    let headers: Record<string, string>;
+    if (this.kind === 'raw-2026') {
+      params._meta = { 'io.modelcontextprotocol/protocolVersion': REV_2026, 'io.modelcontextprotocol/clientCapabilities': {} };
+      headers = { 'mcp-protocol-version': REV_2026, 'mcp-method': 'tools/call', 'mcp-name': 'echo' };
+    } else headers = this.sessionHeaders();
+    const res = await this.send('POST', { jsonrpc: '2.0', id, method: 'tools/call', params }, headers);
+    const m = answerOf(res, id);
+    if (m.error || !m.result) throw new Error(`tools/call failed: ${JSON.stringify(m).slice(0, 300)}`);
+    if (this.kind === 'raw-2026' && m.result.resultType !== 'complete') throw new Error(`2026 result is not resultType "complete": ${JSON.stringify(m.result).slice(0, 300)}`);
+    checkEcho(m.result, msg, expect);
+  }
+
+  async close(): Promise<void> {
+    if (this.sessionId) await this.send('DELETE', undefined, this.sessionHeaders()).catch(() => undefined);
+    this.agent.destroy();
+  }
+
+  private sessionHeaders(): Record<string, string> {
+    return { 'mcp-session-id': this.sessionId!, 'mcp-protocol-version': REV_2025 };
+  }
+
+  private send(method: string, body: unknown, headers: Record<string, string>): Promise<RawResponse> {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise((resolvePromise, reject) => {
+      const req = httpRequest(
+        this.url,
+        {
+          method,
+          agent: this.agent,
+          headers: {
+            authorization: `Bearer ${this.apiKey}`,
+            accept: 'application/json, text/event-stream',
+            ...(data ? { 'content-type': 'application/json', 'content-length': String(data.length) } : {}),
+            ...headers,
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (d: Buffer) => chunks.push(d));
+          res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(data);
+    });
+  }
+}
+
+/** The JSON-RPC answer with this id, from a JSON body or an event stream (the 2025 echo server streams). */
+function answerOf(res: RawResponse, id: number): { result?: EchoResult; error?: unknown } {
+  if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 300)}`);
+  const sse = String(res.headers['content-type'] ?? '').includes('text/event-stream');
+  const messages = (sse ? res.body.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5)) : [res.body]).map((t) => JSON.parse(t) as { id?: unknown });
+  const m = messages.find((x) => x.id === id);
+  if (!m) throw new Error(`no answer with id ${id} in: ${res.body.slice(0, 300)}`);
+  return m as { result?: EchoResult; error?: unknown };
 }
 
 /** What the gateway answers now: the echo (policy engine wired, allow policy in force) or a denial. */
@@ -498,10 +641,10 @@ export function summarize(latencies: number[]): SequentialFigures {
 }
 
 /** One client per path, calls interleaved in rounds so drift on a shared machine hits every path alike. */
-async function sequential(targets: PathTarget[], apiKey: string, expects: Record<PathName, Expect>, o: ProxyBenchOptions): Promise<Record<PathName, SequentialFigures>> {
-  const clients = await Promise.all(targets.map((t) => connect(t.url, apiKey)));
+async function sequential(targets: PathTarget[], apiKey: string, expects: Record<PathName, Expect>, o: ProxyBenchOptions): Promise<Partial<Record<PathName, SequentialFigures>>> {
+  const clients = await Promise.all(targets.map((t) => openClient(CLIENT_KIND[t.name], t.url, apiKey)));
   try {
-    for (let i = 0; i < o.seqWarmup; i++) for (let k = 0; k < targets.length; k++) await call(clients[k], i, expects[targets[k].name]);
+    for (let i = 0; i < o.seqWarmup; i++) for (let k = 0; k < targets.length; k++) await clients[k].call(i, expects[targets[k].name]);
     const lat: number[][] = targets.map(() => []);
     const rounds = 4;
     const perRound = Math.ceil(o.seqCalls / rounds);
@@ -511,14 +654,14 @@ async function sequential(targets: PathTarget[], apiKey: string, expects: Record
         const e = expects[targets[k].name];
         for (let i = 0; i < perRound && lat[k].length < o.seqCalls; i++) {
           const t0 = performance.now();
-          await call(c, i, e);
+          await c.call(i, e);
           lat[k].push(performance.now() - t0);
         }
       }
     }
-    return Object.fromEntries(targets.map((t, k) => [t.name, summarize(lat[k])])) as Record<PathName, SequentialFigures>;
+    return Object.fromEntries(targets.map((t, k) => [t.name, summarize(lat[k])]));
   } finally {
-    await Promise.all(clients.map(disconnect));
+    await Promise.all(clients.map((c) => c.close()));
   }
 }
 
@@ -546,12 +689,12 @@ async function sequentialPair(urls: [string, string], apiKey: string, calls: num
 
 async function concurrent(t: PathTarget, apiKey: string, expect: Expect, o: ProxyBenchOptions, durationMs = o.durationMs): Promise<ConcurrentFigures> {
   const setup0 = performance.now();
-  const clients: BenchClient[] = [];
+  const clients: PathClient[] = [];
   // Sessions open a few at a time (a stdio session starts a child process).
-  for (let i = 0; i < o.clients; i += 8) clients.push(...(await Promise.all(Array.from({ length: Math.min(8, o.clients - i) }, () => connect(t.url, apiKey)))));
+  for (let i = 0; i < o.clients; i += 8) clients.push(...(await Promise.all(Array.from({ length: Math.min(8, o.clients - i) }, () => openClient(CLIENT_KIND[t.name], t.url, apiKey)))));
   try {
     await Promise.all(clients.map(async (c) => {
-      for (let i = 0; i < 30; i++) await call(c, i, expect);
+      for (let i = 0; i < 30; i++) await c.call(i, expect);
     }));
     const setupMs = performance.now() - setup0;
     let calls = 0;
@@ -567,7 +710,7 @@ async function concurrent(t: PathTarget, apiKey: string, expect: Expect, o: Prox
       let i = 0;
       while (performance.now() < deadline) {
         try {
-          await call(c, k * 1_000_000 + i++, expect);
+          await c.call(k * 1_000_000 + i++, expect);
           calls++;
         } catch (e) {
           if (++errors <= 3) o.progress(`${t.name}: ${(e as Error).message}`);
@@ -597,7 +740,7 @@ async function concurrent(t: PathTarget, apiKey: string, expect: Expect, o: Prox
       window: [t0, t1],
     };
   } finally {
-    await Promise.all(clients.map(disconnect));
+    await Promise.all(clients.map((c) => c.close()));
   }
 }
 
@@ -649,7 +792,8 @@ export function summarizeProfile(profile: CpuProfile, from = -Infinity, to = Inf
     }
     return undefined;
   };
-  const isSrc = (f: CallFrame) => f.url.startsWith(`file://${ROOT}/src/`);
+  // The gateway runs compiled (CACHE_DIR/dist/src/…): shortUrl maps those files back to src/.
+  const isSrc = (f: CallFrame) => f.url !== '' && shortUrl(f.url).startsWith('src/');
   const byFn = new Map<string, HotSpot>();
   const byModule = new Map<string, HotSpot>();
   const bySrc = new Map<string, HotSpot>();
@@ -745,7 +889,7 @@ function moduleOf(url: string, fn: string): string {
 function shortUrl(url: string): string {
   let u = url.replace(/^file:\/\//, '');
   if (u.startsWith(ROOT + '/')) u = u.slice(ROOT.length + 1);
-  return u.replace(/^.*node_modules\//, 'node_modules/').split('?')[0];
+  return u.replace(/^.*node_modules\/\.cache\/[^/]+\/dist\/src\//, 'src/').replace(/^.*node_modules\//, 'node_modules/').split('?')[0];
 }
 
 interface ProfileResult {
@@ -783,6 +927,46 @@ async function profileGateway(dir: string, configFile: string, apiKey: string, e
 // ---------------------------------------------------------------------------------------------
 // The run
 
+async function waitForHttp(url: string, what: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    const ok = await fetch(url, { method: 'GET' }).then((r) => (r.body?.cancel(), true), () => false);
+    if (ok) return;
+    if (i > 200) throw new Error(`${what} does not answer at ${url}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * supergateway (a plain relay, DEPENDENCIES.md) in stateful Streamable HTTP mode, one stdio child
+ * per session like the gateway. From node_modules, or BENCH_SUPERGATEWAY_BIN (its dist/index.js);
+ * skipped, with a line in the report, when neither is there.
+ */
+async function startSupergateway(echoScript: string, o: ProxyBenchOptions): Promise<{ url?: string; pid?: number; description: string }> {
+  const bin = process.env.BENCH_SUPERGATEWAY_BIN ? resolve(process.env.BENCH_SUPERGATEWAY_BIN) : join(ROOT, 'node_modules', 'supergateway', 'dist', 'index.js');
+  if (!existsSync(bin)) {
+    const line = 'supergateway-stdio SKIPPED: supergateway is not installed (npm install -D supergateway, or BENCH_SUPERGATEWAY_BIN=<its dist/index.js>)';
+    o.progress(line);
+    return { description: line };
+  }
+  let version = '?';
+  try {
+    version = (JSON.parse(readFileSync(join(dirname(bin), '..', 'package.json'), 'utf8')) as { version?: string }).version ?? '?';
+  } catch {
+    /* unknown version */
+  }
+  o.progress(`starting supergateway ${version} (stdio echo upstream)`);
+  const port = await freePort();
+  const child = track(
+    spawn(process.execPath, [bin, '--stdio', `${process.execPath} ${echoScript} --stdio`, '--outputTransport', 'streamableHttp', '--stateful', '--port', String(port), '--logLevel', 'none'], {
+      detached: true,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    }),
+  );
+  const url = `http://127.0.0.1:${port}/mcp`;
+  await waitForHttp(url, 'supergateway');
+  return { url, pid: child.pid!, description: `supergateway ${version} (--outputTransport streamableHttp --stateful --logLevel none), one stdio child per session` };
+}
+
 export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Promise<ProxyReport> {
   const o: ProxyBenchOptions = { ...DEFAULTS, ...options };
   const loadBefore = loadavg()[0];
@@ -796,9 +980,17 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
     const echo = track(spawn(process.execPath, [echoScript, '--http'], { detached: true, stdio: ['ignore', 'pipe', 'inherit'] }));
     const echoUrl = (await waitForLine(echo, 'stdout', /ECHO_URL (\S+)/, 15_000, 'echo server'))[1];
 
-    o.progress('starting portcullis serve');
-    const configFile = writeGatewayConfig(dir, echoUrl, echoScript, apiKey, o.gatewayLogLevel);
+    // The measured gateway: the generated large policy, SQLite store (durable audit appends).
+    const { files: policyFiles, coveringRules } = generateLargePolicy(o.policyRules);
+    o.progress(`starting portcullis serve with a generated ${o.policyRules}-rule policy (${Object.keys(policyFiles).length} files)`);
+    const configFile = writeGatewayConfig(dir, echoUrl, echoScript, apiKey, o.gatewayLogLevel, policyFiles);
+    const gwStart = performance.now();
     const gw = await startGateway(dir, configFile);
+    const gwStartMs = performance.now() - gwStart;
+    // The 2026 paths get a gateway process of their own (same policy, own SQLite file), so each
+    // era's memory is its own and not what the other era's phases left on the heap.
+    const dir2026 = join(dir, 'era-2026');
+    const gw2026 = await startGateway(dir2026, writeGatewayConfig(dir2026, echoUrl, echoScript, apiKey, o.gatewayLogLevel, policyFiles), [], 'gateway-2026');
 
     o.progress('starting mcp-proxy (stdio echo upstream)');
     const relayPort = await freePort();
@@ -811,18 +1003,19 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
     );
     await waitForLine(relay, 'stdout', /starting server on port/, 15_000, 'mcp-proxy');
     const relayUrl = `http://127.0.0.1:${relayPort}/mcp`;
-    for (let i = 0; ; i++) {
-      const ok = await fetch(relayUrl, { method: 'GET' }).then((r) => (r.body?.cancel(), true), () => false);
-      if (ok) break;
-      if (i > 100) throw new Error('mcp-proxy does not answer');
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitForHttp(relayUrl, 'mcp-proxy');
+
+    const sg = await startSupergateway(echoScript, o);
 
     const targets: PathTarget[] = [
       { name: 'direct-http', url: echoUrl, pid: echo.pid!, role: 'echo upstream' },
       { name: 'gateway-http', url: gw.urls['echo-http'], pid: gw.pid, role: 'gateway' },
       { name: 'relay-stdio', url: relayUrl, pid: relay.pid!, role: 'mcp-proxy' },
+      ...(sg.url ? [{ name: 'supergateway-stdio' as const, url: sg.url, pid: sg.pid!, role: 'supergateway' }] : []),
       { name: 'gateway-stdio', url: gw.urls['echo-stdio'], pid: gw.pid, role: 'gateway' },
+      { name: 'direct-http-raw', url: echoUrl, pid: echo.pid!, role: 'echo upstream' },
+      { name: 'gateway-2026-http', url: gw2026.urls['echo-http'], pid: gw2026.pid, role: 'gateway' },
+      { name: 'gateway-2026-stdio', url: gw2026.urls['echo-stdio'], pid: gw2026.pid, role: 'gateway' },
     ];
 
     const probe = await probeOutcome(gw.urls['echo-http'], apiKey);
@@ -831,41 +1024,37 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
     if (policyEngineInStart && probe.outcome !== 'echo') {
       throw new Error(`src/gateway/start.ts wires a policy engine, yet the bench's allow policy did not allow echo: ${probe.detail}`);
     }
-    const expects: Record<PathName, Expect> = { 'direct-http': 'echo', 'gateway-http': probe.outcome, 'relay-stdio': 'echo', 'gateway-stdio': probe.outcome };
+    const expects = Object.fromEntries(PATHS.map((p) => [p, p.startsWith('gateway') ? probe.outcome : 'echo'])) as Record<PathName, Expect>;
     // Every path answers as expected before anything is timed.
     for (const t of targets) {
-      const c = await connect(t.url, apiKey);
-      await call(c, 1, expects[t.name]).finally(() => disconnect(c));
+      const c = await openClient(CLIENT_KIND[t.name], t.url, apiKey);
+      await c.call(1, expects[t.name]).finally(() => c.close());
     }
 
     o.progress(`1 client, sequential: ${o.seqWarmup} warm-up + ${o.seqCalls} timed calls per path`);
     const seq = await sequential(targets, apiKey, expects, o);
 
-    const conc = {} as Record<PathName, ConcurrentFigures>;
+    const conc: Partial<Record<PathName, ConcurrentFigures>> = {};
     for (const t of targets) {
       o.progress(`${o.clients} clients for ${o.durationMs / 1000} s: ${t.name}`);
       conc[t.name] = await concurrent(t, apiKey, expects[t.name], o);
     }
 
-    let largePolicy: LargePolicyFigures | undefined;
-    if (o.largePolicyCalls > 0 && probe.outcome === 'echo') {
-      const largeDir = join(dir, 'large-policy');
-      mkdirSync(largeDir);
-      const { files, coveringRules } = generateLargePolicy(o.largePolicyRules);
-      const largeConfig = writeGatewayConfig(largeDir, echoUrl, echoScript, apiKey, o.gatewayLogLevel, files);
-      o.progress(`starting portcullis serve with a generated ${o.largePolicyRules}-rule policy (${Object.keys(files).length} files)`);
-      const t0 = performance.now();
-      const large = await startGateway(largeDir, largeConfig, [], 'gateway-large-policy');
-      const startMs = performance.now() - t0;
-      const largeProbe = await probeOutcome(large.urls['echo-http'], apiKey);
-      if (largeProbe.outcome !== 'echo') throw new Error(`the generated large policy did not allow echo: ${largeProbe.detail}`);
-      o.progress(`1 client, sequential: gateway-http with ${o.largePolicyRules} rules vs the small policy, ${o.largePolicyCalls} calls each`);
-      const [small, big] = await sequentialPair([gw.urls['echo-http'], large.urls['echo-http']], apiKey, o.largePolicyCalls, Math.min(o.seqWarmup, 200));
-      await stop(large.child);
-      largePolicy = { rules: o.largePolicyRules, files: Object.keys(files).length, coveringRules, startMs, idleRssMb: large.idleRssMb, small, large: big };
+    let smallPolicy: SmallPolicyFigures | undefined;
+    if (o.smallPolicyCalls > 0 && probe.outcome === 'echo') {
+      const smallDir = join(dir, 'small-policy');
+      mkdirSync(smallDir);
+      const smallConfig = writeGatewayConfig(smallDir, echoUrl, echoScript, apiKey, o.gatewayLogLevel);
+      o.progress('starting portcullis serve with the 6-rule policy');
+      const small = await startGateway(smallDir, smallConfig, [], 'gateway-small-policy');
+      o.progress(`1 client, sequential: gateway-http with ${o.policyRules} rules vs 6 rules, ${o.smallPolicyCalls} calls each`);
+      const [large, smallFig] = await sequentialPair([gw.urls['echo-http'], small.urls['echo-http']], apiKey, o.smallPolicyCalls, Math.min(o.seqWarmup, 200));
+      await stop(small.child);
+      smallPolicy = { large, small: smallFig, smallIdleRssMb: small.idleRssMb };
     }
 
     await stop(gw.child);
+    await stop(gw2026.child);
     let prof: ProfileResult = { note: 'profiling disabled' };
     if (o.profile) {
       o.progress(`profiling the gateway (${o.clients} clients, ${o.profileMs / 1000} s, --cpu-prof)`);
@@ -885,6 +1074,7 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
       gatewayOutcome: probe.outcome === 'echo' ? 'allowed' : 'denied',
       gatewayOutcomeDetail: probe.detail,
       policyEngineInStart,
+      paths: targets.map((t) => t.name),
       sequential: seq,
       concurrent: conc,
       profile: prof.summary,
@@ -893,7 +1083,9 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
       gatewayIdleRssMb: gw.idleRssMb,
       load: [loadBefore, loadavg()[0]],
       relayDescription: 'mcp-proxy 6.7 (node_modules), Streamable HTTP front, one shared stdio child for all sessions',
-      largePolicy,
+      supergatewayDescription: sg.description,
+      policy: { rules: o.policyRules, files: Object.keys(policyFiles).length, coveringRules, startMs: gwStartMs },
+      smallPolicy,
     };
   } catch (e) {
     keepDir = true;
@@ -920,10 +1112,14 @@ export function formatProxyReport(r: ProxyReport): string {
   const out: string[] = [];
   const s = r.sequential;
   const c = r.concurrent;
-  out.push('== Proxy: tools/call echo, direct vs gateway vs plain relay ==');
+  const P = r.paths;
+  const rules = r.policy.rules.toLocaleString('en-US');
+  out.push('== Proxy: tools/call echo, direct vs gateway vs plain relays, 2025 sessions and 2026-07-28 requests ==');
   out.push(`${r.machine}; load average ${r.load[0].toFixed(2)} before, ${r.load[1].toFixed(2)} after${Math.max(...r.load) > 1.5 ? ' (other work was running: figures are noisy)' : ''}`);
-  out.push(`gateway: portcullis serve as its own process, logging.level=${r.options.gatewayLogLevel}, API-key auth, generated policy (6 rules, CEL when, 1 mask)`);
+  out.push(`gateway: portcullis serve as its own process, logging.level=${r.options.gatewayLogLevel}, API-key auth, generated ${rules}-rule policy (${r.policy.files} files; ${r.policy.coveringRules} rules cover echo-*), SQLite store with durable audit; start-up ${r.policy.startMs.toFixed(0)} ms, idle RSS ${r.gatewayIdleRssMb.toFixed(1)} MB`);
   out.push(`relay:   ${r.relayDescription}`);
+  out.push(`relay:   ${r.supergatewayDescription}`);
+  out.push('clients: SDK v1 Client + StreamableHTTPClientTransport (2025 paths); a keep-alive node:http client (direct-http-raw: 2025 session; gateway-2026-*: stateless 2026-07-28 requests)');
   out.push(`gateway answer: ${r.gatewayOutcome.toUpperCase()} (${r.gatewayOutcomeDetail.slice(0, 110)})`);
   if (r.gatewayOutcome === 'denied') {
     out.push('  !! serve still fails closed (no policy engine wired in src/gateway/start.ts): gateway figures are the');
@@ -931,42 +1127,52 @@ export function formatProxyReport(r: ProxyReport): string {
   }
   out.push('');
   out.push(`-- 1 client, sequential (${r.options.seqCalls} timed calls per path after ${r.options.seqWarmup} warm-up, interleaved in 4 rounds) --`);
-  out.push(pad(['path', 'p50', 'p90', 'p99', 'mean', 'max'], [16, 11, 11, 11, 11, 11]));
-  for (const p of PATHS) out.push(pad([p, ms(s[p].p50), ms(s[p].p90), ms(s[p].p99), ms(s[p].mean), ms(s[p].max)], [16, 11, 11, 11, 11, 11]));
-  const addP50 = s['gateway-http'].p50 - s['direct-http'].p50;
-  const addP99 = s['gateway-http'].p99 - s['direct-http'].p99;
-  const addStdioP50 = s['gateway-stdio'].p50 - s['relay-stdio'].p50;
-  const addStdioP99 = s['gateway-stdio'].p99 - s['relay-stdio'].p99;
-  out.push(`gateway added latency (gateway-http − direct-http): p50 ${ms(addP50)}  [target < 0.3 ms: ${verdict(addP50 < 0.3)}]   p99 ${ms(addP99)}  [target < 1 ms: ${verdict(addP99 < 1)}]`);
-  out.push(`gateway vs relay, stdio upstream (gateway-stdio − relay-stdio): p50 ${ms(addStdioP50)}   p99 ${ms(addStdioP99)}`);
-  out.push('');
-  out.push(`-- ${r.options.clients} concurrent clients, ${(r.options.durationMs / 1000).toFixed(0)} s per path (one session each) --`);
-  out.push(pad(['path', 'calls/s', 'calls', 'errors', 'CPU/call', 'loop CPU/call', 'peak RSS', 'VmHWM', 'measured process', 'loadgen CPU/call'], [16, 10, 8, 7, 11, 14, 10, 10, 18, 16]));
-  const role: Record<PathName, string> = { 'direct-http': 'echo upstream', 'gateway-http': 'gateway', 'relay-stdio': 'mcp-proxy', 'gateway-stdio': 'gateway' };
-  for (const p of PATHS) {
-    const f = c[p];
-    out.push(pad([p, f.rps.toFixed(0), String(f.calls), String(f.errors), `${f.cpuUsPerCall.toFixed(0)} µs`, `${f.loopCpuUsPerCall.toFixed(0)} µs`, `${f.peakRssMb.toFixed(1)} MB`, `${f.hwmMb.toFixed(1)} MB`, role[p], `${f.loadGenCpuUsPerCall.toFixed(0)} µs`], [16, 10, 8, 7, 11, 14, 10, 10, 18, 16]));
+  const W1 = [20, 11, 11, 11, 11, 11];
+  out.push(pad(['path', 'p50', 'p90', 'p99', 'mean', 'max'], W1));
+  for (const p of P) {
+    const f = s[p]!;
+    out.push(pad([p, ms(f.p50), ms(f.p90), ms(f.p99), ms(f.mean), ms(f.max)], W1));
   }
-  const ratioDirect = c['gateway-http'].rps / c['direct-http'].rps;
-  const ratioRelay = c['gateway-stdio'].rps / c['relay-stdio'].rps;
-  const gwCpu = Math.max(c['gateway-http'].cpuUsPerCall, c['gateway-stdio'].cpuUsPerCall);
-  const gwMem = Math.max(c['gateway-http'].hwmMb, c['gateway-stdio'].hwmMb, c['gateway-http'].peakRssMb, c['gateway-stdio'].peakRssMb);
-  out.push(`throughput gateway-http / direct-http: ${ratioDirect.toFixed(2)}`);
-  out.push(`throughput gateway-stdio / relay-stdio: ${ratioRelay.toFixed(2)}  [target ≥ 1.00: ${verdict(ratioRelay >= 1)}]  (same stdio echo server; the gateway starts one child per session, mcp-proxy shares one)`);
-  out.push(`gateway CPU per call: http ${c['gateway-http'].cpuUsPerCall.toFixed(0)} µs, stdio ${c['gateway-stdio'].cpuUsPerCall.toFixed(0)} µs  [target < 150 µs: ${verdict(gwCpu < 150)}]; of it on the event-loop thread: http ${c['gateway-http'].loopCpuUsPerCall.toFixed(0)} µs, stdio ${c['gateway-stdio'].loopCpuUsPerCall.toFixed(0)} µs`);
-  out.push(`gateway memory: idle ${r.gatewayIdleRssMb.toFixed(1)} MB after start-up; peak VmRSS ${Math.max(c['gateway-http'].peakRssMb, c['gateway-stdio'].peakRssMb).toFixed(1)} MB, VmHWM ${Math.max(c['gateway-http'].hwmMb, c['gateway-stdio'].hwmMb).toFixed(1)} MB  [target < 150 MB: ${verdict(gwMem < 150)}]`);
-  if (r.largePolicy) {
-    const L = r.largePolicy;
-    const rules = L.rules.toLocaleString('en-US');
+  out.push('');
+  out.push(`-- ${r.options.clients} concurrent clients, ${(r.options.durationMs / 1000).toFixed(0)} s per path (2025: one session each; 2026: no session) --`);
+  const W2 = [20, 9, 8, 7, 10, 14, 10, 10, 14, 16];
+  out.push(pad(['path', 'calls/s', 'calls', 'errors', 'CPU/call', 'loop CPU/call', 'peak RSS', 'VmHWM', 'process', 'loadgen CPU/call'], W2));
+  const role = (p: PathName) => (p.startsWith('direct') ? 'echo upstream' : p === 'relay-stdio' ? 'mcp-proxy' : p === 'supergateway-stdio' ? 'supergateway' : 'gateway');
+  for (const p of P) {
+    const f = c[p]!;
+    out.push(pad([p, f.rps.toFixed(0), String(f.calls), String(f.errors), `${f.cpuUsPerCall.toFixed(0)} µs`, `${f.loopCpuUsPerCall.toFixed(0)} µs`, `${f.peakRssMb.toFixed(1)} MB`, `${f.hwmMb.toFixed(1)} MB`, role(p), `${f.loadGenCpuUsPerCall.toFixed(0)} µs`], W2));
+  }
+  const relays = (['relay-stdio', 'supergateway-stdio'] as const).filter((p) => c[p]);
+  const eras: Array<{ title: string; direct: PathName; http: PathName; stdio: PathName }> = [
+    { title: '2025 era (SDK client, one session per client)', direct: 'direct-http', http: 'gateway-http', stdio: 'gateway-stdio' },
+    { title: '2026-07-28 era (stateless requests; direct = the same small client in a 2025 session)', direct: 'direct-http-raw', http: 'gateway-2026-http', stdio: 'gateway-2026-stdio' },
+  ];
+  for (const e of eras) {
+    const addP50 = s[e.http]!.p50 - s[e.direct]!.p50;
+    const addP99 = s[e.http]!.p99 - s[e.direct]!.p99;
+    const ch = c[e.http]!;
+    const cs = c[e.stdio]!;
+    const cpu = Math.max(ch.cpuUsPerCall, cs.cpuUsPerCall);
+    const rss = Math.max(ch.peakRssMb, cs.peakRssMb);
     out.push('');
-    out.push(`-- 1 client, gateway-http with a generated ${rules}-rule policy (${L.files} files; ${L.coveringRules} rules cover echo-http) vs the 6-rule one, ${L.large.calls} calls each, alternating --`);
-    out.push(pad(['path', 'p50', 'p90', 'p99', 'mean', 'max'], [26, 11, 11, 11, 11, 11]));
-    for (const [name, f] of [['gateway-http, 6 rules', L.small], [`gateway-http, ${rules} rules`, L.large]] as const) {
-      out.push(pad([name, ms(f.p50), ms(f.p90), ms(f.p99), ms(f.mean), ms(f.max)], [26, 11, 11, 11, 11, 11]));
+    out.push(`-- targets, ${e.title}; gateway with ${rules} rules and durable audit --`);
+    out.push(`added latency, 1 client (${e.http} − ${e.direct}): p50 ${ms(addP50)}  [< ${TARGETS.addedP50Ms} ms: ${verdict(addP50 < TARGETS.addedP50Ms)}]   p99 ${ms(addP99)}  [< ${TARGETS.addedP99Ms} ms: ${verdict(addP99 < TARGETS.addedP99Ms)}]`);
+    out.push(`gateway CPU per call, ${r.options.clients} clients: http ${ch.cpuUsPerCall.toFixed(0)} µs, stdio ${cs.cpuUsPerCall.toFixed(0)} µs  [≤ ${TARGETS.cpuUsPerCall} µs: ${verdict(cpu <= TARGETS.cpuUsPerCall)}]; of it on the event-loop thread: http ${ch.loopCpuUsPerCall.toFixed(0)} µs, stdio ${cs.loopCpuUsPerCall.toFixed(0)} µs`);
+    const best = Math.max(...relays.map((p) => c[p]!.rps));
+    const vs = relays.map((p) => `${p} ${c[p]!.rps.toFixed(0)} (×${(cs.rps / c[p]!.rps).toFixed(2)})`).join(', ');
+    out.push(`throughput, ${r.options.clients} clients, stdio upstream: ${e.stdio} ${cs.rps.toFixed(0)} calls/s vs ${vs}  [≥ the relays: ${verdict(cs.rps >= best * TARGETS.relayRatio)}]; ${e.http} / ${e.direct}: ${(ch.rps / c[e.direct]!.rps).toFixed(2)}`);
+    out.push(`gateway peak VmRSS, ${r.options.clients} clients: http ${ch.peakRssMb.toFixed(1)} MB, stdio ${cs.peakRssMb.toFixed(1)} MB  [< ${TARGETS.memoryMb} MB: ${verdict(rss < TARGETS.memoryMb)}]; VmHWM since start ${Math.max(ch.hwmMb, cs.hwmMb).toFixed(1)} MB (this era's own gateway process)`);
+  }
+  if (r.smallPolicy) {
+    const L = r.smallPolicy;
+    out.push('');
+    out.push(`-- 1 client, gateway-http with ${rules} rules vs the bench's 6-rule policy, ${L.large.calls} calls each, alternating --`);
+    const W3 = [28, 11, 11, 11, 11, 11];
+    out.push(pad(['path', 'p50', 'p90', 'p99', 'mean', 'max'], W3));
+    for (const [name, f] of [[`gateway-http, ${rules} rules`, L.large], ['gateway-http, 6 rules', L.small]] as const) {
+      out.push(pad([name, ms(f.p50), ms(f.p90), ms(f.p99), ms(f.mean), ms(f.max)], W3));
     }
-    out.push(`${rules} rules − 6 rules (alternating calls): p50 ${ms(L.large.p50 - L.small.p50)}   p99 ${ms(L.large.p99 - L.small.p99)}`);
-    out.push(`${rules} rules − the 6-rule gateway-http of the table above: p50 ${ms(L.large.p50 - s['gateway-http'].p50)}   p99 ${ms(L.large.p99 - s['gateway-http'].p99)}`);
-    out.push(`${rules} rules − direct-http: p50 ${ms(L.large.p50 - s['direct-http'].p50)}   p99 ${ms(L.large.p99 - s['direct-http'].p99)}; start-up to listening ${L.startMs.toFixed(0)} ms, idle RSS ${L.idleRssMb.toFixed(1)} MB`);
+    out.push(`${rules} rules − 6 rules: p50 ${ms(L.large.p50 - L.small.p50)}   p99 ${ms(L.large.p99 - L.small.p99)}; idle RSS ${r.gatewayIdleRssMb.toFixed(1)} vs ${L.smallIdleRssMb.toFixed(1)} MB`);
   }
   out.push('');
   out.push(`-- gateway hot spots by self time (${r.profileNote}) --`);
