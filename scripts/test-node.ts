@@ -8,13 +8,15 @@
 // node_modules holds the build for the machine's Node, so the tests run from a copy of this
 // checkout (its files as `git ls-files` lists them, uncommitted changes included, and dist/) whose
 // node_modules links every package of the project's, except better-sqlite3, which links the
-// build for that Node. The copy lives in node_modules/.cache/portcullis-node-<version>/checkouts/
-// (test output names files there). That Node's bin comes first in PATH, so `npm` and `npx`
-// started by a test run on it too. The exit status is the tests'.
+// build for that Node. The copy is made afresh on every run in $TMPDIR/portcullis-test-node/ (test
+// output names files there); not under node_modules, where the program takes itself for an
+// installed package (init suggests `npx portcullis`). That Node's bin comes first in PATH, so
+// `npm` and `npx` started by a test run on it too. The exit status is the tests'.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, realpathSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
 import { betterSqlite3For, isNodeMajor, NODE_RELEASES, nodeRelease, ROOT, withLock, type NodeRelease } from '../test/fixtures/node-release.js';
 
@@ -77,7 +79,7 @@ async function main(): Promise<number> {
   const started = performance.now();
   const release = await nodeRelease(major);
   const sqlite = await betterSqlite3For(release);
-  const copy = join(release.dir, 'checkouts', `${basename(ROOT)}-${createHash('sha256').update(ROOT).digest('hex').slice(0, 8)}`);
+  const copy = join(tmpdir(), 'portcullis-test-node', `${basename(ROOT)}-${createHash('sha256').update(ROOT).digest('hex').slice(0, 8)}-node${release.version}`);
   // one run per checkout and release at a time: a second would replace the files under the first
   return withLock(
     copy,
