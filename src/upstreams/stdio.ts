@@ -6,10 +6,10 @@
 // its way out. (A side effect: a Ctrl-C at the terminal reaches the gateway, not its upstreams,
 // so requests in flight can still finish while the gateway drains.)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { ReadBuffer, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { readLines } from '../lines.js';
 
 /** How long an upstream gets to exit after its stdin closes, and again after SIGTERM, before SIGKILL. */
 export const STDIO_GRACE_MS = 2_000;
@@ -86,7 +86,7 @@ export class StdioUpstreamTransport implements Transport {
       }
     });
     const stderr = this.params.stderr;
-    createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', (line) => stderr?.(line));
+    readLines(child.stderr!).on('line', (line: string) => stderr?.(line));
     child.stdin!.on('error', (e) => this.onerror?.(e));
     child.stdout!.on('error', (e) => this.onerror?.(e));
     child.once('exit', (code, signal) => {
