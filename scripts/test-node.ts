@@ -2,6 +2,7 @@
 //
 //   npm run test:node -- 22                    # the whole suite (npm test) on Node 22
 //   npm run test:node -- 24 src/x.test.ts …    # these test files on Node 24
+//   npm run test:node -- 22,24 src/x.test.ts … # on each in turn (both prepared at once)
 //
 // Node comes from the npm registry (test/fixtures/node-release.ts pins the release per major),
 // and better-sqlite3 is built for it: a native addon's ABI differs per Node major. The project's
@@ -66,9 +67,10 @@ async function runTests(release: NodeRelease, copy: string, files: string[]): Pr
 }
 
 async function main(): Promise<number> {
-  const [major, ...files] = process.argv.slice(2);
-  if (!major || !isNodeMajor(major)) {
-    process.stderr.write(`usage: npm run test:node -- <${Object.keys(NODE_RELEASES).join('|')}> [test files…]\n`);
+  const [list, ...files] = process.argv.slice(2);
+  const majors = (list ?? '').split(',');
+  if (!majors.every(isNodeMajor)) {
+    process.stderr.write(`usage: npm run test:node -- <${Object.keys(NODE_RELEASES).join('|')}>[,…] [test files…]\n`);
     return 2;
   }
   const missing = files.filter((f) => !/\.test\.ts$/.test(f) || !existsSync(join(ROOT, f)));
@@ -77,22 +79,32 @@ async function main(): Promise<number> {
     return 2;
   }
   const started = performance.now();
-  const release = await nodeRelease(major);
-  const sqlite = await betterSqlite3For(release);
-  const copy = join(tmpdir(), 'portcullis-test-node', `${basename(ROOT)}-${createHash('sha256').update(ROOT).digest('hex').slice(0, 8)}-node${release.version}`);
-  // one run per checkout and release at a time: a second would replace the files under the first
-  return withLock(
-    copy,
-    async () => {
-      await syncCopy(copy, sqlite);
-      process.stdout.write(`test-node: Node ${release.version} and better-sqlite3 for it ready, ${copy} in sync (${seconds(started)})\n`);
-      const testsStarted = performance.now();
-      const code = await runTests(release, copy, files);
-      process.stdout.write(`test-node: ${files.length ? `${files.length} test files` : 'npm test'} on Node ${release.version}: exit ${code}, ${seconds(testsStarted)} (${seconds(started)} in all)\n`);
-      return code;
-    },
-    0,
-  );
+  // Every release's install and build at once (a build is mostly one compiler process: SQLite),
+  // then the tests on each in turn, all of them whatever the first gives.
+  const ready = await Promise.all(majors.map(async (major) => {
+    const release = await nodeRelease(major);
+    return { release, sqlite: await betterSqlite3For(release) };
+  }));
+  process.stdout.write(`test-node: Node ${ready.map((r) => r.release.version).join(', ')} and better-sqlite3 for each ready (${seconds(started)})\n`);
+  let status = 0;
+  for (const { release, sqlite } of ready) {
+    const copy = join(tmpdir(), 'portcullis-test-node', `${basename(ROOT)}-${createHash('sha256').update(ROOT).digest('hex').slice(0, 8)}-node${release.version}`);
+    // one run per checkout and release at a time: a second would replace the files under the first
+    const code = await withLock(
+      copy,
+      async () => {
+        await syncCopy(copy, sqlite);
+        const testsStarted = performance.now();
+        process.stdout.write(`test-node: ${files.length ? `${files.length} test files` : 'npm test'} on Node ${release.version}, in ${copy}\n`);
+        const code = await runTests(release, copy, files);
+        process.stdout.write(`test-node: ${files.length ? `${files.length} test files` : 'npm test'} on Node ${release.version}: exit ${code}, ${seconds(testsStarted)}\n`);
+        return code;
+      },
+      0,
+    );
+    status ||= code;
+  }
+  return status;
 }
 
 process.exitCode = await main().catch((e: Error) => {
