@@ -23,7 +23,9 @@ async function makeLog(t: Parameters<typeof tempDir>[0]): Promise<{ dir: string;
   const log = await AuditLog.open(store, { signer: loadSigningKey(key), checkpointEvery: EVERY });
   for (let i = 1; i <= RECORDS; i++) {
     const type = i === 1 ? 'session.start' : i === RECORDS ? 'session.end' : 'decision';
-    await log.append(type, 'alice', { i, effect: i % 3 ? 'allow' : 'deny', server: 'db', sessionId: 's1' });
+    // record 7 holds U+2028 and U+2029, which an export line carries raw (JSON.stringify)
+    const note = i === 7 ? { note: 'line\u2028separator, paragraph\u2029separator' } : {};
+    await log.append(type, 'alice', { i, effect: i % 3 ? 'allow' : 'deny', server: 'db', sessionId: 's1', ...note });
   }
   await log.close();
   await store.close();
@@ -208,6 +210,7 @@ test('an export verifies elsewhere with its checkpoint and the public key; a tam
   assert.equal(exp.status, 0, exp.stderr);
   const file = join(dir, 'export.jsonl');
   writeFileSync(file, exp.stdout);
+  assert.match(exp.stdout, /\u2028/, 'raw in the export');
   const ok = cli(['audit', 'verify', '--input', file, '--checkpoint', cp, '--public-key', key]);
   assert.equal(ok.status, 0, ok.stdout + ok.stderr);
   assert.match(ok.stdout, /ok: 23 records verified/);

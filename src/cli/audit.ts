@@ -2,11 +2,11 @@
 // The store comes from --store, else from the config (-c, default ./portcullis.yaml); the
 // config also supplies the signing key (its public half verifies) and checkpointEvery.
 import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import type { KeyObject } from 'node:crypto';
 import type { Command } from 'commander';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { PortcullisError } from '../errors.js';
+import { linesOf } from '../lines.js';
 import { resolveKeyPath, signerFromConfig } from '../audit/open.js';
 import { loadVerifyKey } from '../audit/keys.js';
 import { MAX_PAGE, queryAudit, type AuditQuery } from '../audit/query.js';
@@ -52,7 +52,7 @@ function readCheckpointFile(file: string): Checkpoint {
 }
 
 async function* readJsonl(file: string): AsyncIterable<AuditRecord> {
-  const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
+  const lines = linesOf(createReadStream(file));
   let n = 0;
   for await (const line of lines) {
     n++;

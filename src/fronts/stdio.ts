@@ -6,8 +6,8 @@
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import type { Identity } from '../auth/identity.js';
+import { readLines } from '../lines.js';
 import { classify, depthExceeds, errorResponse, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, ShapeError, UPSTREAM_ERROR } from '../gateway/classify.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { claimsModern, eraOf, notA2026Method } from '../gateway/stateless.js';
@@ -29,7 +29,7 @@ export async function serveStdio(gw: Gateway, server: string, identity: Identity
   // Reading starts now: an agent writes initialize as soon as it has launched us, and the
   // session may take a while to open. What arrives meanwhile waits, bounded, and is then
   // handled in order; a line over the bounds is refused at once, like a full server would.
-  const lines = createInterface({ input, crlfDelay: Infinity });
+  const lines = readLines(input);
   let pending: string[] | undefined = [];
   let pendingBytes = 0;
   let stdinClosed = false;

@@ -6,9 +6,9 @@
 // its way out. (A side effect: a Ctrl-C at the terminal reaches the gateway, not its upstreams,
 // so requests in flight can still finish while the gateway drains.)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { readLines } from '../lines.js';
 import { noteWireSize } from './wire-size.js';
 
 /** A line the child has not finished after this many bytes cannot be a message the gateway would pass on. */
@@ -71,7 +71,7 @@ export class StdioUpstreamTransport implements Transport {
     const child = (this.child = spawn(command, args, { env, cwd, stdio: ['pipe', 'pipe', 'pipe'], detached: true, windowsHide: true }));
     child.stdout!.on('data', (chunk: Buffer) => this.read(chunk));
     const stderr = this.params.stderr;
-    createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', (line) => stderr?.(line));
+    readLines(child.stderr!).on('line', (line: string) => stderr?.(line));
     child.stdin!.on('error', (e) => this.onerror?.(e));
     child.stdout!.on('error', (e) => this.onerror?.(e));
     child.once('exit', (code, signal) => {

@@ -1,5 +1,5 @@
 // Transparency, measured: the official MCP conformance server suite
-// (@modelcontextprotocol/conformance 0.2.0-alpha.12, on Node 22 from node22.ts) runs with
+// (@modelcontextprotocol/conformance 0.2.0-alpha.12, on Node 22 from node-release.ts) runs with
 // `--requirements 2025-11-25` and `--requirements 2026-07-28` against our dual-era fixture,
 // directly and through the gateway (the fixture as an HTTP upstream and as a stdio upstream).
 // Every check that passes directly must pass through the gateway, and the same way (the
@@ -13,9 +13,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { describeChecks, passingOnlyDirectly, REVISIONS, runConformance, serverRequirements, summarize, type ConformanceRun, type Revision } from '../fixtures/conformance.js';
+import { conformance22, CONFORMANCE_VERSION, describeChecks, passingOnlyDirectly, REVISIONS, runConformance, serverRequirements, summarize, type ConformanceRun, type Revision } from '../fixtures/conformance.js';
 import { startDualEraServer, type DualEraServer } from '../fixtures/dual-era-server.js';
-import { conformance22, CONFORMANCE_VERSION } from '../fixtures/node22.js';
 import { compileBundle } from '../../src/policy/compile.js';
 import { policyPoint } from '../../src/gateway/decide.js';
 import { ALLOW_ALL_POLICY, ROOT, startTestGateway, type TestGateway } from './harness.js';

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -24,8 +24,10 @@ const CLONE = join(dir.path, 'portcullis'); // where the README's first line pac
 const PROJECT = join(dir.path, 'my-gateway');
 const HOME = join(dir.path, 'home');
 
-// A user's environment on this machine: npm reads $HOME/.npmrc. The machine's npm cache first; node headers from /usr for the native build (as the project's own .npmrc says). No npm_*
-// variables from an enclosing `npm test`: they would point npm at this checkout.
+// A user's environment on this machine: npm reads $HOME/.npmrc. The machine's npm cache first; for
+// the native build, the headers of the Node running the tests, from its install prefix (/usr for
+// the machine's, as the project's own .npmrc says; the package folder for one scripts/test-node.ts
+// installs). No npm_* variables from an enclosing `npm test`: they would point npm at this checkout.
 const npmCache = spawnSync('npm', ['config', 'get', 'cache'], { encoding: 'utf8' }).stdout.trim();
 const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
 Object.assign(env, { HOME });
@@ -55,7 +57,7 @@ let serve: ChildProcess | undefined;
 before(async () => {
   mkdirSync(CLONE, { recursive: true });
   mkdirSync(HOME, { recursive: true });
-  writeFileSync(join(HOME, '.npmrc'), `cache=${npmCache}\nprefer-offline=true\nnodedir=/usr\nfund=false\naudit=false\nupdate-notifier=false\n`);
+  writeFileSync(join(HOME, '.npmrc'), `cache=${npmCache}\nprefer-offline=true\nnodedir=${dirname(dirname(process.execPath))}\nfund=false\naudit=false\nupdate-notifier=false\n`);
 });
 
 after(async () => {

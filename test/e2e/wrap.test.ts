@@ -170,6 +170,29 @@ describe('portcullis wrap: failures and lifecycle', () => {
     }
   });
 
+  test('a message ends at "\\n" only: U+2028 and U+2029 raw in a string (JSON.stringify leaves them so) stay one message both ways, on every Node', async () => {
+    const dir = tempDir('pcl-wrap-lines-');
+    const record = join(dir.path, 'received.jsonl');
+    const w = await rawWrap({ raw: upstreams.raw({ RECORD_FILE: record }) }, 'raw');
+    try {
+      w.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: CLIENT_INFO } }));
+      await w.reply(1);
+      w.send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
+      const message = 'one\u2028two\u2029three';
+      const line = JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo', arguments: { message } } });
+      assert.ok(line.includes('\u2028') && line.includes('\u2029'), 'raw in the line');
+      w.send(line);
+      const reply = await w.reply(2);
+      assert.deepEqual(JSON.parse(reply.result.content[0].text), { message });
+      assert.equal(w.lines.filter((l) => l.error).length, 0, JSON.stringify(w.lines));
+      const received = readFileSync(record, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      assert.deepEqual(received.find((m) => m.id === 2)?.params.arguments, { message });
+    } finally {
+      await w.close();
+      dir.remove();
+    }
+  });
+
   test('progress on the wire: every notification reaches stdout, in order, before the result', async () => {
     const w = await rawWrap({ ev: upstreams.everything() }, 'ev');
     try {
