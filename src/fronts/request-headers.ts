@@ -125,3 +125,19 @@ function sameValue(header: string, value: unknown): boolean {
   if (typeof value === 'number') return /^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(header) && Number(header) === value;
   return false;
 }
+
+/**
+ * The Mcp-Param headers of a tools/call that no annotation of the tool defines: not the gateway's
+ * to judge, the upstream's to see (it may know annotations the gateway has not read yet).
+ */
+export function unknownParamHeaders(req: IncomingMessage, body: Obj, paramHeaders: (tool: string) => ParamHeaders | undefined): Record<string, string> {
+  const params = isObj(body.params) ? body.params : {};
+  const known = typeof params.name === 'string' ? paramHeaders(params.name) : undefined;
+  const out: Record<string, string> = {};
+  for (const name of Object.keys(req.headersDistinct)) {
+    if (!name.startsWith('mcp-param-') || known?.has(name.slice('mcp-param-'.length))) continue;
+    const value = singleHeader(req, name);
+    if (value !== undefined) out[name] = value;
+  }
+  return out;
+}

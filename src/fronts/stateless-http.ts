@@ -11,7 +11,7 @@ import { INVALID_REQUEST, METHOD_NOT_FOUND, UPSTREAM_ERROR } from '../gateway/cl
 import type { Gateway } from '../gateway/gateway.js';
 import { claimsModern, eraOf, notA2026Method, UNSUPPORTED_PROTOCOL_VERSION } from '../gateway/stateless.js';
 import { earlyCheck, HttpRefusal } from './http-request.js';
-import { checkParamHeaders, checkStandardHeaders, HEADER_MISMATCH, HeaderMismatch, singleHeader } from './request-headers.js';
+import { checkParamHeaders, checkStandardHeaders, HEADER_MISMATCH, HeaderMismatch, singleHeader, unknownParamHeaders } from './request-headers.js';
 
 /** Whether a POST may be a 2026-era request (see claimsModern). */
 export function looksModern(req: IncomingMessage, body: unknown): boolean {
@@ -57,15 +57,17 @@ export async function serveStateless(gw: Gateway, req: IncomingMessage, res: Ser
   const pool = gw.stateless;
   try {
     if (method === 'server/discover') return sendJson(res, 200, { jsonrpc: '2.0', id, result: await pool.discover(server, identity) });
+    let unknown: Record<string, string> = {};
     if (method === 'tools/call') {
       const lookup = await pool.paramHeaders(server, identity);
       try {
         checkParamHeaders(req, body, lookup);
+        unknown = unknownParamHeaders(req, body, lookup);
       } catch (e) {
         throw mismatch(e);
       }
     }
-    const cancel = await pool.request(server, identity, body, responder(res));
+    const cancel = await pool.request(server, identity, body, responder(res), unknown);
     res.once('close', () => !res.writableFinished && cancel());
   } catch (e) {
     if (e instanceof HttpRefusal) throw e;

@@ -19,6 +19,7 @@ import { identityKey, type Identity } from '../auth/identity.js';
 import { packageVersion } from '../version.js';
 import { paramHeadersOf, type ParamHeaders } from '../fronts/request-headers.js';
 import { gatewayEnvelope } from '../upstreams/era.js';
+import { forwardHeaders } from '../upstreams/forwarded-headers.js';
 import { errorResponse, INVALID_PARAMS, UPSTREAM_ERROR } from './classify.js';
 import type { Session, ClientChannel } from './session.js';
 
@@ -367,7 +368,7 @@ export class StatelessPool {
    * Returns a function to call when the client goes away first (closing the response stream is a
    * 2026 client's cancellation).
    */
-  async request(server: string, identity: Identity, message: Record<string, unknown>, sink: ReplySink): Promise<() => void> {
+  async request(server: string, identity: Identity, message: Record<string, unknown>, sink: ReplySink, unknownHeaders: Record<string, string> = {}): Promise<() => void> {
     const pooled = await this.get(server, identity);
     const params = (message.params ?? {}) as Record<string, unknown> & { _meta?: Record<string, unknown> };
     const meta = params._meta;
@@ -394,7 +395,10 @@ export class StatelessPool {
       pooled.channel.waiting.set(id, waiting);
       // A 2025 upstream gets a 2025 request: the 2026 envelope is this hop's (read above), and a
       // dual-era server would take a request carrying it for a 2026 one outside its session.
-      void pooled.session.fromClient({ ...message, id, ...(!pooled.modern && meta && { params: { ...params, _meta: withoutEnvelope(meta) } }) }, identity);
+      const up = { ...message, id, ...(!pooled.modern && meta && { params: { ...params, _meta: withoutEnvelope(meta) } }) };
+      // Only a 2026 upstream sees HTTP headers of the request; a 2025 session has none to forward.
+      if (pooled.modern) forwardHeaders(up, unknownHeaders);
+      void pooled.session.fromClient(up, identity);
     }
     return () => {
       if (!pooled.channel.waiting.delete(id)) return;

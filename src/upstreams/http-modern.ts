@@ -12,6 +12,7 @@ import {
   UNSUPPORTED_PROTOCOL_VERSION,
   type ToolDefinition,
 } from '../protocol/mcp-headers.js';
+import { forwardedHeaders } from './forwarded-headers.js';
 import { ACCEPT_BOTH, configuredHeaders, errorBody, isAnswerTo, isObj, mediaType, open, parseMessage, readEvents, readText, target, UpstreamAnswerError, type Target } from './http-wire.js';
 
 /** The modern revision this connector speaks when asked to. */
@@ -27,6 +28,8 @@ export interface ModernOptions {
   onmessage?: (message: JSONRPCMessage) => void;
   /** Aborting closes the answer's stream, which a modern server takes as the request's cancellation. */
   signal?: AbortSignal;
+  /** Headers to pass on as they came (a client's Mcp-Param-* the gateway does not know); the regenerated ones win. */
+  forward?: Record<string, string>;
 }
 
 /**
@@ -39,7 +42,7 @@ export interface ModernOptions {
 export async function exchangeModern(t: Target, headers: Record<string, string>, message: JSONRPCMessage, limit: number, o: ModernOptions = {}): Promise<JSONRPCMessage | undefined> {
   const m = message as { id?: RequestId; method?: unknown };
   if (typeof m.method !== 'string') throw new TypeError('a modern exchange sends a request or a notification');
-  const all = { ...headers, accept: ACCEPT_BOTH, 'content-type': 'application/json', ...modernRequestHeaders(message as { method: string; params?: unknown }, o.tool) };
+  const all = { ...o.forward, ...headers, accept: ACCEPT_BOTH, 'content-type': 'application/json', ...modernRequestHeaders(message as { method: string; params?: unknown }, o.tool) };
   const res = await open(t, 'POST', all, JSON.stringify(message), { signal: o.signal });
   const status = res.statusCode ?? 0;
   const ok = status >= 200 && status < 300;
@@ -149,7 +152,7 @@ export class ModernHttpTransport implements Transport {
     const abort = new AbortController();
     this.inFlight.set(id, abort);
     const tool = m.method === 'tools/call' && typeof m.params?.name === 'string' ? this.tools.get(m.params.name) : undefined;
-    this.connector.sendModern(message, { tool, signal: abort.signal, onmessage: (x) => this.onmessage?.(x) }).then(
+    this.connector.sendModern(message, { tool, signal: abort.signal, forward: forwardedHeaders(message), onmessage: (x) => this.onmessage?.(x) }).then(
       (answer) => {
         this.inFlight.delete(id);
         if (!answer) return;

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { policyPoint } from '../../src/gateway/decide.js';
 import { compileBundle } from '../../src/policy/compile.js';
-import { connectHttp, ROOT, startTestGateway, tempDir, type TestGateway } from './harness.js';
+import { startDualEraUpstream, type DualEraUpstream } from '../fixtures/dual-era-http-upstream.js';
+import { connectHttp, MCP_HEADERS, raw, ROOT, startTestGateway, tempDir, type TestGateway } from './harness.js';
 
 const FIXTURE = join(ROOT, 'test/fixtures/modern-server.ts');
 const POLICY = `apiVersion: portcullis/v1
@@ -140,5 +141,34 @@ describe('a 2025 client in front of a 2026 upstream', () => {
   test('each server is asked its era once', () => {
     const probes = received(records.modern).filter((m) => m.method === 'server/discover' && m.id === 'portcullis-discover');
     assert.equal(probes.length, 1, 'one probe for every session the gateway opened');
+  });
+});
+
+describe('a 2026 client in front of a 2026 HTTP upstream', () => {
+  let upstream: DualEraUpstream;
+  let http: TestGateway;
+  before(async () => {
+    upstream = await startDualEraUpstream({ legacy: 'reject' });
+    http = await startTestGateway({ up: { transport: 'http', url: upstream.url } });
+  });
+  after(async () => {
+    await http?.close();
+    await upstream?.close();
+  });
+
+  test('headers go up regenerated from the decided body; an Mcp-Param header the gateway does not know is passed on as it came', async () => {
+    const body = {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: { name: 'region', arguments: { region: 'eu-west', query: 'q' }, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } },
+    };
+    const headers = { ...MCP_HEADERS, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'region', 'mcp-param-region': 'eu-west', 'mcp-param-tenant': 'acme' };
+    const res = await raw(http.base, '/mcp/up', { headers, body: JSON.stringify(body) });
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(JSON.parse(res.json.result.content[0].text), { region: 'eu-west', query: 'q' });
+    const call = upstream.seen.find((h) => h['mcp-method'] === 'tools/call' && h['mcp-name'] === 'region');
+    assert.equal(call?.['mcp-param-region'], 'eu-west', 'regenerated from the body');
+    assert.equal(call?.['mcp-param-tenant'], 'acme', 'unknown to the gateway: forwarded');
   });
 });
