@@ -3,6 +3,12 @@ import { readFileSync } from 'node:fs';
 
 /** The version in the package's package.json: the nearest one up from here (src/cli, dist/cli, or a benchmark's build). */
 export function packageVersion(): string {
+  return (version ??= readVersion());
+}
+
+let version: string | undefined;
+
+function readVersion(): string {
   for (let dir = new URL('./', import.meta.url); ; dir = new URL('../', dir)) {
     try {
       const p = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { name?: string; version?: string };

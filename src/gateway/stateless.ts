@@ -18,15 +18,12 @@ import { digestArgs } from '../audit/chain.js';
 import { identityKey, type Identity } from '../auth/identity.js';
 import { packageVersion } from '../version.js';
 import { paramHeadersOf, type ParamHeaders } from '../fronts/request-headers.js';
-import { gatewayEnvelope } from '../upstreams/era.js';
+import { CLIENT_CAPABILITIES_KEY, CLIENT_INFO_KEY, gatewayEnvelope, LOG_LEVEL_KEY, MODERN_PROTOCOL_VERSION, PROTOCOL_VERSION_KEY, SERVER_INFO_KEY as SERVER_INFO_META_KEY } from '../upstreams/era.js';
 import { forwardHeaders } from '../upstreams/forwarded-headers.js';
 import { errorResponse, INVALID_PARAMS, UPSTREAM_ERROR } from './classify.js';
 import type { Session, ClientChannel } from './session.js';
 
-export const MODERN_PROTOCOL_VERSION = '2026-07-28';
 export const MODERN_VERSIONS: readonly string[] = [MODERN_PROTOCOL_VERSION];
-export const SERVER_INFO_META_KEY = 'io.modelcontextprotocol/serverInfo';
-const PROTOCOL_VERSION_KEY = 'io.modelcontextprotocol/protocolVersion';
 export const UNSUPPORTED_PROTOCOL_VERSION = -32022;
 
 /** 2025-era methods that 2026-07-28 removed, and what this gateway does not carry for 2026 clients yet. */
@@ -373,12 +370,12 @@ export class StatelessPool {
     const params = (message.params ?? {}) as Record<string, unknown> & { _meta?: Record<string, unknown> };
     const meta = params._meta;
     const profile = pooled.profile;
-    const capabilities = meta?.['io.modelcontextprotocol/clientCapabilities'];
+    const capabilities = meta?.[CLIENT_CAPABILITIES_KEY];
     const waiting: Waiting = {
       clientId: message.id as RequestId,
       method: message.method as string,
       progressToken: meta?.progressToken,
-      wantsLog: meta !== undefined && 'io.modelcontextprotocol/logLevel' in meta,
+      wantsLog: meta !== undefined && LOG_LEVEL_KEY in meta,
       capabilities: typeof capabilities === 'object' && capabilities !== null ? (capabilities as Record<string, unknown>) : {},
       principal: identityKey(identity),
       digest: callDigest(params),
@@ -468,7 +465,7 @@ export class StatelessPool {
 const STATE_PREFIX = 'pcl1.';
 
 /** The per-request envelope keys of 2026-07-28, which a 2025 session carries in initialize instead. */
-const ENVELOPE_KEYS = new Set(['io.modelcontextprotocol/protocolVersion', 'io.modelcontextprotocol/clientCapabilities', 'io.modelcontextprotocol/clientInfo', 'io.modelcontextprotocol/logLevel']);
+const ENVELOPE_KEYS = new Set([PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY, CLIENT_INFO_KEY, LOG_LEVEL_KEY]);
 
 function withoutEnvelope(meta: Record<string, unknown>): Record<string, unknown> | undefined {
   const rest = Object.fromEntries(Object.entries(meta).filter(([k]) => !ENVELOPE_KEYS.has(k)));

@@ -4,18 +4,21 @@
 // server and keeps the answer for the life of the process (`era: auto`), or is told (`era: 2025`
 // / `2026`).
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY, PROTOCOL_VERSION_META, UNSUPPORTED_PROTOCOL_VERSION } from '../protocol/mcp-headers.js';
 import { packageVersion } from '../version.js';
 
+// The names of the 2026-07-28 era, in one place for the fronts, the pool and the connectors.
 export const MODERN_PROTOCOL_VERSION = '2026-07-28';
-export const PROTOCOL_VERSION_KEY = 'io.modelcontextprotocol/protocolVersion';
+export const PROTOCOL_VERSION_KEY = PROTOCOL_VERSION_META;
 export const CLIENT_CAPABILITIES_KEY = 'io.modelcontextprotocol/clientCapabilities';
 export const CLIENT_INFO_KEY = 'io.modelcontextprotocol/clientInfo';
 export const LOG_LEVEL_KEY = 'io.modelcontextprotocol/logLevel';
+export const SERVER_INFO_KEY = 'io.modelcontextprotocol/serverInfo';
 
 /** How long a probe waits: a 2025 server may stay silent on a request before initialize. */
 export const PROBE_TIMEOUT_MS = 3_000;
 /** The errors only a 2026 server gives (HeaderMismatch, MissingRequiredClientCapability, UnsupportedProtocolVersion). */
-const MODERN_ERRORS = new Set([-32020, -32021, -32022]);
+export const MODERN_ERRORS: ReadonlySet<number> = new Set([HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY, UNSUPPORTED_PROTOCOL_VERSION]);
 
 export type Verdict = { era: 'modern'; discover: Record<string, unknown> } | { era: 'legacy' };
 

@@ -4,19 +4,11 @@
 // session's messages to a 2026 server that way.
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
-import {
-  HEADER_MISMATCH,
-  MISSING_REQUIRED_CLIENT_CAPABILITY,
-  modernRequestHeaders,
-  PROTOCOL_VERSION_META,
-  UNSUPPORTED_PROTOCOL_VERSION,
-  type ToolDefinition,
-} from '../protocol/mcp-headers.js';
+import { modernRequestHeaders, type ToolDefinition } from '../protocol/mcp-headers.js';
+import { discoverProbe, MODERN_ERRORS } from './era.js';
 import { forwardedHeaders } from './forwarded-headers.js';
 import { ACCEPT_BOTH, configuredHeaders, errorBody, isAnswerTo, isObj, mediaType, open, parseMessage, readEvents, readText, target, UpstreamAnswerError, type Target } from './http-wire.js';
 
-/** The modern revision this connector speaks when asked to. */
-export const MODERN_PROTOCOL_VERSION = '2026-07-28';
 /** Set-up bound of the probe's connection. */
 const PROBE_CONNECT_TIMEOUT_MS = 10_000;
 
@@ -75,8 +67,6 @@ export async function exchangeModern(t: Target, headers: Record<string, string>,
 /** What probeHttpEra found: a modern server and the versions it supports, or a legacy one and why it is taken for one. */
 export type HttpEra = { era: 'modern'; supportedVersions: string[]; discover?: Record<string, unknown> } | { era: 'legacy'; reason: string };
 
-/** The errors only a modern server answers with. */
-const MODERN_ERRORS = new Set([HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY, UNSUPPORTED_PROTOCOL_VERSION]);
 
 /**
  * Which era an HTTP server speaks (2026-07-28, basic/versioning and the Streamable HTTP binding's
@@ -85,19 +75,8 @@ const MODERN_ERRORS = new Set([HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILI
  * means modern; any other answer means legacy (fall back to initialize). A network failure rejects:
  * a server that cannot be reached has no era.
  */
-export async function probeHttpEra(url: string | URL, headers: Record<string, string> = {}, o: { clientInfo?: { name: string; version: string }; connectTimeoutMs?: number; signal?: AbortSignal } = {}): Promise<HttpEra> {
-  const discover = {
-    jsonrpc: '2.0',
-    id: 'portcullis-discover',
-    method: 'server/discover',
-    params: {
-      _meta: {
-        [PROTOCOL_VERSION_META]: MODERN_PROTOCOL_VERSION,
-        'io.modelcontextprotocol/clientInfo': o.clientInfo ?? { name: 'portcullis', version: '0' },
-        'io.modelcontextprotocol/clientCapabilities': {},
-      },
-    },
-  } as JSONRPCMessage;
+export async function probeHttpEra(url: string | URL, headers: Record<string, string> = {}, o: { connectTimeoutMs?: number; signal?: AbortSignal } = {}): Promise<HttpEra> {
+  const discover = discoverProbe();
   let answer: JSONRPCMessage | undefined;
   try {
     const t = target(new URL(url), o.connectTimeoutMs ?? PROBE_CONNECT_TIMEOUT_MS);

@@ -10,7 +10,7 @@ import { exchangeModern, type ModernOptions } from './http-modern.js';
 import { ACCEPT_BOTH, configuredHeaders, errorBody, isAnswerTo, mediaType, open, parseMessage, readEvents, readText, target, UpstreamAnswerError, type StreamEnd, type Target } from './http-wire.js';
 import { SseTooLarge } from './sse.js';
 
-export { probeHttpEra, MODERN_PROTOCOL_VERSION, type HttpEra, type ModernOptions } from './http-modern.js';
+export { probeHttpEra, type HttpEra, type ModernOptions } from './http-modern.js';
 export { UpstreamAnswerError } from './http-wire.js';
 
 export interface HttpUpstreamOptions {

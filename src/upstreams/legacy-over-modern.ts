@@ -9,13 +9,12 @@
 // prescribes, with the server's requestState passed back untouched.
 import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import { Authorized, translated } from '../gateway/decide.js';
-import { CLIENT_CAPABILITIES_KEY, CLIENT_INFO_KEY, LOG_LEVEL_KEY, MODERN_PROTOCOL_VERSION, PROTOCOL_VERSION_KEY } from './era.js';
+import { CLIENT_CAPABILITIES_KEY, CLIENT_INFO_KEY, LOG_LEVEL_KEY, MODERN_PROTOCOL_VERSION, PROTOCOL_VERSION_KEY, SERVER_INFO_KEY } from './era.js';
 import type { Upstream } from './upstream.js';
 
 type Obj = Record<string, unknown>;
 type Request = { jsonrpc: '2.0'; id: RequestId; method: string; params?: Obj };
 
-const SERVER_INFO_KEY = 'io.modelcontextprotocol/serverInfo';
 /** Input-required rounds one call may take before the gateway gives up on it (a server that never stops asking). */
 const MAX_ROUNDS = 16;
 

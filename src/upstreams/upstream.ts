@@ -17,7 +17,6 @@ import { redactedUrl, scrubber } from './redact.js';
 import { StdioUpstreamTransport } from './stdio.js';
 import { discoverProbe, PROBE_ID, PROBE_TIMEOUT_MS, verdictOf, type Verdict } from './era.js';
 import { ModernHttpTransport, probeHttpEra } from './http-modern.js';
-import { packageVersion } from '../version.js';
 
 export interface Upstream {
   /** What the upstream said of its era when asked (server/discover), when it was asked. */
@@ -199,7 +198,7 @@ async function httpVerdict(name: string, server: Extract<ServerConfig, { transpo
   if (server.era === 'auto' && known) return known;
   let era;
   try {
-    era = await probeHttpEra(server.url, server.headers, { clientInfo: { name: 'portcullis', version: packageVersion() } });
+    era = await probeHttpEra(server.url, server.headers);
   } catch (e) {
     log.error({ at: where, err: scrub(describeError(e as Error)) }, 'upstream could not be reached');
     throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${name}" could not be reached (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
