@@ -227,6 +227,39 @@ describe('headers never disagree with the body', () => {
     assert.equal(res.status, 200, res.text);
   });
 
+  test('generated spellings of a tool name reach the upstream only when they are exactly an allowed name, on HTTP and on wrap', async () => {
+    // The raw upstream has tools "crash" and "hang", which policy does not allow: no spelling of
+    // them (case, padding, invisible or look-alike characters) may get a call through.
+    const spelling = fc.tuple(
+      fc.constantFrom('crash', 'hang', 'echo'),
+      fc.constantFrom((n: string) => n, (n: string) => n.toUpperCase(), (n: string) => ` ${n}`, (n: string) => `${n}\u200b`, (n: string) => n.replace('a', '\u0430'), (n: string) => n.normalize('NFD') + '\u0301', (n: string) => `${n}\u0000`),
+    ).map(([n, f]) => f(n));
+    const w = await rawWrap({ raw: upstreams.raw({ RECORD_FILE: record }) }, 'raw', { 'p.yaml': POLICY });
+    try {
+      let id = 1000;
+      await fc.assert(
+        fc.asyncProperty(spelling, async (name) => {
+          const marker = `sp${++seq}x${Date.now()}`;
+          const res = await modern('raw', 'tools/call', { name, arguments: { marker } });
+          w.send(JSON.stringify({ jsonrpc: '2.0', id: ++id, method: 'tools/call', params: { name, arguments: { marker: `${marker}w` }, _meta: META } }));
+          const viaWrap = await w.reply(id);
+          const reached = received(marker).map((l) => JSON.parse(l).params?.name);
+          if (name === 'echo') {
+            assert.equal(res.status, 200, res.text);
+            assert.deepEqual(reached, ['echo', 'echo'], 'both fronts forwarded the allowed name');
+          } else {
+            assert.deepEqual(reached, [], `${JSON.stringify(name)} reached the upstream`);
+            assert.ok(res.status !== 200 || res.json.result?.isError === true || res.json.error, res.text);
+            assert.ok(viaWrap.error || viaWrap.result?.isError === true, JSON.stringify(viaWrap));
+          }
+        }),
+        { numRuns: 40 },
+      );
+    } finally {
+      await w.close();
+    }
+  });
+
   test('generated names: a request passes only when Mcp-Name says exactly what the body says', async () => {
     await fc.assert(
       fc.asyncProperty(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 }), fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 }), async (body, header) => {
