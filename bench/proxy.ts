@@ -32,6 +32,15 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
+type GatewayPath = 'gateway-http' | 'gateway-stdio' | 'gateway-2026-http' | 'gateway-2026-stdio';
+const GATEWAY_PATHS: readonly GatewayPath[] = ['gateway-http', 'gateway-stdio', 'gateway-2026-http', 'gateway-2026-stdio'];
+
+function profilePathFromEnv(value: string | undefined): GatewayPath {
+  if (value === undefined || value === '') return 'gateway-http';
+  if (!(GATEWAY_PATHS as readonly string[]).includes(value)) throw new Error(`BENCH_PROFILE_PATH must be one of ${GATEWAY_PATHS.join(', ')} (got "${value}")`);
+  return value as GatewayPath;
+}
+
 export interface ProxyBenchOptions {
   /** Timed sequential calls per path (one client), after warm-up. */
   seqCalls: number;
@@ -42,6 +51,8 @@ export interface ProxyBenchOptions {
   /** Profile the gateway under the concurrent load (a separate run, so it does not skew the figures). */
   profile: boolean;
   profileMs: number;
+  /** Which gateway path the profile run loads (BENCH_PROFILE_PATH). */
+  profilePath: GatewayPath;
   /** The gateway's logging.level (info is what a deployment runs with). */
   gatewayLogLevel: string;
   /** Rules of the generated policy the measured gateway runs with. */
@@ -58,6 +69,7 @@ export const DEFAULTS: ProxyBenchOptions = {
   durationMs: 5000,
   profile: true,
   profileMs: 5000,
+  profilePath: profilePathFromEnv(process.env.BENCH_PROFILE_PATH),
   gatewayLogLevel: 'info',
   policyRules: 1000,
   smallPolicyCalls: process.env.BENCH_SMALL_POLICY === '0' ? 0 : Number(process.env.BENCH_SMALL_POLICY_CALLS ?? 1000),
@@ -385,7 +397,7 @@ export function generateLargePolicy(rules: number): { files: Record<string, stri
   return { files, coveringRules: guard.length + echo.length };
 }
 
-function writeGatewayConfig(dir: string, echoUrl: string, echoScript: string, apiKey: string, logLevel: string, policy: Record<string, string> = { 'bench-echo.yaml': BENCH_POLICY }): string {
+export function writeGatewayConfig(dir: string, echoUrl: string, echoScript: string, apiKey: string, logLevel: string, policy: Record<string, string> = { 'bench-echo.yaml': BENCH_POLICY }, extra: Record<string, unknown> = {}): string {
   mkdirSync(join(dir, 'policy'), { recursive: true });
   for (const [name, text] of Object.entries(policy)) writeFileSync(join(dir, 'policy', name), text);
   const config = {
@@ -398,6 +410,7 @@ function writeGatewayConfig(dir: string, echoUrl: string, echoScript: string, ap
     policy: { path: join(dir, 'policy'), watch: false },
     store: { url: `sqlite:${join(dir, 'data', 'portcullis.db')}` },
     logging: { level: logLevel },
+    ...extra,
   };
   const file = join(dir, 'portcullis.yaml');
   // JSON is YAML: no need for a serializer here.
@@ -475,7 +488,7 @@ export async function disconnect(c: BenchClient): Promise<void> {
   await c.client.close().catch(() => undefined);
 }
 
-type Expect = 'echo' | 'denied';
+export type Expect = 'echo' | 'denied';
 
 const message = (i: number) => `bench message ${i}: the quick brown fox jumps over the lazy dog`;
 
@@ -497,7 +510,7 @@ export async function call(c: BenchClient, i: number, expect: Expect): Promise<v
   checkEcho((await c.client.callTool({ name: 'echo', arguments: { message: msg } })) as EchoResult, msg, expect);
 }
 
-type ClientKind = 'sdk' | 'raw-2025' | 'raw-2026';
+export type ClientKind = 'sdk' | 'raw-2025' | 'raw-2026';
 
 /** One client of a path, whatever it speaks: `call` checks the answer. */
 interface PathClient {
@@ -505,7 +518,7 @@ interface PathClient {
   close(): Promise<void>;
 }
 
-async function openClient(kind: ClientKind, url: string, apiKey: string): Promise<PathClient> {
+export async function openClient(kind: ClientKind, url: string, apiKey: string): Promise<PathClient> {
   if (kind !== 'sdk') return RawClient.open(kind, url, apiKey);
   const c = await connect(url, apiKey);
   return { call: (i, e) => call(c, i, e), close: () => disconnect(c) };
@@ -902,7 +915,8 @@ async function profileGateway(dir: string, configFile: string, apiKey: string, e
   const profDir = join(dir, 'cpuprofile');
   mkdirSync(profDir, { recursive: true });
   const gw = await startGateway(dir, configFile, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-interval=250'], 'gateway-profiled');
-  const target: PathTarget = { name: 'gateway-http', url: gw.urls['echo-http'], pid: gw.pid, role: 'gateway (profiled)' };
+  const server = o.profilePath.endsWith('stdio') ? 'echo-stdio' : 'echo-http';
+  const target: PathTarget = { name: o.profilePath, url: gw.urls[server], pid: gw.pid, role: 'gateway (profiled)' };
   const figures = await concurrent(target, apiKey, expect, o, o.profileMs);
   // The profile is written when the process exits; serve exits on SIGTERM after draining.
   await stop(gw.child, 'SIGTERM', 10_000);
@@ -920,7 +934,7 @@ async function profileGateway(dir: string, configFile: string, apiKey: string, e
   return {
     summary,
     file,
-    note: `gateway-http, ${o.clients} clients, timed phase only (${(summary.windowMs / 1000).toFixed(1)} s, ${summary.samples} busy samples); ${figures.rps.toFixed(0)} calls/s while profiled, gateway busy ${summary.busyMs.toFixed(0)} ms = ${((summary.busyMs * 1000) / Math.max(1, figures.calls)).toFixed(0)} µs per call`,
+    note: `${o.profilePath}, ${o.clients} clients, timed phase only (${(summary.windowMs / 1000).toFixed(1)} s, ${summary.samples} busy samples); ${figures.rps.toFixed(0)} calls/s while profiled, gateway busy ${summary.busyMs.toFixed(0)} ms = ${((summary.busyMs * 1000) / Math.max(1, figures.calls)).toFixed(0)} µs per call`,
   };
 }
 
@@ -1057,7 +1071,7 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
     await stop(gw2026.child);
     let prof: ProfileResult = { note: 'profiling disabled' };
     if (o.profile) {
-      o.progress(`profiling the gateway (${o.clients} clients, ${o.profileMs / 1000} s, --cpu-prof)`);
+      o.progress(`profiling the gateway (${o.profilePath}, ${o.clients} clients, ${o.profileMs / 1000} s, --cpu-prof)`);
       prof = await profileGateway(dir, configFile, apiKey, probe.outcome, o);
       if (prof.file) {
         // Keep the profile where it can be opened (Chrome DevTools, speedscope).

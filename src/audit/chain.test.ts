@@ -11,6 +11,7 @@ import { canonicalize } from './canonical.js';
 import { AuditLog, canonicalRecord, decisionAuditData, digestArgs, hashRecord } from './chain.js';
 import { checkpointSignatureValid, loadSigningKey } from './keys.js';
 import { openAuditing } from './open.js';
+import { ThreadWriter } from './writer-thread.js';
 import { verifyStore } from './verify.js';
 import { tempDir, writeKey } from './testdata/fixtures.js';
 
@@ -178,30 +179,35 @@ test('a missing, unreadable or wrong signing key fails at start with a message n
   // openAuditing refuses before it creates the store.
   const config = {
     store: { url: 'sqlite:./never.db' },
-    audit: { signingKey: './nope.pem', checkpointEvery: 1000, recordings: { enabled: true, retention: 1000, maxMessageBytes: 1000, sealInterval: 30_000 } },
+    audit: { signingKey: './nope.pem', checkpointEvery: 1000, writer: 'thread' as const, recordings: { enabled: true, retention: 1000, maxMessageBytes: 1000, sealInterval: 30_000 } },
   };
   await assert.rejects(openAuditing(config, dir), (e: PortcullisError) => e.message.includes(missing));
   assert.equal(existsSync(join(dir, 'never.db')), false);
 });
 
-test('openAuditing wires store, log and recorder from the config; close writes the final checkpoint', async (t) => {
-  const dir = tempDir(t);
-  writeKey(dir, 'k.pem');
-  const config = {
-    store: { url: 'sqlite:./data/p.db' },
-    audit: { signingKey: './k.pem', checkpointEvery: 1000, recordings: { enabled: true, retention: 60_000, maxMessageBytes: 1000, sealInterval: 30_000 } },
-  };
-  const a = await openAuditing(config, dir);
-  await a.log.append('session.start', 'alice', { sessionId: 's' });
-  a.recorder!.record({ sessionId: 's', direction: 'fromClient', message: { jsonrpc: '2.0', id: 1, method: 'ping' }, server: 'demo' });
-  await a.close();
-  const store = SqliteStore.open(join(dir, 'data', 'p.db'), { mustExist: true });
-  t.after(() => store.close());
-  assert.equal((await store.readRecording('s')).length, 1);
-  const cps = await store.listCheckpoints();
-  assert.equal(cps.length, 1);
-  assert.ok(cps[0].signature);
-});
+for (const writer of ['thread', 'loop'] as const) {
+  test(`openAuditing (audit.writer: ${writer}) wires store, log and recorder from the config; close writes the final checkpoint`, async (t) => {
+    const dir = tempDir(t);
+    writeKey(dir, 'k.pem');
+    const config = {
+      store: { url: 'sqlite:./data/p.db' },
+      audit: { signingKey: './k.pem', checkpointEvery: 1000, writer, recordings: { enabled: true, retention: 60_000, maxMessageBytes: 1000, sealInterval: 30_000 } },
+    };
+    const a = await openAuditing(config, dir);
+    // The thread writer pipelines batches (posts the next before the last committed); the loop writer cannot.
+    assert.equal(a.writer.pipelined, writer === 'thread');
+    assert.equal(a.writer instanceof ThreadWriter, writer === 'thread');
+    await a.log.append('session.start', 'alice', { sessionId: 's' });
+    a.recorder!.record({ sessionId: 's', direction: 'fromClient', message: { jsonrpc: '2.0', id: 1, method: 'ping' }, server: 'demo' });
+    await a.close();
+    const store = SqliteStore.open(join(dir, 'data', 'p.db'), { mustExist: true });
+    t.after(() => store.close());
+    assert.equal((await store.readRecording('s')).length, 1);
+    const cps = await store.listCheckpoints();
+    assert.equal(cps.length, 1);
+    assert.ok(cps[0].signature);
+  });
+}
 
 test('decisionAuditData carries the documented fields and a digest of the arguments, not the arguments', () => {
   const data = decisionAuditData(

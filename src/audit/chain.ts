@@ -30,7 +30,7 @@ import { PortcullisError } from '../errors.js';
 import type { AuditRecord, Checkpoint, Store } from '../store/store.js';
 import { canonicalize } from './canonical.js';
 import type { CheckpointSigner } from './keys.js';
-import { storeWriter, type AuditEntry, type AuditWriter } from './writer.js';
+import { recordOf, storeWriter, type AuditEntry, type AuditWriter } from './writer.js';
 
 export type AuditType =
   | 'session.start'
@@ -111,7 +111,7 @@ export function hashRecord(r: Omit<AuditRecord, 'hash'>): string {
  * canonicalize(record without hash), assembled from the already canonical data: the members
  * in JCS order are actor, data, prev, seq, ts, type. A test holds it equal to canonicalize().
  */
-export function canonicalRecord(r: Omit<AuditRecord, 'hash'>, dataJson: string): string {
+export function canonicalRecord(r: Omit<AuditRecord, 'hash' | 'data'>, dataJson: string): string {
   return `{"actor":${JSON.stringify(r.actor)},"data":${dataJson},"prev":${JSON.stringify(r.prev)},"seq":${canonicalize(r.seq)},"ts":${JSON.stringify(r.ts)},"type":${JSON.stringify(r.type)}}`;
 }
 
@@ -145,7 +145,6 @@ export interface AuditStats {
 interface Pending extends AuditEntry {
   /** 1, 2, 3, … in the order of append(). */
   n: number;
-  data: Record<string, unknown>;
   /** performance.now() at append. */
   at: number;
   resolve: (r: AuditRecord) => void;
@@ -190,7 +189,6 @@ export class AuditLog {
    */
   append(type: AuditType, actor: string, data: Record<string, unknown>): Promise<AuditRecord> {
     if (this.closed) return Promise.reject(new PortcullisError('PCL_AUDIT_WRITE_FAILED', 'the audit log is closed'));
-    let normalized: Record<string, unknown>;
     let dataJson: string;
     try {
       if (typeof type !== 'string' || (type as string) === '') throw new TypeError('type must be a non-empty string');
@@ -198,13 +196,12 @@ export class AuditLog {
       if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new TypeError('data must be a JSON object');
       // Store exactly what is hashed: a value JSON cannot carry must not vanish between the two.
       dataJson = canonicalize(data);
-      normalized = JSON.parse(dataJson) as Record<string, unknown>;
       canonicalize([type, actor]); // refuses lone surrogates here, not inside a shared batch
     } catch (e) {
       return Promise.reject(new PortcullisError('PCL_AUDIT_WRITE_FAILED', `audit record not written: ${(e as Error).message}`));
     }
     return new Promise<AuditRecord>((resolve, reject) => {
-      this.queue.push({ n: ++this.enqueued, type, actor, data: normalized, dataJson, at: performance.now(), resolve, reject });
+      this.queue.push({ n: ++this.enqueued, type, actor, dataJson, at: performance.now(), resolve, reject });
       this.schedule();
     });
   }
@@ -277,9 +274,9 @@ export class AuditLog {
       this.counters.appended += links.length;
       this.counters.lastSeq = links[links.length - 1].seq;
       for (let i = 0; i < batch.length; i++) {
-        const { type, actor, data, resolve } = batch[i];
+        const { type, actor, dataJson, resolve } = batch[i];
         const { seq, ts, prev, hash } = links[i];
-        resolve({ seq, ts, type, actor, data, prev, hash });
+        resolve(recordOf({ seq, ts, type, actor, prev, hash }, dataJson));
       }
     } catch (e) {
       this.error = e as Error;

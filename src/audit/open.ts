@@ -1,11 +1,12 @@
 // One call for the gateway: the store, the audit log and the recorder from the config, and
 // one close() that flushes and checkpoints them in the right order.
 //
-// The gateway (serve) writes through a thread of its own (writer-thread.ts): commits, fsyncs,
-// inserts and the chain's hashing leave the event loop that serves every session. Measured
-// (docs/audit.md), that halves the event loop's CPU per append for SQLite and PostgreSQL alike,
-// for some more CPU in all (two thread handoffs per batch). `wrap` serves one session per
-// process, which waits for each record anyway: it writes on its own thread (thread: false).
+// The gateway (serve) writes through a thread of its own (writer-thread.ts) unless
+// audit.writer is `loop`: commits, fsyncs, inserts and the chain's hashing leave the event loop
+// that serves every session. Measured (docs/audit.md), that halves the event loop's CPU per
+// append, for more CPU in all (two thread handoffs per batch), so `loop` is the choice on a
+// small machine. `wrap` serves one session per process, which waits for each record anyway: it
+// writes on its own event loop (thread: false).
 import { isAbsolute, resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { openStore } from '../store/open.js';
@@ -37,7 +38,7 @@ export function signerFromConfig(config: Pick<Config, 'audit'>, baseDir: string)
 }
 
 export interface AuditingOptions {
-  /** Write through a thread of its own (default true; an in-memory SQLite store cannot be shared with one). */
+  /** false: never through a thread, whatever audit.writer says (an in-memory SQLite store cannot be shared with one either). */
   thread?: boolean;
 }
 
@@ -47,7 +48,7 @@ export async function openAuditing(config: Pick<Config, 'audit' | 'store'>, base
   let writer: AuditWriter | undefined;
   try {
     const sealing = { signer, checkpointEvery: config.audit.checkpointEvery };
-    const thread = options.thread !== false && store.location !== ':memory:';
+    const thread = options.thread !== false && config.audit.writer === 'thread' && store.location !== ':memory:';
     const w = (writer = thread ? await ThreadWriter.start({ url: config.store.url, baseDir, ...sealing }) : storeWriter(store, sealing));
     const log = await AuditLog.open(store, { writer: w });
     const rec = config.audit.recordings;

@@ -15,8 +15,28 @@ export interface AuditEntry {
   actor: string;
   /** canonicalize(data): what is hashed. */
   dataJson: string;
-  /** JSON.parse(dataJson), when the caller has it already (never sent to a thread). */
-  data?: Record<string, unknown>;
+}
+
+/**
+ * A record whose `data` is parsed from its canonical JSON only when read: appending never reads
+ * it (what is hashed and stored is dataJson), so the hot path pays no parse.
+ */
+export function recordOf(fields: Omit<AuditRecord, 'data'>, dataJson: string): AuditRecord & { readonly dataJson: string } {
+  let data: Record<string, unknown> | undefined;
+  const { seq, ts, type, actor, prev, hash } = fields;
+  const record = {
+    seq,
+    ts,
+    type,
+    actor,
+    get data() {
+      return (data ??= JSON.parse(dataJson) as Record<string, unknown>);
+    },
+    prev,
+    hash,
+  };
+  // Not enumerable: the record looks (and compares, and serialises) like any other.
+  return Object.defineProperty(record, 'dataJson', { value: dataJson }) as AuditRecord & { readonly dataJson: string };
 }
 
 /** What a record got when its batch was written: its place in the chain. */
@@ -60,12 +80,12 @@ export function makeCheckpoint(head: ChainHead, signer: CheckpointSigner | undef
 export function sealBatch(head: ChainHead | undefined, entries: AuditEntry[], o: SealOptions, ts = new Date().toISOString()): SealedBatch {
   let seq = head?.seq ?? 0;
   let prev = head?.hash ?? GENESIS_PREV;
-  const records: AuditRecord[] = [];
+  const records: SealedBatch['records'] = [];
   const checkpoints: Checkpoint[] = [];
   for (const e of entries) {
-    const body = { seq: ++seq, ts, type: e.type, actor: e.actor, data: e.data ?? (JSON.parse(e.dataJson) as Record<string, unknown>), prev };
+    const body = { seq: ++seq, ts, type: e.type, actor: e.actor, prev };
     const hash = sha256Hex(canonicalRecord(body, e.dataJson));
-    records.push({ ...body, hash });
+    records.push(recordOf({ ...body, hash }, e.dataJson));
     if (seq % o.checkpointEvery === 0) checkpoints.push(makeCheckpoint({ seq, hash }, o.signer, ts));
     prev = hash;
   }

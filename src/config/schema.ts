@@ -147,6 +147,8 @@ const approvals = z.strictObject({
 const audit = z.strictObject({
   signingKey: z.string().optional(),
   checkpointEvery: positiveInt.default(1000),
+  /** Where serve commits: on a thread of its own (thread) or on the event loop (loop); see docs/audit.md. */
+  writer: z.enum(['thread', 'loop']).default('thread'),
   recordings: z
     .strictObject({
       enabled: z.boolean().default(true),
