@@ -4,13 +4,18 @@
 // session's messages to a 2026 server that way.
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
-import { modernRequestHeaders, type ToolDefinition } from '../protocol/mcp-headers.js';
-import { discoverProbe, MODERN_ERRORS } from './era.js';
+import { modernRequestHeaders, paramHeaderFields, UNSUPPORTED_PROTOCOL_VERSION, type ToolDefinition } from '../protocol/mcp-headers.js';
+import { discoverProbe, gatewayEnvelope, MODERN_ERRORS, MODERN_PROTOCOL_VERSION } from './era.js';
+import { INVALID_PARAMS } from '../gateway/classify.js';
 import { forwardedHeaders } from './forwarded-headers.js';
 import { ACCEPT_BOTH, configuredHeaders, errorBody, isAnswerTo, isObj, mediaType, open, parseMessage, readEvents, readText, target, UpstreamAnswerError, type Target } from './http-wire.js';
 
 /** Set-up bound of the probe's connection. */
 const PROBE_CONNECT_TIMEOUT_MS = 10_000;
+/** Bound on the tool definitions one connection keeps (and on the invalid ones reported per process). */
+const MAX_TOOLS = 10_000;
+/** Invalid tool definitions already reported, by upstream, tool and problem: once per process, not per session. */
+const reported = new Set<string>();
 
 /** What a modern exchange may be given besides its message. */
 export interface ModernOptions {
@@ -72,21 +77,26 @@ export type HttpEra = { era: 'modern'; supportedVersions: string[]; discover?: R
  * Which era an HTTP server speaks (2026-07-28, basic/versioning and the Streamable HTTP binding's
  * backward compatibility): POSTs server/discover with modern `_meta` and headers. A DiscoverResult,
  * or a recognised modern error (-32020, -32021, -32022; its `data.supported` when it has one),
- * means modern; any other answer means legacy (fall back to initialize). A network failure rejects:
+ * means modern (a -32022 that lists 2026-07-28 as supported is asked again, once); any other answer means legacy (fall back to initialize). A network failure rejects:
  * a server that cannot be reached has no era.
  */
 export async function probeHttpEra(url: string | URL, headers: Record<string, string> = {}, o: { connectTimeoutMs?: number; signal?: AbortSignal } = {}): Promise<HttpEra> {
-  const discover = discoverProbe();
+  const t = target(new URL(url), o.connectTimeoutMs ?? PROBE_CONNECT_TIMEOUT_MS);
+  const ask = () => exchangeModern(t, configuredHeaders(headers), discoverProbe(), 1024 * 1024, { signal: o.signal });
+  const strings = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined);
   let answer: JSONRPCMessage | undefined;
   try {
-    const t = target(new URL(url), o.connectTimeoutMs ?? PROBE_CONNECT_TIMEOUT_MS);
-    answer = await exchangeModern(t, configuredHeaders(headers), discover, 1024 * 1024, { signal: o.signal });
+    answer = await ask();
+    // UnsupportedProtocolVersion naming the version asked among those supported: a client retries
+    // with a supported version (basic/versioning), here the same one, once; the DiscoverResult it
+    // gets carries the capabilities the gateway serves from.
+    const e = (answer as { error?: { code?: unknown; data?: { supported?: unknown } } }).error;
+    if (e?.code === UNSUPPORTED_PROTOCOL_VERSION && strings(e.data?.supported)?.includes(MODERN_PROTOCOL_VERSION)) answer = await ask();
   } catch (e) {
     if (e instanceof UpstreamAnswerError) return { era: 'legacy', reason: e.message };
     throw e;
   }
   const a = answer as { result?: unknown; error?: { code?: unknown; message?: unknown; data?: unknown } };
-  const strings = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined);
   if (isObj(a.result)) {
     const versions = strings(a.result.supportedVersions);
     if (versions) return { era: 'modern', supportedVersions: versions, discover: a.result };
@@ -101,9 +111,12 @@ export async function probeHttpEra(url: string | URL, headers: Record<string, st
 /**
  * A 2026-07-28 HTTP upstream as a transport: each request one stateless exchange (sendModern), its
  * answer and what came before it delivered as messages. The tools the upstream lists are kept so
- * that a tools/call carries the Mcp-Param headers their annotations define; notifications/cancelled
- * closes the exchange it names (a 2026 server's cancellation). An exchange that fails is answered
- * with an error naming no address; why goes to onerror (the gateway's log, scrubbed).
+ * that a tools/call carries the Mcp-Param headers their annotations define (a call for a tool this
+ * connection has not seen listed reads the list first, once); a tool whose x-mcp-header annotations
+ * are invalid is left out of every tools/list passed on and never called, as the spec has clients
+ * do (2026-07-28, server/tools). notifications/cancelled closes the exchange it names (a 2026
+ * server's cancellation). An exchange that fails is answered with an error naming no address; why
+ * goes to onerror (the gateway's log, scrubbed).
  */
 export class ModernHttpTransport implements Transport {
   onmessage?: (message: JSONRPCMessage) => void;
@@ -111,11 +124,17 @@ export class ModernHttpTransport implements Transport {
   onclose?: () => void;
   private readonly inFlight = new Map<RequestId, AbortController>();
   private readonly tools = new Map<string, ToolDefinition>();
+  /** Tools listed with invalid x-mcp-header annotations, and why: dropped from lists, never called. */
+  private readonly invalid = new Map<string, string>();
+  /** The connection's own read of the tool list, made once when a call names a tool not seen listed. */
+  private listed?: Promise<void>;
 
   constructor(
     private readonly connector: { sendModern(message: JSONRPCMessage, o?: ModernOptions): Promise<JSONRPCMessage | undefined>; close(): Promise<void> },
     /** How the error an exchange's caller gets names the upstream. */
     private readonly describe: string,
+    /** The gateway's log: an invalid tool definition is reported there once per upstream and tool. */
+    private readonly warn: (fields: Record<string, unknown>, message: string) => void = () => {},
   ) {}
 
   async start(): Promise<void> {}
@@ -128,15 +147,22 @@ export class ModernHttpTransport implements Transport {
       return;
     }
     const id = m.id;
+    const name = m.method === 'tools/call' && typeof m.params?.name === 'string' ? m.params.name : undefined;
+    if (name !== undefined && !this.tools.has(name) && !this.invalid.has(name)) await (this.listed ??= this.listTools());
+    const problem = name === undefined ? undefined : this.invalid.get(name);
+    if (problem !== undefined) {
+      const refusal = { jsonrpc: '2.0', id, error: { code: INVALID_PARAMS, message: `Tool ${JSON.stringify(name)} is not available: ${this.describe} defines it with invalid x-mcp-header annotations (${problem})` } };
+      queueMicrotask(() => this.onmessage?.(refusal as JSONRPCMessage));
+      return;
+    }
     const abort = new AbortController();
     this.inFlight.set(id, abort);
-    const tool = m.method === 'tools/call' && typeof m.params?.name === 'string' ? this.tools.get(m.params.name) : undefined;
+    const tool = name === undefined ? undefined : this.tools.get(name);
     this.connector.sendModern(message, { tool, signal: abort.signal, forward: forwardedHeaders(message), onmessage: (x) => this.onmessage?.(x) }).then(
       (answer) => {
         this.inFlight.delete(id);
         if (!answer) return;
-        if (m.method === 'tools/list') this.learn(answer);
-        this.onmessage?.(answer);
+        this.onmessage?.(m.method === 'tools/list' ? this.learn(answer) : answer);
       },
       (e: Error) => {
         this.inFlight.delete(id);
@@ -147,9 +173,52 @@ export class ModernHttpTransport implements Transport {
     );
   }
 
-  private learn(answer: JSONRPCMessage): void {
-    const tools = (answer as { result?: { tools?: unknown } }).result?.tools;
-    if (Array.isArray(tools)) for (const t of tools as ToolDefinition[]) if (typeof t?.name === 'string' && this.tools.size < 10_000) this.tools.set(t.name, t);
+  /** Keeps each listed tool's definition; returns the answer without the tools whose annotations are invalid. */
+  private learn(answer: JSONRPCMessage): JSONRPCMessage {
+    const result = (answer as { result?: { tools?: unknown } }).result;
+    if (!Array.isArray(result?.tools)) return answer;
+    const valid: unknown[] = [];
+    for (const t of result.tools as ToolDefinition[]) {
+      if (typeof t?.name !== 'string') {
+        valid.push(t);
+        continue;
+      }
+      const found = paramHeaderFields(t.inputSchema);
+      if ('problem' in found) {
+        this.tools.delete(t.name);
+        if (this.invalid.size < MAX_TOOLS) this.invalid.set(t.name, found.problem);
+        this.report(t.name, found.problem);
+        continue;
+      }
+      this.invalid.delete(t.name);
+      if (this.tools.size < MAX_TOOLS) this.tools.set(t.name, t);
+      valid.push(t);
+    }
+    return valid.length === result.tools.length ? answer : ({ ...answer, result: { ...result, tools: valid } } as JSONRPCMessage);
+  }
+
+  private report(tool: string, problem: string): void {
+    const key = `${this.describe}\0${tool}\0${problem}`;
+    if (reported.has(key) || reported.size >= MAX_TOOLS) return;
+    reported.add(key);
+    this.warn({ tool, problem }, 'upstream tool left out of tools/list: its x-mcp-header annotations are invalid, so it cannot be called over 2026-07-28 HTTP');
+  }
+
+  /** The connection's own read of every page of the tool list (the gateway's envelope, no client's). */
+  private async listTools(): Promise<void> {
+    let cursor: string | undefined;
+    try {
+      for (let page = 0; page < 100; page++) {
+        const request = { jsonrpc: '2.0', id: `portcullis-tools-${page}`, method: 'tools/list', params: { ...(cursor !== undefined && { cursor }), _meta: gatewayEnvelope() } } as JSONRPCMessage;
+        const answer = await this.connector.sendModern(request);
+        const result = answer && (this.learn(answer) as { result?: { nextCursor?: unknown } }).result;
+        if (typeof result?.nextCursor !== 'string') return;
+        cursor = result.nextCursor;
+      }
+    } catch (e) {
+      // The call goes on without the annotations; a 2026 server refuses it (-32020) if it needed them.
+      this.onerror?.(e as Error);
+    }
   }
 
   async close(): Promise<void> {

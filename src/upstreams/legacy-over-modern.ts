@@ -21,6 +21,10 @@ const MAX_ROUNDS = 16;
 interface Call {
   /** The request as decided (what every retry repeats). */
   authorized: Authorized;
+  /** The id the client gave it, which its answer carries. */
+  clientId: RequestId;
+  /** The id of its latest attempt upstream: a retry is a new request, with a new id (2026-07-28, SEP-2322). */
+  upId: RequestId;
   rounds: number;
   requestState?: string;
   /** Keys of the round's inputRequests still unanswered, and the answers so far. */
@@ -34,6 +38,7 @@ export class LegacyOverModern implements Upstream {
   private capabilities: Obj = {};
   private clientInfo: unknown = { name: 'unknown', version: '0' };
   private logLevel?: string;
+  /** Calls in flight, by the id of their latest attempt upstream. */
   private readonly calls = new Map<RequestId, Call>();
   /** Requests sent down to the client for a round, by the id they were given. */
   private readonly asked = new Map<RequestId, { call: RequestId; key: string }>();
@@ -74,13 +79,24 @@ export class LegacyOverModern implements Upstream {
     if (this.mode === 'native') return this.inner.send(a);
     const m = a.message as { id?: RequestId; method?: string; params?: Obj };
     if (this.mode === 'opening' && m.method === 'initialize' && m.id !== undefined) {
-      this.opening = m as Request;
-      return this.inner.send(a);
+      const opening = (this.opening = m as Request);
+      // A 2026-only HTTP server may refuse it with an HTTP error (400 and a JSON-RPC error, 404),
+      // which fails the send rather than answering: a refusal all the same.
+      return this.inner.send(a).catch(() => {
+        if (this.opening !== opening) return;
+        this.opening = undefined;
+        this.settle('translate');
+        this.initialize(opening);
+      });
     }
     if (m.method === undefined) return this.answered(m as { id: RequestId; result?: Obj; error?: { code: number; message: string } });
     if (m.id === undefined) {
-      // initialized and roots/list_changed have no 2026-07-28 counterpart; cancellation does.
-      if (m.method === 'notifications/cancelled') await this.inner.send(a);
+      // initialized and roots/list_changed have no 2026-07-28 counterpart; cancellation does, of the attempt in flight.
+      if (m.method === 'notifications/cancelled') {
+        const named = (m.params as { requestId?: RequestId } | undefined)?.requestId;
+        const call = [...this.calls.values()].find((c) => c.clientId === named);
+        await this.inner.send(call && call.upId !== named ? translated(a, { ...a.message, params: { ...m.params, requestId: call.upId } } as JSONRPCMessage) : a);
+      }
       return;
     }
     const request = m as Request;
@@ -96,7 +112,7 @@ export class LegacyOverModern implements Upstream {
       case 'resources/unsubscribe':
         return this.local(request.id, undefined, { code: -32601, message: `${request.method}: the upstream speaks MCP 2026-07-28, which replaced it with subscriptions/listen; this gateway does not carry that to a 2025-era session` });
     }
-    this.calls.set(request.id, { authorized: a, rounds: 0, waiting: new Set(), answers: {} });
+    this.calls.set(request.id, { authorized: a, clientId: request.id, upId: request.id, rounds: 0, waiting: new Set(), answers: {} });
     await this.up(a, request, {});
   }
 
@@ -132,7 +148,10 @@ export class LegacyOverModern implements Upstream {
     if (this.opening && m.method === undefined && m.id === this.opening.id) {
       const opening = this.opening;
       this.opening = undefined;
-      if (m.result) {
+      // Only a 2025 InitializeResult opens a 2025 session: an answer naming another version (or
+      // none) comes from a server that does not serve one, whatever it put in `result`.
+      const version = (m.result as { protocolVersion?: unknown } | undefined)?.protocolVersion;
+      if (typeof version === 'string' && SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
         this.settle('native');
         return this.onmessage?.(message);
       }
@@ -145,11 +164,11 @@ export class LegacyOverModern implements Upstream {
     const id = m.id!;
     if (m.result?.resultType !== 'input_required') {
       this.calls.delete(id);
-      return this.onmessage?.(m.result ? ({ ...message, result: legacyResult(m.result) } as JSONRPCMessage) : message);
+      return this.onmessage?.({ ...message, id: call.clientId, ...(m.result && { result: legacyResult(m.result) }) } as JSONRPCMessage);
     }
     if (++call.rounds > MAX_ROUNDS) {
       this.calls.delete(id);
-      return this.onmessage?.({ jsonrpc: '2.0', id, error: { code: -32603, message: `the upstream asked for input ${MAX_ROUNDS} times on one call; the gateway gave up` } } as JSONRPCMessage);
+      return this.onmessage?.({ jsonrpc: '2.0', id: call.clientId, error: { code: -32603, message: `the upstream asked for input ${MAX_ROUNDS} times on one call; the gateway gave up` } } as JSONRPCMessage);
     }
     const requests = (m.result.inputRequests ?? {}) as Record<string, { method?: unknown; params?: unknown }>;
     call.requestState = typeof m.result.requestState === 'string' ? m.result.requestState : undefined;
@@ -173,7 +192,7 @@ export class LegacyOverModern implements Upstream {
     if (m.error || !m.result) {
       this.calls.delete(q.call);
       for (const [asked, other] of this.asked) if (other.call === q.call) this.asked.delete(asked);
-      this.local(q.call, undefined, { code: m.error?.code ?? -32603, message: `the upstream's ${q.key} could not be answered: ${m.error?.message ?? 'no answer'}` });
+      this.local(call.clientId, undefined, { code: m.error?.code ?? -32603, message: `the upstream's ${q.key} could not be answered: ${m.error?.message ?? 'no answer'}` });
       return;
     }
     call.answers[q.key] = m.result;
@@ -181,12 +200,15 @@ export class LegacyOverModern implements Upstream {
     if (call.waiting.size === 0) await this.retry(q.call, call);
   }
 
-  /** The retry 2026-07-28 prescribes: the same request, the answers, the server's state untouched. */
+  /** The retry 2026-07-28 prescribes: the same request on a new id, the answers, the server's state untouched. */
   private retry(id: RequestId, call: Call): Promise<void> {
-    const request = call.authorized.message as Request;
+    this.calls.delete(id);
+    call.upId = `portcullis-retry-${++this.seq}`;
+    this.calls.set(call.upId, call);
+    const request = { ...(call.authorized.message as Request), id: call.upId };
     return this.up(call.authorized, request, { inputResponses: call.answers, ...(call.requestState !== undefined && { requestState: call.requestState }) }).catch((e: Error) => {
-      this.calls.delete(id);
-      this.local(id, undefined, { code: -32010, message: e.message });
+      this.calls.delete(call.upId);
+      this.local(call.clientId, undefined, { code: -32010, message: e.message });
     });
   }
 
