@@ -243,6 +243,32 @@ describe('request streams', () => {
     for (const h of [s.headers, old.headers]) await raw(gw.base, '/mcp/raw', { method: 'DELETE', headers: h });
   });
 
+  test('the priming event leaves at once with a quick answer (one write) and on its own when the answer is slow', async () => {
+    const s = await rawSession(gw, 'raw');
+    const quick = await post(gw, 'raw', call(5, 'echo', {}), s.headers);
+    assert.match(quick.text, /^id: [1-9]\d*\.\d+\nretry: 1000\ndata: \n\nevent: message\n/, 'priming event, then the answer');
+    // A slow call (0.5 s; this server sends nothing else on the stream before the answer).
+    const body = JSON.stringify(call(4, 'slow', { ms: 500 }));
+    const chunks: Array<{ at: number; text: string }> = [];
+    const t0 = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest(new URL(gw.url('raw')), { method: 'POST', headers: { ...s.headers, 'content-type': 'application/json', accept: 'application/json, text/event-stream' } }, (res) => {
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => chunks.push({ at: performance.now() - t0, text: d }));
+        res.on('end', resolve);
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+    const text = chunks.map((c) => c.text).join('');
+    const primedAt = chunks.find((c) => c.text.includes('retry: 1000'))!.at;
+    const answeredAt = chunks.find((c) => c.text.includes('"id":4'))!.at;
+    assert.match(text, /^id: [1-9]\d*\.\d+\nretry: 1000\ndata: \n\n/, 'the priming event comes first');
+    assert.ok(answeredAt - primedAt > 300, `priming at ${primedAt.toFixed(0)} ms, answer at ${answeredAt.toFixed(0)} ms: the client held an event id well before the answer`);
+    await raw(gw.base, '/mcp/raw', { method: 'DELETE', headers: s.headers });
+  });
+
   test('a stream that has ended can still be resumed: what followed the given event, then the end', async () => {
     const s = await rawSession(gw, 'everything');
     const res = await post(gw, 'everything', { ...call(2, 'trigger-long-running-operation', { duration: 0.2, steps: 3 }), params: { name: 'trigger-long-running-operation', arguments: { duration: 0.2, steps: 3 }, _meta: { progressToken: 'p' } } }, s.headers);
