@@ -44,6 +44,8 @@ export class StdioUpstreamTransport implements Transport {
   onerror?: (error: Error) => void;
   onclose?: () => void;
   private child?: ChildProcess;
+  /** stdin is corked until the end of this turn of the event loop (see send). */
+  private corked = false;
   /** The start of a line whose end has not arrived yet. */
   private partial: Buffer[] = [];
   private partialBytes = 0;
@@ -142,6 +144,16 @@ export class StdioUpstreamTransport implements Transport {
   send(message: JSONRPCMessage): Promise<void> {
     const stdin = this.child?.stdin;
     if (!stdin?.writable) return Promise.reject(new Error('Not connected'));
+    // The lines sent in one turn of the event loop (many sessions' requests on a shared upstream)
+    // go down the pipe in one write: each write wakes the server.
+    if (!this.corked) {
+      this.corked = true;
+      stdin.cork();
+      setImmediate(() => {
+        this.corked = false;
+        stdin.uncork();
+      });
+    }
     return new Promise((resolve) => (stdin.write(`${JSON.stringify(message)}\n`) ? resolve() : stdin.once('drain', resolve)));
   }
 
