@@ -55,6 +55,12 @@ async function capturingStdout<T>(f: () => Promise<T>): Promise<{ result: T; pri
   }
 }
 
+function auditWriterFromEnv(value: string | undefined): 'thread' | 'loop' {
+  if (value === undefined || value === '' || value === 'thread') return 'thread';
+  if (value === 'loop') return 'loop';
+  throw new Error(`BENCH_AUDIT_WRITER must be thread or loop (got "${value}")`);
+}
+
 async function main(): Promise<number> {
   const started = performance.now();
   const sections: Section[] = [];
@@ -66,6 +72,7 @@ async function main(): Promise<number> {
         durationMs: env('BENCH_DURATION_MS', 5000),
         profile: process.env.BENCH_PROFILE !== '0',
         gatewayLogLevel: process.env.BENCH_GATEWAY_LOG ?? 'info',
+        auditWriter: auditWriterFromEnv(process.env.BENCH_AUDIT_WRITER),
       });
       sections.push({ name: 'proxy', text: formatProxyReport(report) });
     } catch (e) {

@@ -22,11 +22,11 @@ const text = (r: unknown) => ((r as CallToolResult).content as Array<{ text?: st
 const received = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8') : '');
 
 /** A gateway on a SQLite store in a scratch folder, in front of the raw upstream, which records what it receives and reads the store. */
-async function start() {
+async function start(writer?: 'loop') {
   const scratch = tempDir('pcl-audit-writer-');
   const record = join(scratch.path, 'upstream-received.jsonl');
   const db = join(scratch.path, 'portcullis.db');
-  const gw = await startConfiguredGateway({ servers: { raw: upstreams.raw({ RECORD_FILE: record, AUDIT_DB: db }) }, auth: { anonymous: true }, store: { url: `sqlite:${db}` } });
+  const gw = await startConfiguredGateway({ servers: { raw: upstreams.raw({ RECORD_FILE: record, AUDIT_DB: db }) }, auth: { anonymous: true }, store: { url: `sqlite:${db}` }, ...(writer && { audit: { writer } }) });
   return { scratch, record, db, gw };
 }
 
@@ -54,6 +54,32 @@ test('durable before forward: the upstream finds the call\'s decision record com
     const after = JSON.parse(text(await held)) as { recordedSeq: number | null };
     assert.ok(after.recordedSeq! > first.recordedSeq!, 'committed before the upstream received it');
     assert.equal(received(record).includes('"held"'), true);
+  } finally {
+    if (other.inTransaction) other.exec('ROLLBACK');
+    other.close();
+    await client.close().catch(() => undefined);
+    await gw.close();
+    scratch.remove();
+  }
+});
+
+test('audit.writer: loop commits on the event loop, and durable before forward holds the same', { timeout: 60_000 }, async () => {
+  const { scratch, record, db, gw } = await start('loop');
+  const other = new Database(db);
+  const client = await connectHttp(gw.url('raw'));
+  try {
+    assert.equal(gw.running.wiring.auditing.writer.pipelined, false, 'no writer thread');
+    assert.notEqual(gw.running.wiring.auditing.writer.constructor.name, 'ThreadWriter');
+    const first = JSON.parse(text(await client.callTool({ name: 'audited', arguments: { tag: 'first' } }))) as { recordedSeq: number | null };
+    assert.equal(typeof first.recordedSeq, 'number', 'the upstream found the decision committed when the call arrived');
+    other.exec('BEGIN IMMEDIATE');
+    const held = client.callTool({ name: 'audited', arguments: { tag: 'held' } }, undefined, { timeout: 30_000 });
+    await waitFor('the decision record to wait for the store', () => gw.running.wiring.auditing.log.stats().pending > 0);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(received(record).includes('"held"'), false, 'forwarded before its record was committed');
+    other.exec('COMMIT');
+    const after = JSON.parse(text(await held)) as { recordedSeq: number | null };
+    assert.ok(after.recordedSeq! > first.recordedSeq!, 'committed before the upstream received it');
   } finally {
     if (other.inTransaction) other.exec('ROLLBACK');
     other.close();
