@@ -75,8 +75,11 @@ export function decisionAuditData(
   decision: Decision,
   extra: { decisionId?: string; sessionId?: string; requestId?: string | number } = {},
 ): DecisionAuditData {
+  // No spread of `extra` into this literal: V8 then builds it member by member, several times slower (measured).
   const data: DecisionAuditData = {
-    ...extra,
+    decisionId: extra.decisionId,
+    sessionId: extra.sessionId,
+    requestId: extra.requestId,
     effect: decision.effect,
     rule: decision.rule,
     message: decision.message,
