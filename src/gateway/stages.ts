@@ -101,8 +101,7 @@ function recorded(recorder: Recorder | undefined, policy: PolicyPoint): Stage[] 
   return [
     async (x, next) => {
       const s = x.session;
-      const base = { sessionId: s.id, server: s.server, identity: x.identity };
-      const decided = () => x.decision && { decision: { effect: x.decision.effect, rule: x.decision.rule } };
+      const decided = () => (x.decision ? { effect: x.decision.effect, rule: x.decision.rule } : undefined);
       const ts = Date.now();
       let done = false;
       x.recordNow = () => {
@@ -118,7 +117,7 @@ function recorded(recorder: Recorder | undefined, policy: PolicyPoint): Stage[] 
           }
         }
         const toClient = x.direction === 'toClient';
-        recorder.record({ ...base, ts, direction: toClient ? 'toClient' : 'fromClient', message, ...(toClient && decided()) });
+        recorder.record({ sessionId: s.id, server: s.server, identity: x.identity, ts, direction: toClient ? 'toClient' : 'fromClient', message, decision: toClient ? decided() : undefined });
       };
       let reply: Reply;
       try {
@@ -129,7 +128,7 @@ function recorded(recorder: Recorder | undefined, policy: PolicyPoint): Stage[] 
         if (x.direction === 'toUpstream' || (!reply && x.msg)) x.recordNow();
       }
       if (x.direction === 'toClient') return reply;
-      if (reply && !s.isEnded) recorder.record({ ...base, direction: 'toClient', message: reply, ...decided() });
+      if (reply && !s.isEnded) recorder.record({ sessionId: s.id, server: s.server, identity: x.identity, ts: undefined, direction: 'toClient', message: reply, decision: decided() });
       return reply;
     },
   ];
