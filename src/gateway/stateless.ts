@@ -55,7 +55,50 @@ export type Era = { kind: 'modern'; version: string } | { kind: 'legacy' } | { k
  * 2026 header on a body without the envelope, a malformed envelope, header and body naming
  * different versions, a version this gateway does not serve).
  */
-export function eraOf(body: unknown, headers: { protocolVersionHeader?: string; mcpMethodHeader?: string; mcpNameHeader?: string } = {}): Era {
+export function eraOf(body: unknown, headers: EraHeaders = {}): Era {
+  const key = modernKey(body, headers);
+  const known = key === undefined ? undefined : modernEras.get(key);
+  if (known) return known;
+  const era = eraBySdk(body, headers);
+  if (key !== undefined && era.kind === 'modern') {
+    if (modernEras.size >= MODERN_ERAS_KEPT) modernEras.clear();
+    modernEras.set(key, Object.freeze(era));
+  }
+  return era;
+}
+
+type EraHeaders = { protocolVersionHeader?: string; mcpMethodHeader?: string; mcpNameHeader?: string };
+
+/**
+ * The SDK's era rules are a schema pass over every request (~10 µs), though a client sends the
+ * same envelope each time. For a well-formed request they read only its method, its `_meta` and
+ * the two headers (the top-level members are checked strictly, params loosely, Mcp-Name not at
+ * all), so a modern verdict is kept under those; anything else goes to the SDK every time. A
+ * property test holds this equal to the SDK's own answer.
+ */
+const modernEras = new Map<string, Era>();
+const MODERN_ERAS_KEPT = 1024;
+const REQUEST_MEMBERS = new Set(['jsonrpc', 'id', 'method', 'params']);
+
+function modernKey(body: unknown, headers: EraHeaders): string | undefined {
+  if (!isPlain(body)) return undefined;
+  const { jsonrpc, id, method, params } = body as { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown };
+  if (jsonrpc !== '2.0' || typeof method !== 'string' || method === 'initialize' || method.length > 64) return undefined;
+  if (!(typeof id === 'string' || Number.isSafeInteger(id))) return undefined;
+  for (const k in body as object) if (!REQUEST_MEMBERS.has(k)) return undefined;
+  const meta = isPlain(params) ? (params as { _meta?: unknown })._meta : undefined;
+  if (!isPlain(meta) || !(PROTOCOL_VERSION_KEY in (meta as object))) return undefined;
+  return `${method}\n${headers.protocolVersionHeader ?? '\0'}\n${headers.mcpMethodHeader ?? '\0'}\n${JSON.stringify(meta)}`;
+}
+
+function isPlain(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** eraOf without the kept verdicts: the SDK's answer every time. */
+export function eraBySdk(body: unknown, headers: EraHeaders = {}): Era {
   const route = classifyInboundRequest({ httpMethod: 'POST', ...headers, body });
   if (route.kind === 'reject') return { kind: 'refused', status: route.httpStatus, code: route.code, message: route.message, data: route.data };
   if (route.kind === 'legacy') return { kind: 'legacy' };
