@@ -72,21 +72,46 @@ export async function readJsonBody(req: IncomingMessage, limits: Config['limits'
   }
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > limits.maxBodyBytes) throw tooLarge(limits.maxBodyBytes);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limits.maxBodyBytes) throw tooLarge(limits.maxBodyBytes);
-    chunks.push(chunk);
-  }
+  const body = await readBody(req, limits.maxBodyBytes);
   let parsed: unknown;
   try {
-    parsed = JSON.parse(Buffer.concat(chunks, size).toString('utf8'));
+    parsed = JSON.parse(body.toString('utf8'));
   } catch (e) {
     throw new HttpRefusal(400, PARSE_ERROR, `Parse error: ${(e as Error).message}`);
   }
   if (depthExceeds(parsed, limits.maxDepth)) throw new HttpRefusal(400, INVALID_REQUEST, `message nesting is deeper than ${limits.maxDepth} (limits.maxDepth)`);
   return parsed;
+}
+
+/** The body, at most `max` bytes (beyond: 413; the rest is discarded, and the connection closes after the answer). Events, not an async iterator: this runs per request. */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= max) return void chunks.push(chunk);
+      done();
+      req.resume();
+      reject(tooLarge(max));
+    };
+    const onEnd = () => {
+      done();
+      resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
+    };
+    const onError = (e: Error) => {
+      done();
+      reject(e);
+    };
+    const onClose = () => {
+      done();
+      reject(new Error('the request was cut off before its body was complete'));
+    };
+    const done = () => {
+      req.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+    };
+    req.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
+  });
 }
 
 function tooLarge(max: number): HttpRefusal {
