@@ -138,7 +138,7 @@ interface Waiting {
   capabilities: Record<string, unknown>;
   /** What a retry must repeat: the credential, and the digest of the call's own parameters. */
   principal: string;
-  digest: string;
+  readonly digest: string;
   sink: ReplySink;
 }
 
@@ -414,6 +414,7 @@ export class StatelessPool {
     const meta = params._meta;
     const profile = pooled.profile;
     const capabilities = meta?.[CLIENT_CAPABILITIES_KEY];
+    let digest: string | undefined;
     const waiting: Waiting = {
       clientId: message.id as RequestId,
       method: message.method as string,
@@ -421,7 +422,10 @@ export class StatelessPool {
       wantsLog: meta !== undefined && LOG_LEVEL_KEY in meta,
       capabilities: typeof capabilities === 'object' && capabilities !== null ? (capabilities as Record<string, unknown>) : {},
       principal: identityKey(identity),
-      digest: callDigest(params),
+      // Needed only when a call is suspended or resumed: not computed for every request.
+      get digest() {
+        return (digest ??= callDigest(params));
+      },
       // servers SHOULD identify themselves in each result's _meta (SEP-2575)
       sink: { notify: (m) => sink.notify(m), reply: (m) => sink.reply(withServerInfo(m, profile)) },
     };
