@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { canonicalize } from './canonical.js';
 
 test('RFC 8785 3.2.3: members sorted by UTF-16 code units', () => {
@@ -34,4 +35,27 @@ test('values JSON cannot represent are refused; undefined members dropped like J
   assert.throws(() => canonicalize('\ud800'), /lone surrogate/);
   assert.throws(() => canonicalize(undefined), /no JSON form/);
   assert.equal(canonicalize({ a: undefined, b: [undefined], c: new Date(0) }), '{"b":[null],"c":"1970-01-01T00:00:00.000Z"}');
+});
+
+test("canonical JSON is each object's members in UTF-16 order, whatever order they came in (integer-like names too)", () => {
+  const reference = (v: unknown): string =>
+    Array.isArray(v)
+      ? `[${v.map(reference).join(',')}]`
+      : v !== null && typeof v === 'object'
+        ? `{${Object.keys(v)
+            .sort()
+            .map((k) => `${JSON.stringify(k)}:${reference((v as Record<string, unknown>)[k])}`)
+            .join(',')}}`
+        : JSON.stringify(v);
+  // The same members, inserted in the opposite order (integer-like names still come first in Object.keys).
+  const reversed = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(reversed) : v !== null && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().reverse().map((k) => [k, reversed((v as Record<string, unknown>)[k])])) : v;
+  fc.assert(
+    fc.property(fc.jsonValue({ maxDepth: 4 }), (v) => {
+      const expected = reference(v);
+      assert.equal(canonicalize(v), expected);
+      assert.equal(canonicalize(reversed(v)), expected, 'in reverse order');
+    }),
+    { numRuns: 3000 },
+  );
 });

@@ -61,7 +61,15 @@ function serialize(value: unknown): string | undefined {
   const obj = value as Record<string, unknown>;
   let out = '{';
   let first = true;
-  for (const key of Object.keys(obj).sort()) {
+  const keys = Object.keys(obj);
+  // Sorting allocates even when there is nothing to move: records built in canonical order skip it.
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1] > keys[i]) {
+      keys.sort();
+      break;
+    }
+  }
+  for (const key of keys) {
     const v = serialize(obj[key]);
     if (v === undefined) continue;
     if (LONE_SURROGATE.test(key)) throw new Unrepresentable('has a member name with a lone surrogate (not valid Unicode)');
