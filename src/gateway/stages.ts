@@ -134,15 +134,18 @@ function recorded(recorder: Recorder | undefined, policy: PolicyPoint): Stage[] 
   ];
 }
 
+// The stages below that act on few messages are not async functions: every other message passes
+// straight on, without a promise and its ticks of its own.
+
 function classifyStage(fromClient: boolean): Stage {
-  return async (x, next) => {
+  return (x, next) => {
     try {
       x.msg = classify(x.raw, fromClient);
     } catch (e) {
-      if (!(e instanceof ShapeError)) throw e;
+      if (!(e instanceof ShapeError)) return Promise.reject(e);
       x.session.log.warn({ err: e.message }, 'malformed message refused');
       // A malformed request from the upstream is answered to the upstream (see answerUpstream).
-      return e.id === null ? undefined : errorResponse(e.id, e.code, e.message);
+      return Promise.resolve(e.id === null ? undefined : errorResponse(e.id, e.code, e.message));
     }
     return next();
   };
@@ -160,7 +163,9 @@ const LIST_ITEMS = {
  * version that decided the list request. Items are removed, never rewritten; nextCursor stays, so
  * pagination keeps working (a page may come back shorter).
  */
-const filterLists: Stage = async (x, next) => {
+const filterLists: Stage = (x, next) => (x.msg!.type === 'request' && x.msg!.action.kind === 'list' ? filterList(x, next) : next());
+
+async function filterList(x: Exchange, next: () => Promise<Reply>): Promise<Reply> {
   const reply = await next();
   const m = x.msg!;
   if (m.type !== 'request' || m.action.kind !== 'list' || !reply || !('result' in reply) || !x.policy) return reply;
@@ -175,7 +180,7 @@ const filterLists: Stage = async (x, next) => {
   });
   if (shown.length === items.length) return reply;
   return { ...reply, result: { ...reply.result, [spec.field]: shown } } as JSONRPCMessage;
-};
+}
 
 /** Server messages that carry data for the client (SPEC 4): masked under every mask of the server. */
 const DATA_FROM_SERVER = new Set(['notifications/message', 'notifications/progress', 'sampling/createMessage']);
@@ -269,7 +274,9 @@ function maskClientMessage(m: Classified, masker: Masker): unknown {
  * request. Values are removed, never rewritten; `total` goes when any was, since it would count
  * the hidden ones.
  */
-const filterCompletions: Stage = async (x, next) => {
+const filterCompletions: Stage = (x, next) => (x.msg!.type === 'request' && x.msg!.action.kind === 'completion' ? filterCompletion(x, next) : next());
+
+async function filterCompletion(x: Exchange, next: () => Promise<Reply>): Promise<Reply> {
   const reply = await next();
   const m = x.msg!;
   if (m.type !== 'request' || m.action.kind !== 'completion' || !reply || !('result' in reply) || !x.policy) return reply;
@@ -280,7 +287,7 @@ const filterCompletions: Stage = async (x, next) => {
   if (values.length === completion.values.length) return reply;
   const { total: _hidden, ...rest } = completion;
   return { ...reply, result: { ...reply.result, completion: { ...rest, values } } } as JSONRPCMessage;
-};
+}
 
 function completionUsable(policy: PolicyView, x: Exchange, a: Extract<Action, { kind: 'completion' }>): (value: string) => boolean {
   const base = { identity: x.identity, server: x.session.server, time: new Date() };
