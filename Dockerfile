@@ -5,7 +5,7 @@
 # (docs/deploy.md: the config, the volumes for the store and keys, Kubernetes.)
 
 # 1. The package: sources compiled to dist/ and packed, as a user's tarball.
-FROM node:20-bookworm-slim AS package
+FROM node:24-bookworm-slim AS package
 # better-sqlite3 builds from source against Node's headers, which this image has under /usr/local.
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 ENV npm_config_nodedir=/usr/local
@@ -14,7 +14,7 @@ COPY . .
 RUN npm ci --no-audit --no-fund && npm pack --pack-destination /pkg
 
 # 2. The package installed with production dependencies only (no tsx, no sources, no tests).
-FROM node:20-bookworm-slim AS install
+FROM node:24-bookworm-slim AS install
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 ENV npm_config_nodedir=/usr/local
 WORKDIR /opt/portcullis
@@ -22,7 +22,7 @@ COPY --from=package /pkg/ /pkg/
 RUN npm init -y >/dev/null && npm install --omit=dev --no-audit --no-fund /pkg/portcullis-*.tgz
 
 # 3. The runtime: Node and the installed package, nothing else.
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /var/lib/portcullis
 COPY --from=install /opt/portcullis/node_modules /opt/portcullis/node_modules
