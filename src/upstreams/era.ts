@@ -33,6 +33,17 @@ export function discoverProbe(): JSONRPCMessage {
   return { jsonrpc: '2.0', id: PROBE_ID, method: 'server/discover', params: { _meta: gatewayEnvelope() } } as JSONRPCMessage;
 }
 
+/**
+ * An UnsupportedProtocolVersion answer that lists 2026-07-28 among the supported versions: a
+ * client retries with a supported version (basic/versioning), here the same one; the probe asks
+ * again, once.
+ */
+export function asksAgain(answer: JSONRPCMessage | undefined): boolean {
+  const e = (answer as { error?: { code?: unknown; data?: { supported?: unknown } } } | undefined)?.error;
+  const supported = e?.data?.supported;
+  return e?.code === UNSUPPORTED_PROTOCOL_VERSION && Array.isArray(supported) && supported.includes(MODERN_PROTOCOL_VERSION);
+}
+
 /** The verdict an answer to the probe gives (undefined: no answer, a 2025 server). */
 export function verdictOf(answer: JSONRPCMessage | undefined): Verdict {
   const m = answer as { result?: Record<string, unknown>; error?: { code?: number; data?: { supported?: unknown } } } | undefined;

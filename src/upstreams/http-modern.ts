@@ -4,8 +4,8 @@
 // session's messages to a 2026 server that way.
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
-import { modernRequestHeaders, paramHeaderFields, UNSUPPORTED_PROTOCOL_VERSION, type ToolDefinition } from '../protocol/mcp-headers.js';
-import { discoverProbe, gatewayEnvelope, MODERN_ERRORS, MODERN_PROTOCOL_VERSION } from './era.js';
+import { modernRequestHeaders, paramHeaderFields, type ToolDefinition } from '../protocol/mcp-headers.js';
+import { asksAgain, discoverProbe, gatewayEnvelope, MODERN_ERRORS } from './era.js';
 import { INVALID_PARAMS } from '../gateway/classify.js';
 import { forwardedHeaders } from './forwarded-headers.js';
 import { ACCEPT_BOTH, configuredHeaders, errorBody, isAnswerTo, isObj, mediaType, open, parseMessage, readEvents, readText, target, UpstreamAnswerError, type Target } from './http-wire.js';
@@ -87,11 +87,8 @@ export async function probeHttpEra(url: string | URL, headers: Record<string, st
   let answer: JSONRPCMessage | undefined;
   try {
     answer = await ask();
-    // UnsupportedProtocolVersion naming the version asked among those supported: a client retries
-    // with a supported version (basic/versioning), here the same one, once; the DiscoverResult it
-    // gets carries the capabilities the gateway serves from.
-    const e = (answer as { error?: { code?: unknown; data?: { supported?: unknown } } }).error;
-    if (e?.code === UNSUPPORTED_PROTOCOL_VERSION && strings(e.data?.supported)?.includes(MODERN_PROTOCOL_VERSION)) answer = await ask();
+    // The DiscoverResult of the second asking carries the capabilities the gateway serves from.
+    if (asksAgain(answer)) answer = await ask();
   } catch (e) {
     if (e instanceof UpstreamAnswerError) return { era: 'legacy', reason: e.message };
     throw e;

@@ -15,7 +15,7 @@ import { upstreamFetch } from './http-fetch.js';
 import { StreamableHttpUpstreamTransport } from './http.js';
 import { redactedUrl, scrubber } from './redact.js';
 import { StdioUpstreamTransport } from './stdio.js';
-import { discoverProbe, PROBE_ID, PROBE_TIMEOUT_MS, verdictOf, type Verdict } from './era.js';
+import { asksAgain, discoverProbe, PROBE_ID, PROBE_TIMEOUT_MS, verdictOf, type Verdict } from './era.js';
 import { ModernHttpTransport, probeHttpEra } from './http-modern.js';
 
 export interface Upstream {
@@ -100,10 +100,13 @@ class TransportUpstream implements Upstream {
       const timer = setTimeout(() => finish(undefined), PROBE_TIMEOUT_MS);
       // A child that exits instead of answering is no 2026 server; the session learns why from closedWith.
       this.probeEnded = () => finish(undefined);
+      let askedAgain = false;
       this.transport.onmessage = (m) => {
         const r = m as { id?: unknown; method?: unknown };
-        if (r.id === PROBE_ID && r.method === undefined) finish(m);
-        else deliver?.(m);
+        if (r.id !== PROBE_ID || r.method !== undefined) return void deliver?.(m);
+        if (askedAgain || !asksAgain(m)) return finish(m);
+        askedAgain = true;
+        this.transport.send(discoverProbe()).catch(() => finish(undefined));
       };
       this.transport.send(discoverProbe()).catch(() => finish(undefined));
     });

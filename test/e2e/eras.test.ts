@@ -27,14 +27,17 @@ rules:
 const NO_ASKING = POLICY.replace('  - { name: ask, effect: allow, serverRequests: ["elicitation/create"] }\n', '');
 
 const dir = tempDir('pcl-eras-');
-const records = { modern: join(dir.path, 'modern.jsonl'), dual: join(dir.path, 'dual.jsonl'), strict: join(dir.path, 'strict.jsonl') };
+const records = { modern: join(dir.path, 'modern.jsonl'), dual: join(dir.path, 'dual.jsonl'), strict: join(dir.path, 'strict.jsonl'), retry: join(dir.path, 'retry.jsonl') };
 const fixture = (env: Record<string, string>) => ({ transport: 'stdio' as const, command: process.execPath, args: ['--import', 'tsx', FIXTURE], env });
 let gw: TestGateway;
 let strict: TestGateway;
 before(async () => {
   for (const f of Object.values(records)) writeFileSync(f, '');
   const policy = (text: string) => policyPoint({ current: () => compileBundle({ 'p.yaml': text }) });
-  gw = await startTestGateway({ modern: fixture({ RECORD_FILE: records.modern }), dual: fixture({ RECORD_FILE: records.dual, ERA: 'dual' }) }, { policy: policy(POLICY) });
+  gw = await startTestGateway(
+    { modern: fixture({ RECORD_FILE: records.modern }), dual: fixture({ RECORD_FILE: records.dual, ERA: 'dual' }), retry: fixture({ RECORD_FILE: records.retry, REFUSE_FIRST_DISCOVER: '1' }) },
+    { policy: policy(POLICY) },
+  );
   strict = await startTestGateway({ modern: fixture({ RECORD_FILE: records.strict }) }, { policy: policy(NO_ASKING) });
 });
 after(async () => {
@@ -136,6 +139,18 @@ describe('a 2025 client in front of a 2026 upstream', () => {
     assert.ok(got.some((m) => m.method === 'initialize'), 'the initialize went up');
     const call = got.find((m) => m.method === 'tools/call' && m.params?.arguments?.message === 'native');
     assert.equal(call?.params?._meta?.['io.modelcontextprotocol/protocolVersion'], undefined, 'no 2026 envelope on a 2025 session');
+  });
+
+  test('a stdio upstream that refuses the first server/discover with -32022 listing 2026-07-28 is asked once more, and served as a 2026 one', async () => {
+    const client = await v2(gw.url('retry'));
+    try {
+      assert.deepEqual((await client.listTools()).tools.map((t) => t.name).sort(), ['confirm', 'echo']);
+    } finally {
+      await client.close();
+    }
+    const probes = received(records.retry).filter((m) => m.method === 'server/discover' && m.id === 'portcullis-discover');
+    assert.equal(probes.length, 2, 'asked, refused, asked again');
+    assert.equal(received(records.retry).filter((m) => m.method === 'initialize').length, 0, 'never taken for a 2025 server');
   });
 
   test('each server is asked its era once', () => {
