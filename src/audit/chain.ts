@@ -84,7 +84,7 @@ export function decisionAuditData(
     decisionId: extra.decisionId,
     effect: decision.effect,
     from: input.from === 'server' ? 'server' : undefined,
-    identity: { groups: [...input.identity.groups], keyId: label.keyId, sub: label.sub },
+    identity: label.keyId === undefined ? { groups: [...input.identity.groups], sub: label.sub } : { groups: [...input.identity.groups], keyId: label.keyId, sub: label.sub },
     message: decision.message,
     method: input.method,
     prompt: input.prompt,
