@@ -57,6 +57,14 @@ export interface WireError {
 /** The thread's messages: ready or failed once at start, then one answer per call. */
 export type WriterMessage = { ready: true } | { failed: WireError } | { id: number; value: unknown } | { id: number; error: WireError };
 
+/**
+ * The thread's young generation: V8 would let it grow to 16 MB per semi-space (about 25 MB of heap
+ * under load), although what the thread keeps between batches is small; 6 MB holds it near 14 MB
+ * for a few more scavenges of about a millisecond each (docs/operations.md, "Memory"). No old
+ * generation limit: running out of it would end the thread, and every pending append with it.
+ */
+const THREAD_LIMITS = { maxYoungGenerationSizeMb: 6 };
+
 /** After a thread failed to start, calls fail at once for this long before another start is tried (ms). */
 const RESTART_MS = 1_000;
 
@@ -216,9 +224,9 @@ export class ThreadWriter implements AuditWriter {
 function startThread(workerData: WriterThreadData): Worker {
   const fromSources = import.meta.url.endsWith('.ts');
   const entry = new URL(fromSources ? './writer-worker.ts' : './writer-worker.js', import.meta.url);
-  if (!fromSources) return new Worker(entry, { workerData });
+  if (!fromSources) return new Worker(entry, { workerData, resourceLimits: THREAD_LIMITS });
   // From the TypeScript sources (npm start, tests): a worker does not inherit tsx's loader on
   // Node 20, so the thread registers it before it loads its entry.
   const tsx = import.meta.resolve('tsx/esm/api');
-  return new Worker(`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); });`, { eval: true, workerData });
+  return new Worker(`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); });`, { eval: true, workerData, resourceLimits: THREAD_LIMITS });
 }
