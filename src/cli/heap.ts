@@ -14,8 +14,12 @@ import v8 from 'node:v8';
 
 export const HEAP_GROWING_PERCENT = 50;
 
-/** The node options the shipped launchers give the gateway: 4 MB semi-spaces (8 MB young generation). */
-export const SERVE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+/**
+ * The node options the shipped launchers give the gateway: 8 MB semi-spaces (a 16 MB young
+ * generation). At 4 MB the scavenges come twice as often and promote more: 15-25% more CPU per
+ * call, measured; at 8 MB the CPU per call is within the noise of V8's 16 MB.
+ */
+export const SERVE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8'];
 
 /**
  * Sets V8's heap growth for this process, unless the operator chose one (in the node command
