@@ -29,6 +29,7 @@ import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { SERVE_NODE_FLAGS } from '../src/cli/heap.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -453,13 +454,16 @@ function compiledGateway(): Promise<string> {
   return compiledMain;
 }
 
+/** Node options every measured gateway starts with: those the shipped launchers give serve, or BENCH_GATEWAY_NODE_FLAGS (space-separated; empty: none). */
+const GATEWAY_NODE_FLAGS = process.env.BENCH_GATEWAY_NODE_FLAGS === undefined ? [...SERVE_NODE_FLAGS] : process.env.BENCH_GATEWAY_NODE_FLAGS.split(/\s+/).filter(Boolean);
+
 export async function startGateway(dir: string, configFile: string, nodeFlags: string[] = [], tag = 'gateway'): Promise<Gateway> {
   // The gateway's log (stdout) goes straight to a file, not through this process: the load
   // generator must not pay for the gateway's logging, and a pipe would not be like a deployment.
   const logFile = join(dir, `${tag}.log`);
   const logFd = openSync(logFile, 'w');
   const child = track(
-    spawn(process.execPath, [...nodeFlags, await compiledGateway(), 'serve', '-c', configFile], {
+    spawn(process.execPath, [...GATEWAY_NODE_FLAGS, ...nodeFlags, await compiledGateway(), 'serve', '-c', configFile], {
       cwd: dir,
       detached: true,
       stdio: ['ignore', logFd, 'pipe'],
@@ -1138,7 +1142,7 @@ export function formatProxyReport(r: ProxyReport): string {
   const rules = r.policy.rules.toLocaleString('en-US');
   out.push('== Proxy: tools/call echo, direct vs gateway vs plain relays, 2025 sessions and 2026-07-28 requests ==');
   out.push(`${r.machine}; load average ${r.load[0].toFixed(2)} before, ${r.load[1].toFixed(2)} after${Math.max(...r.load) > 1.5 ? ' (other work was running: figures are noisy)' : ''}`);
-  out.push(`gateway: portcullis serve as its own process, logging.level=${r.options.gatewayLogLevel}, API-key auth, generated ${rules}-rule policy (${r.policy.files} files; ${r.policy.coveringRules} rules cover echo-*), SQLite store with durable audit (audit.writer: ${r.options.auditWriter}); start-up ${r.policy.startMs.toFixed(0)} ms, idle RSS ${r.gatewayIdleRssMb.toFixed(1)} MB`);
+  out.push(`gateway: node ${GATEWAY_NODE_FLAGS.length ? `${GATEWAY_NODE_FLAGS.join(' ')} ` : ''}… serve as its own process, logging.level=${r.options.gatewayLogLevel}, API-key auth, generated ${rules}-rule policy (${r.policy.files} files; ${r.policy.coveringRules} rules cover echo-*), SQLite store with durable audit (audit.writer: ${r.options.auditWriter}); start-up ${r.policy.startMs.toFixed(0)} ms, idle RSS ${r.gatewayIdleRssMb.toFixed(1)} MB`);
   out.push(`relay:   ${r.relayDescription}`);
   out.push(`relay:   ${r.supergatewayDescription}`);
   out.push('clients: SDK v1 Client + StreamableHTTPClientTransport (2025 paths); a keep-alive node:http client (direct-http-raw: 2025 session; gateway-2026-*: stateless 2026-07-28 requests)');

@@ -11,6 +11,7 @@ import { dirname, join, posix } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { parseAllDocuments, parse as parseYamlText } from 'yaml';
 import { generateApiKey, hashApiKey } from '../src/auth/api-keys.js';
+import { SERVE_NODE_FLAGS } from '../src/cli/heap.js';
 import { parseConfig } from '../src/config/load.js';
 import { configSchema } from '../src/config/schema.js';
 import { loadBundle } from '../src/policy/compile.js';
@@ -65,7 +66,7 @@ describe('Dockerfile', () => {
     const install = stages.find((s) => s.name === 'install')!;
     const workdir = install.steps.find((s) => s.op === 'WORKDIR')!.args;
     // npm install <tarball> in WORKDIR puts the package at node_modules/portcullis, its bin where package.json says.
-    assert.deepEqual(entry, ['node', posix.join(workdir, 'node_modules/portcullis', pkg.bin.portcullis)]);
+    assert.deepEqual(entry, ['node', ...SERVE_NODE_FLAGS, posix.join(workdir, 'node_modules/portcullis', pkg.bin.portcullis)]);
     assert.deepEqual(exec(last('CMD')!.args).slice(0, 3), ['serve', '-c', '/etc/portcullis/portcullis.yaml']);
   });
 
@@ -95,7 +96,8 @@ describe('systemd unit', () => {
   const value = (key: string) => new RegExp(`^${key}=(.*)$`, 'm').exec(text)?.[1];
 
   test('runs the installed bin as its own user, restarts on failure, stops with SIGTERM', () => {
-    assert.deepEqual(value('ExecStart')?.split(' ').slice(0, 5), ['/usr/bin/node', `/opt/portcullis/node_modules/portcullis/${pkg.bin.portcullis}`, 'serve', '-c', '/etc/portcullis/portcullis.yaml']);
+    const flags = SERVE_NODE_FLAGS.length;
+    assert.deepEqual(value('ExecStart')?.split(' ').slice(0, 5 + flags), ['/usr/bin/node', ...SERVE_NODE_FLAGS, `/opt/portcullis/node_modules/portcullis/${pkg.bin.portcullis}`, 'serve', '-c', '/etc/portcullis/portcullis.yaml']);
     assert.equal(value('User'), 'portcullis');
     assert.equal(value('Restart'), 'on-failure');
     assert.equal(value('KillSignal'), 'SIGTERM');

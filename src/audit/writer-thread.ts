@@ -19,6 +19,7 @@
 // thread cannot start (the store cannot be opened), calls fail at once for RESTART_MS, then the
 // next call tries again.
 import type { KeyObject } from 'node:crypto';
+import v8 from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import type { Checkpoint, Payload, RecordingRow } from '../store/store.js';
 import type { CheckpointSigner } from './keys.js';
@@ -56,6 +57,17 @@ export interface WireError {
 }
 /** The thread's messages: ready or failed once at start, then one answer per call. */
 export type WriterMessage = { ready: true } | { failed: WireError } | { id: number; value: unknown } | { id: number; error: WireError };
+
+/**
+ * The thread's semi-spaces (MB): V8 would let them grow to 16 MB (about 25 MB of heap under load),
+ * although what the thread keeps between batches is small; 2 MB holds it near 14 MB for a few more
+ * scavenges of about a millisecond each (docs/operations.md, "Memory"). Set as the V8 flag, which
+ * V8 reads when it creates an isolate and which would override the Worker's resourceLimits when
+ * the process was started with one (SERVE_NODE_FLAGS); the gateway's own heap keeps the size it
+ * started with. No old generation limit: running out of it would end the thread, and every
+ * pending append with it.
+ */
+const THREAD_SEMI_SPACE_MB = 2;
 
 /** After a thread failed to start, calls fail at once for this long before another start is tried (ms). */
 const RESTART_MS = 1_000;
@@ -216,6 +228,7 @@ export class ThreadWriter implements AuditWriter {
 function startThread(workerData: WriterThreadData): Worker {
   const fromSources = import.meta.url.endsWith('.ts');
   const entry = new URL(fromSources ? './writer-worker.ts' : './writer-worker.js', import.meta.url);
+  v8.setFlagsFromString(`--max-semi-space-size=${THREAD_SEMI_SPACE_MB}`);
   if (!fromSources) return new Worker(entry, { workerData });
   // From the TypeScript sources (npm start, tests): a worker does not inherit tsx's loader on
   // Node 20, so the thread registers it before it loads its entry.

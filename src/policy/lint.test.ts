@@ -52,6 +52,16 @@ describe('lint catches the traps', () => {
     assert.match(fs[2]!.message, /does not start with a scheme/);
   });
 
+  it('a finding in the later documents of one file is at its own line (the bundle keeps no YAML tree: lint parses the text again)', () => {
+    const doc = (name: string, pattern: string) => `apiVersion: portcullis/v1\nkind: Policy\nmetadata: { name: ${name} }\nserver: db\nrules:\n  - name: r\n    effect: deny\n    resources:\n      - "${pattern}"\n`;
+    // Three documents; the second's pattern can match, the others' cannot.
+    const text = `# three policies\n---\n${doc('a', '*.md')}---\n${doc('b', 'file:///x/**')}---\n${doc('c', '/srv/**')}`;
+    const b = compileBundle({ 'p.yaml': text });
+    assert.deepEqual(b.documents.map((d) => [d.name, d.rules[0]!.lineOf(['resources', 0])]), [['a', 11], ['b', 21], ['c', 31]]);
+    const fs = lintFiles({ 'p.yaml': text }).filter((f) => f.ruleId === 'uri-matches-nothing');
+    assert.deepEqual(brief(fs), ['11:warning:uri-matches-nothing:rules.0.resources.0', '31:warning:uri-matches-nothing:rules.0.resources.0']);
+  });
+
   it('a resources pattern that is not canonical matches nothing the gateway lets through: a deny written so would hold nowhere', () => {
     for (const [p, says] of [
       ['FILE:///srv/secret/**', /scheme must be lowercase/],

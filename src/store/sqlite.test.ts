@@ -31,6 +31,13 @@ test('synchronous=FULL is set on the connection that writes', (t) => {
   assert.equal(db.pragma('synchronous', { simple: true }), 2); // FULL
 });
 
+test("the page cache is SQLite's 2 MiB, not better-sqlite3's 16 MB (it fills under load: 16 MB per connection)", (t) => {
+  const store = SqliteStore.open(join(tempDir(t), 's.db'));
+  t.after(() => store.close());
+  const db = (store as unknown as { db: Database.Database }).db;
+  assert.equal(db.pragma('cache_size', { simple: true }), -2048);
+});
+
 test('reopening keeps the data and does not migrate again', async (t) => {
   const file = join(tempDir(t), 's.db');
   const a = SqliteStore.open(file);

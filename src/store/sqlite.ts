@@ -131,6 +131,14 @@ const PAGE = 1000;
 /** How long one write attempt may block the event loop waiting for another writer's lock (ms). */
 const BUSY_SPIN_MS = 10;
 
+/**
+ * Page cache per connection, in KiB (negative: SQLite's unit for KiB). better-sqlite3 builds
+ * SQLite with 16 MB (SQLITE_DEFAULT_CACHE_SIZE=-16000), and under load the writing connection
+ * fills it: the store appends rows and reads a few, so SQLite's own default of 2 MB holds the
+ * pages a transaction touches; the rest are in the OS's cache (docs/operations.md, "Memory").
+ */
+const CACHE_KIB = 2048;
+
 function isBusy(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
@@ -238,6 +246,7 @@ export class SqliteStore implements Store {
         if (mode !== 'wal') throw new PortcullisError('PCL_STORE_INVALID', `${file}: cannot switch the store to WAL mode (got ${String(mode)})`);
       }
       db.pragma('synchronous = FULL');
+      db.pragma(`cache_size = -${CACHE_KIB}`);
       migrate(db, file);
       db.pragma(`busy_timeout = ${Math.min(busyTimeout, BUSY_SPIN_MS)}`);
     } catch (e) {
