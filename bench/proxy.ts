@@ -440,30 +440,35 @@ export interface Gateway {
  * The gateway as it runs in production: the sources compiled to JavaScript (esbuild, one file per
  * module, no bundling), not transpiled at load by tsx, whose hooks cost memory and start-up time.
  */
-let compiledMain: Promise<string> | undefined;
-function compiledGateway(): Promise<string> {
-  compiledMain ??= (async () => {
-    const { build } = await import('esbuild');
-    const out = join(CACHE_DIR, 'dist');
-    const entryPoints = readdirSync(join(ROOT, 'src'), { recursive: true, encoding: 'utf8' })
-      .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && !f.endsWith('.d.ts'))
-      .map((f) => join(ROOT, 'src', f));
-    await build({ entryPoints, outdir: out, outbase: ROOT, format: 'esm', platform: 'node', target: 'node20', bundle: false, logLevel: 'error' });
-    return join(out, 'src', 'cli', 'main.js');
-  })();
-  return compiledMain;
+const compiled = new Map<string, Promise<string>>();
+/** The entry point of `root`'s sources compiled (default: this checkout's) into a cache folder of this checkout, so they resolve its node_modules. */
+export function compiledGateway(root = ROOT, out = join(CACHE_DIR, 'dist')): Promise<string> {
+  let main = compiled.get(out);
+  if (!main) {
+    main = (async () => {
+      const { build } = await import('esbuild');
+      const entryPoints = readdirSync(join(root, 'src'), { recursive: true, encoding: 'utf8' })
+        .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && !f.endsWith('.d.ts'))
+        .map((f) => join(root, 'src', f));
+      await build({ entryPoints, outdir: out, outbase: root, format: 'esm', platform: 'node', target: 'node20', bundle: false, logLevel: 'error' });
+      return join(out, 'src', 'cli', 'main.js');
+    })();
+    compiled.set(out, main);
+  }
+  return main;
 }
 
 /** Node options every measured gateway starts with: those the shipped launchers give serve, or BENCH_GATEWAY_NODE_FLAGS (space-separated; empty: none). */
 const GATEWAY_NODE_FLAGS = process.env.BENCH_GATEWAY_NODE_FLAGS === undefined ? [...SERVE_NODE_FLAGS] : process.env.BENCH_GATEWAY_NODE_FLAGS.split(/\s+/).filter(Boolean);
 
-export async function startGateway(dir: string, configFile: string, nodeFlags: string[] = [], tag = 'gateway'): Promise<Gateway> {
+/** Starts a gateway: this checkout's compiled sources with GATEWAY_NODE_FLAGS, or `o.main` (another build) with `nodeFlags` alone. */
+export async function startGateway(dir: string, configFile: string, nodeFlags: string[] = [], tag = 'gateway', o: { main?: string } = {}): Promise<Gateway> {
   // The gateway's log (stdout) goes straight to a file, not through this process: the load
   // generator must not pay for the gateway's logging, and a pipe would not be like a deployment.
   const logFile = join(dir, `${tag}.log`);
   const logFd = openSync(logFile, 'w');
   const child = track(
-    spawn(process.execPath, [...GATEWAY_NODE_FLAGS, ...nodeFlags, await compiledGateway(), 'serve', '-c', configFile], {
+    spawn(process.execPath, [...(o.main ? [] : GATEWAY_NODE_FLAGS), ...nodeFlags, o.main ?? (await compiledGateway()), 'serve', '-c', configFile], {
       cwd: dir,
       detached: true,
       stdio: ['ignore', logFd, 'pipe'],
