@@ -7,10 +7,11 @@ test("serve's heap growth is left alone when the operator set one, on the comman
   assert.equal(tuneHeap(['--heap-growing-percent=20'], ''), undefined);
   assert.equal(tuneHeap(['--heap_growing_percent=20'], ''), undefined);
   assert.equal(tuneHeap([], '--max-semi-space-size=4 --heap-growing-percent=80'), undefined);
-  assert.equal(tuneHeap(['--max-semi-space-size=4'], '--max-old-space-size=400'), `--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+  assert.equal(tuneHeap(['--max-semi-space-size=4'], '--max-old-space-size=400', '12.4.254.21-node.33'), `--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+  assert.equal(tuneHeap([], '', '13.6.233.17-node.37'), undefined, "Node 24's V8 bounds the heap by itself");
 });
 
-test('with the growth set, the old generation stays near 1.5 times what lives through a burst of promoted garbage', () => {
+test('with the growth set, the old generation stays near 1.5 times what lives through a burst of promoted garbage', { skip: Number.parseInt(process.versions.v8, 10) >= 13 ? 'V8 13 (Node 24): serve leaves the growth to V8' : false }, () => {
   // A child process: V8 flags are per process. Every object lives through two scavenges (a list
   // of up to 100,000 is kept), so garbage reaches the old generation, as a gateway's calls do under load.
   const burst = `let keep = [], peak = 0; const v8 = require('node:v8');
@@ -19,5 +20,6 @@ test('with the growth set, the old generation stays near 1.5 times what lives th
     process.stdout.write(String(peak / 1048576));`;
   const peakMb = (tuned: boolean) => Number(execFileSync(process.execPath, ['-e', `${tuned ? `require('node:v8').setFlagsFromString('--heap-growing-percent=${HEAP_GROWING_PERCENT}');` : ''}${burst}`], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } }));
   const [untuned, tuned] = [peakMb(false), peakMb(true)];
+  // Measured on Node 20 and 22: 48-55 MB without the setting, 31-34 MB with it.
   assert.ok(tuned < untuned * 0.8, `old space peak ${tuned.toFixed(1)} MB with the growth set, ${untuned.toFixed(1)} MB without`);
 });
