@@ -36,10 +36,12 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 type GatewayPath = 'gateway-http' | 'gateway-stdio' | 'gateway-2026-http' | 'gateway-2026-stdio';
 const GATEWAY_PATHS: readonly GatewayPath[] = ['gateway-http', 'gateway-stdio', 'gateway-2026-http', 'gateway-2026-stdio'];
 
-function profilePathFromEnv(value: string | undefined): GatewayPath {
-  if (value === undefined || value === '') return 'gateway-http';
-  if (!(GATEWAY_PATHS as readonly string[]).includes(value)) throw new Error(`BENCH_PROFILE_PATH must be one of ${GATEWAY_PATHS.join(', ')} (got "${value}")`);
-  return value as GatewayPath;
+/** An environment variable that must name one of `choices`; unset or empty: the first. Anything else stops the bench. */
+export function envChoice<T extends string>(name: string, choices: readonly T[]): T {
+  const value = process.env[name];
+  if (value === undefined || value === '') return choices[0];
+  if (!(choices as readonly string[]).includes(value)) throw new Error(`${name} must be one of ${choices.join(', ')} (got "${value}")`);
+  return value as T;
 }
 
 export interface ProxyBenchOptions {
@@ -72,7 +74,7 @@ export const DEFAULTS: ProxyBenchOptions = {
   durationMs: 5000,
   profile: true,
   profileMs: 5000,
-  profilePath: profilePathFromEnv(process.env.BENCH_PROFILE_PATH),
+  profilePath: envChoice('BENCH_PROFILE_PATH', GATEWAY_PATHS),
   gatewayLogLevel: 'info',
   auditWriter: 'thread',
   policyRules: 1000,

@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { benchProxy, formatProxyReport, stopAll } from './proxy.js';
+import { benchProxy, envChoice, formatProxyReport, stopAll } from './proxy.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const env = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
@@ -55,12 +55,6 @@ async function capturingStdout<T>(f: () => Promise<T>): Promise<{ result: T; pri
   }
 }
 
-function auditWriterFromEnv(value: string | undefined): 'thread' | 'loop' {
-  if (value === undefined || value === '' || value === 'thread') return 'thread';
-  if (value === 'loop') return 'loop';
-  throw new Error(`BENCH_AUDIT_WRITER must be thread or loop (got "${value}")`);
-}
-
 async function main(): Promise<number> {
   const started = performance.now();
   const sections: Section[] = [];
@@ -72,7 +66,7 @@ async function main(): Promise<number> {
         durationMs: env('BENCH_DURATION_MS', 5000),
         profile: process.env.BENCH_PROFILE !== '0',
         gatewayLogLevel: process.env.BENCH_GATEWAY_LOG ?? 'info',
-        auditWriter: auditWriterFromEnv(process.env.BENCH_AUDIT_WRITER),
+        auditWriter: envChoice('BENCH_AUDIT_WRITER', ['thread', 'loop'] as const),
       });
       sections.push({ name: 'proxy', text: formatProxyReport(report) });
     } catch (e) {

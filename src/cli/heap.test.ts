@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
-import { HEAP_GROWING_PERCENT, tuneHeap } from './heap.js';
+import { growthTuned, HEAP_GROWING_PERCENT, tuneHeap } from './heap.js';
 
 test("serve's heap growth is left alone when the operator set one, on the command line or in NODE_OPTIONS", () => {
   assert.equal(tuneHeap(['--heap-growing-percent=20'], ''), undefined);
@@ -11,7 +11,7 @@ test("serve's heap growth is left alone when the operator set one, on the comman
   assert.equal(tuneHeap([], '', '13.6.233.17-node.37'), undefined, "Node 24's V8 bounds the heap by itself");
 });
 
-test('with the growth set, the old generation stays near 1.5 times what lives through a burst of promoted garbage', { skip: Number.parseInt(process.versions.v8, 10) >= 13 ? 'V8 13 (Node 24): serve leaves the growth to V8' : false }, () => {
+test('with the growth set, the old generation stays near 1.5 times what lives through a burst of promoted garbage', { skip: growthTuned() ? false : 'V8 13 (Node 24): serve leaves the growth to V8' }, () => {
   // A child process: V8 flags are per process. Every object lives through two scavenges (a list
   // of up to 100,000 is kept), so garbage reaches the old generation, as a gateway's calls do under load.
   const burst = `let keep = [], peak = 0; const v8 = require('node:v8');

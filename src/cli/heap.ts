@@ -21,8 +21,14 @@ export const HEAP_GROWING_PERCENT = 50;
  */
 export const SERVE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8'];
 
-/** V8 13 (Node 24) already keeps the old generation near this bound by itself, and the flag set at run time made its peaks erratic there (27-77 MB where the default stays at 31, measured): it is set only on older V8s. */
-const TUNED_BELOW_V8 = 13;
+/**
+ * Whether serve sets the growth on this V8. V8 13 (Node 24) already keeps the old generation near
+ * that bound by itself, and the flag set at run time made its peaks erratic there (27-77 MB where
+ * the default stays at 31, measured): only older V8s get it.
+ */
+export function growthTuned(v8Version = process.versions.v8): boolean {
+  return Number.parseInt(v8Version, 10) < 13;
+}
 
 /**
  * Sets V8's heap growth for this process, unless the operator chose one (in the node command
@@ -31,7 +37,7 @@ const TUNED_BELOW_V8 = 13;
 export function tuneHeap(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? '', v8Version = process.versions.v8): string | undefined {
   const given = (s: string) => /--heap[-_]growing[-_]percent\b/.test(s);
   if (execArgv.some(given) || given(nodeOptions)) return undefined;
-  if (Number.parseInt(v8Version, 10) >= TUNED_BELOW_V8) return undefined;
+  if (!growthTuned(v8Version)) return undefined;
   const flag = `--heap-growing-percent=${HEAP_GROWING_PERCENT}`;
   v8.setFlagsFromString(flag);
   return flag;

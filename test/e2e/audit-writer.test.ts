@@ -21,78 +21,63 @@ import { connectHttp, raw, startConfiguredGateway, tempDir, upstreams, waitFor }
 const text = (r: unknown) => ((r as CallToolResult).content as Array<{ text?: string }>).map((c) => c.text ?? '').join('\n');
 const received = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8') : '');
 
-/** A gateway on a SQLite store in a scratch folder, in front of the raw upstream, which records what it receives and reads the store. */
-async function start(writer?: 'loop') {
+/**
+ * A gateway on a SQLite store in a scratch folder, in front of the raw upstream, which records what
+ * it receives and reads the store; a client of it, and another connection to the store.
+ */
+async function start(writer: 'thread' | 'loop' = 'thread') {
   const scratch = tempDir('pcl-audit-writer-');
   const record = join(scratch.path, 'upstream-received.jsonl');
   const db = join(scratch.path, 'portcullis.db');
-  const gw = await startConfiguredGateway({ servers: { raw: upstreams.raw({ RECORD_FILE: record, AUDIT_DB: db }) }, auth: { anonymous: true }, store: { url: `sqlite:${db}` }, ...(writer && { audit: { writer } }) });
-  return { scratch, record, db, gw };
+  const gw = await startConfiguredGateway({ servers: { raw: upstreams.raw({ RECORD_FILE: record, AUDIT_DB: db }) }, auth: { anonymous: true }, store: { url: `sqlite:${db}` }, audit: { writer } });
+  const other = new Database(db);
+  const client = await connectHttp(gw.url('raw'));
+  const stop = async () => {
+    if (other.inTransaction) other.exec('ROLLBACK');
+    other.close();
+    await client.close().catch(() => undefined);
+    await gw.close();
+    scratch.remove();
+  };
+  return { record, db, gw, other, client, stop };
 }
 
-test('durable before forward: the upstream finds the call\'s decision record committed; while it cannot be committed, nothing is forwarded', { timeout: 60_000 }, async () => {
-  const { scratch, record, db, gw } = await start();
-  const other = new Database(db);
-  const client = await connectHttp(gw.url('raw'));
-  try {
-    assert.equal(gw.running.wiring.auditing.writer.constructor.name, 'ThreadWriter');
-    const first = JSON.parse(text(await client.callTool({ name: 'audited', arguments: { tag: 'first' } }))) as { recordedSeq: number | null };
-    assert.equal(typeof first.recordedSeq, 'number', 'the upstream found the decision committed when the call arrived');
+for (const writer of ['thread', 'loop'] as const) {
+  test(`durable before forward (audit.writer: ${writer}): the upstream finds the call's decision record committed; while it cannot be committed, nothing is forwarded`, { timeout: 60_000 }, async () => {
+    const { record, gw, other, client, stop } = await start(writer);
+    try {
+      const w = gw.running.wiring.auditing.writer;
+      assert.equal(w.constructor.name === 'ThreadWriter', writer === 'thread');
+      assert.equal(w.pipelined, writer === 'thread', 'only the thread pipelines batches');
+      const first = JSON.parse(text(await client.callTool({ name: 'audited', arguments: { tag: 'first' } }))) as { recordedSeq: number | null };
+      assert.equal(typeof first.recordedSeq, 'number', 'the upstream found the decision committed when the call arrived');
 
-    // Another connection holds the write lock: the record cannot be committed yet.
-    other.exec('BEGIN IMMEDIATE');
-    const held = client.callTool({ name: 'audited', arguments: { tag: 'held' } }, undefined, { timeout: 30_000 });
-    await waitFor('the decision record to wait for the store', () => gw.running.wiring.auditing.log.stats().pending > 0);
-    for (let i = 0; i < 4; i++) {
-      const t = performance.now();
-      assert.equal((await raw(gw.base, '/healthz', { method: 'GET' })).status, 200);
-      assert.ok(performance.now() - t < 500, 'the gateway answers while the record waits');
-      await new Promise((r) => setTimeout(r, 150));
+      // Another connection holds the write lock: the record cannot be committed yet.
+      other.exec('BEGIN IMMEDIATE');
+      const held = client.callTool({ name: 'audited', arguments: { tag: 'held' } }, undefined, { timeout: 30_000 });
+      await waitFor('the decision record to wait for the store', () => gw.running.wiring.auditing.log.stats().pending > 0);
+      for (let i = 0; i < 4; i++) {
+        const t = performance.now();
+        // The thread keeps the event loop free meanwhile; on the loop, the wait is the loop's own.
+        if (writer === 'thread') {
+          assert.equal((await raw(gw.base, '/healthz', { method: 'GET' })).status, 200);
+          assert.ok(performance.now() - t < 500, 'the gateway answers while the record waits');
+        }
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      assert.equal(received(record).includes('"held"'), false, 'forwarded before its record was committed');
+      other.exec('COMMIT');
+      const after = JSON.parse(text(await held)) as { recordedSeq: number | null };
+      assert.ok(after.recordedSeq! > first.recordedSeq!, 'committed before the upstream received it');
+      assert.equal(received(record).includes('"held"'), true);
+    } finally {
+      await stop();
     }
-    assert.equal(received(record).includes('"held"'), false, 'forwarded before its record was committed');
-    other.exec('COMMIT');
-    const after = JSON.parse(text(await held)) as { recordedSeq: number | null };
-    assert.ok(after.recordedSeq! > first.recordedSeq!, 'committed before the upstream received it');
-    assert.equal(received(record).includes('"held"'), true);
-  } finally {
-    if (other.inTransaction) other.exec('ROLLBACK');
-    other.close();
-    await client.close().catch(() => undefined);
-    await gw.close();
-    scratch.remove();
-  }
-});
-
-test('audit.writer: loop commits on the event loop, and durable before forward holds the same', { timeout: 60_000 }, async () => {
-  const { scratch, record, db, gw } = await start('loop');
-  const other = new Database(db);
-  const client = await connectHttp(gw.url('raw'));
-  try {
-    assert.equal(gw.running.wiring.auditing.writer.pipelined, false, 'no writer thread');
-    assert.notEqual(gw.running.wiring.auditing.writer.constructor.name, 'ThreadWriter');
-    const first = JSON.parse(text(await client.callTool({ name: 'audited', arguments: { tag: 'first' } }))) as { recordedSeq: number | null };
-    assert.equal(typeof first.recordedSeq, 'number', 'the upstream found the decision committed when the call arrived');
-    other.exec('BEGIN IMMEDIATE');
-    const held = client.callTool({ name: 'audited', arguments: { tag: 'held' } }, undefined, { timeout: 30_000 });
-    await waitFor('the decision record to wait for the store', () => gw.running.wiring.auditing.log.stats().pending > 0);
-    await new Promise((r) => setTimeout(r, 300));
-    assert.equal(received(record).includes('"held"'), false, 'forwarded before its record was committed');
-    other.exec('COMMIT');
-    const after = JSON.parse(text(await held)) as { recordedSeq: number | null };
-    assert.ok(after.recordedSeq! > first.recordedSeq!, 'committed before the upstream received it');
-  } finally {
-    if (other.inTransaction) other.exec('ROLLBACK');
-    other.close();
-    await client.close().catch(() => undefined);
-    await gw.close();
-    scratch.remove();
-  }
-});
+  });
+}
 
 test('the writer thread dies holding a call\'s record: the call is refused and never forwarded, /readyz fails; a new thread writes the next call and the chain verifies', { timeout: 60_000 }, async () => {
-  const { scratch, record, db, gw } = await start();
-  const other = new Database(db);
-  const client = await connectHttp(gw.url('raw'));
+  const { record, db, gw, other, client, stop } = await start();
   try {
     const auditing = gw.running.wiring.auditing;
     const writer = auditing.writer as ThreadWriter;
@@ -138,10 +123,6 @@ test('the writer thread dies holding a call\'s record: the call is refused and n
       await store.close();
     }
   } finally {
-    if (other.inTransaction) other.exec('ROLLBACK');
-    other.close();
-    await client.close().catch(() => undefined);
-    await gw.close();
-    scratch.remove();
+    await stop();
   }
 });
