@@ -25,8 +25,17 @@ const UPSTREAMS: Upstream[] = ['http', 'stdio'];
 /** Checks passing directly (all scenarios the revision runs, scored or not), pinned: a scenario that stops running shows. */
 const PASSING_DIRECTLY: Record<Revision, number> = { '2025-11-25': 84, '2026-07-28': 164 };
 
-/** The gateway refuses a rebinding Host itself, in its own words: only the status is compared. */
-const GATEWAY_OWN_ANSWERS = new Set(['dns-rebinding-protection/localhost-host-rebinding-rejected']);
+/**
+ * Only the status is compared: the gateway refuses a rebinding Host itself, in its own words; and
+ * a request answered before anything else came for it gets a JSON body instead of the fixture's
+ * SSE (src/fronts/http-channel.ts; whether it does depends on how soon the answer comes), which
+ * these checks accept either way ("each may return SSE or JSON").
+ */
+const STATUS_ONLY = new Set([
+  'dns-rebinding-protection/localhost-host-rebinding-rejected',
+  'dns-rebinding-protection/localhost-host-valid-accepted',
+  'server-sse-multiple-streams/server-accepts-multiple-post-streams',
+]);
 
 /**
  * SSE polling (SEP-1699, a pending scenario): the fixture closes its SSE stream mid-call; the
@@ -68,8 +77,15 @@ const GATEWAY_2026_BY_DESIGN: Record<string, string> = {
   ]),
 };
 
+/**
+ * 2025-11-25 through the gateway, by design: quick answers are JSON bodies (see STATUS_ONLY),
+ * which the suite scores INFO here ("SSE streaming is optional") where the fixture's SSE scores
+ * SUCCESS.
+ */
+const JSON_ANSWERS_2025 = { 'server-sse-multiple-streams/server-sse-streams-functional': 'by design: a quick answer is a JSON body; the suite: "SSE streaming is optional"' };
+
 const EXPECTED_FAILURES: Record<Revision, Record<Upstream, Record<string, string>>> = {
-  '2025-11-25': { http: SSE_POLLING_2025, stdio: SSE_POLLING_2025 },
+  '2025-11-25': { http: { ...SSE_POLLING_2025, ...JSON_ANSWERS_2025 }, stdio: { ...SSE_POLLING_2025, ...JSON_ANSWERS_2025 } },
   '2026-07-28': { http: GATEWAY_2026_BY_DESIGN, stdio: GATEWAY_2026_BY_DESIGN },
 };
 
@@ -157,7 +173,7 @@ describe(`MCP conformance suite ${CONFORMANCE_VERSION} (server scenarios), direc
             const run = await runConformance(gateways.get(upstream)!.url('conf'), join(workDir, `${revision}-gateway-${upstream}`), revision);
             report(`${revision} through the gateway (${upstream} upstream)`, run, scored);
 
-            const gap = passingOnlyDirectly(direct, run, GATEWAY_OWN_ANSWERS);
+            const gap = passingOnlyDirectly(direct, run, STATUS_ONLY);
             const expected = EXPECTED_FAILURES[revision][upstream];
             const unexpected = [...gap].filter(([key]) => !Object.hasOwn(expected, key));
             const stale = Object.keys(expected).filter((key) => !gap.has(key));

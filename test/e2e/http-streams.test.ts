@@ -227,32 +227,40 @@ describe('the GET stream', () => {
 });
 
 describe('request streams', () => {
-  test('a 2025-11-25 client gets a priming event (id, retry:) first; every message event has an id; the stream ends after the answer', async () => {
-    const s = await rawSession(gw, 'raw');
-    const res = await post(gw, 'raw', call(1, 'echo', { a: 1 }), s.headers);
-    assert.equal(res.headers['content-type'], 'text/event-stream');
-    assert.equal(res.headers['mcp-session-id'], s.sessionId);
-    const events = res.text.split('\n\n').filter(Boolean);
+  test('an answer that comes first, and soon, is one application/json body; otherwise a stream, which for 2025-11-25 opens with a priming event (id, retry:)', async () => {
+    const s = await rawSession(gw, 'everything');
+    const withProgress = (id: number) => ({ ...call(id, 'trigger-long-running-operation', {}), params: { name: 'trigger-long-running-operation', arguments: { duration: 0.1, steps: 2 }, _meta: { progressToken: `p${id}` } } });
+    // Progress comes before the answer: a stream.
+    const streamed = await post(gw, 'everything', withProgress(1), s.headers);
+    assert.equal(streamed.headers['content-type'], 'text/event-stream');
+    assert.equal(streamed.headers['mcp-session-id'], s.sessionId);
+    const events = streamed.text.split('\n\n').filter(Boolean);
     assert.match(events[0], /^id: [1-9]\d*\.\d+\nretry: 1000\ndata: $/, 'priming event, with the reconnection delay');
-    assert.match(events[1], /^event: message\nid: [1-9]\d*\.\d+\ndata: \{.*\}$/);
-    assert.equal(events.length, 2);
-    // An older revision gets no priming event (its clients would try to parse the empty data).
-    const old = await rawSession(gw, 'raw', '2025-03-26');
-    const oldRes = await post(gw, 'raw', call(1, 'echo', {}), old.headers);
-    assert.deepEqual(oldRes.text.split('\n\n').filter(Boolean).map((e) => e.split('\n')[0]), ['event: message']);
-    for (const h of [s.headers, old.headers]) await raw(gw.base, '/mcp/raw', { method: 'DELETE', headers: h });
+    for (const e of events.slice(1)) assert.match(e, /^event: message\nid: [1-9]\d*\.\d+\ndata: \{.*\}$/);
+    assert.equal(JSON.parse(events.at(-1)!.split('data: ')[1]).id, 1, 'the stream ends after the answer');
+    assert.equal(streamed.messages.filter((m) => m.method === 'notifications/progress').length, 2);
+    // Nothing before the answer: JSON, the same answer without the framing.
+    const quick = await post(gw, 'everything', call(2, 'echo', { message: 'hi' }), s.headers);
+    assert.equal(quick.headers['content-type'], 'application/json');
+    assert.equal(quick.headers['mcp-session-id'], s.sessionId);
+    assert.deepEqual(JSON.parse(quick.text), { jsonrpc: '2.0', id: 2, result: { content: [{ type: 'text', text: 'Echo: hi' }] } });
+    // An older revision's stream has no priming event (its clients would try to parse the empty data).
+    const old = await rawSession(gw, 'everything', '2025-03-26');
+    const oldRes = await post(gw, 'everything', withProgress(3), old.headers);
+    assert.deepEqual([...new Set(oldRes.text.split('\n\n').filter(Boolean).map((e) => e.split('\n')[0]))], ['event: message']);
+    for (const h of [s.headers, old.headers]) await raw(gw.base, '/mcp/everything', { method: 'DELETE', headers: h });
   });
 
-  test('the priming event leaves at once with a quick answer (one write) and on its own when the answer is slow', async () => {
+  test('a slow answer: the stream starts on its own (priming event) a quarter second in, well before the answer', async () => {
     const s = await rawSession(gw, 'raw');
-    const quick = await post(gw, 'raw', call(5, 'echo', {}), s.headers);
-    assert.match(quick.text, /^id: [1-9]\d*\.\d+\nretry: 1000\ndata: \n\nevent: message\n/, 'priming event, then the answer');
-    // A slow call (0.5 s; this server sends nothing else on the stream before the answer).
-    const body = JSON.stringify(call(4, 'slow', { ms: 500 }));
+    // A slow call (0.8 s; this server sends nothing else on the stream before the answer).
+    const body = JSON.stringify(call(4, 'slow', { ms: 800 }));
     const chunks: Array<{ at: number; text: string }> = [];
+    let type: string | undefined;
     const t0 = performance.now();
     await new Promise<void>((resolve, reject) => {
       const req = httpRequest(new URL(gw.url('raw')), { method: 'POST', headers: { ...s.headers, 'content-type': 'application/json', accept: 'application/json, text/event-stream' } }, (res) => {
+        type = res.headers['content-type'];
         res.setEncoding('utf8');
         res.on('data', (d: string) => chunks.push({ at: performance.now() - t0, text: d }));
         res.on('end', resolve);
@@ -261,11 +269,30 @@ describe('request streams', () => {
       req.on('error', reject);
       req.end(body);
     });
+    assert.equal(type, 'text/event-stream');
     const text = chunks.map((c) => c.text).join('');
     const primedAt = chunks.find((c) => c.text.includes('retry: 1000'))!.at;
     const answeredAt = chunks.find((c) => c.text.includes('"id":4'))!.at;
     assert.match(text, /^id: [1-9]\d*\.\d+\nretry: 1000\ndata: \n\n/, 'the priming event comes first');
     assert.ok(answeredAt - primedAt > 300, `priming at ${primedAt.toFixed(0)} ms, answer at ${answeredAt.toFixed(0)} ms: the client held an event id well before the answer`);
+    await raw(gw.base, '/mcp/raw', { method: 'DELETE', headers: s.headers });
+  });
+
+  test('a POST dropped before its stream started: a GET naming that stream gets its answer there, as a stream', async () => {
+    const s = await rawSession(gw, 'raw');
+    // initialize was stream 1; this call is stream 2, its priming event 2.2 (not sent yet).
+    const req = httpRequest(new URL(gw.url('raw')), { method: 'POST', headers: { ...s.headers, 'content-type': 'application/json', accept: 'application/json, text/event-stream' } });
+    req.on('error', () => {});
+    req.end(JSON.stringify(call(6, 'slow', { ms: 600, tag: 'dropped' })));
+    await new Promise((r) => setTimeout(r, 100));
+    req.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    const resumed = await openGet('raw', { ...s.headers, 'last-event-id': '2.2' });
+    await waitFor('the answer on the resumed stream', () => resumed.events.length > 0, 3_000);
+    await resumed.ended;
+    assert.equal(resumed.status, 200);
+    assert.equal(resumed.headers['content-type'], 'text/event-stream');
+    assert.deepEqual(resumed.events.map((e) => JSON.parse(e.data!)), [{ jsonrpc: '2.0', id: 6, result: { content: [{ type: 'text', text: 'slow done: dropped' }] } }]);
     await raw(gw.base, '/mcp/raw', { method: 'DELETE', headers: s.headers });
   });
 
@@ -285,20 +312,22 @@ describe('request streams', () => {
 
   test('SSE framing: line breaks (CR, LF, CRLF) and U+2028/2029 in a message stay inside one data line, and arrive unchanged', async () => {
     const message = 'a\nb\r\nc\rd\u2028e\u2029f\n\nevent: fake\ndata: {"jsonrpc":"2.0","id":1,"result":{}}\n\n';
-    const s = await rawSession(gw, 'everything');
-    const res = await post(gw, 'everything', call(3, 'echo', { message }), s.headers);
+    // A slow answer, so it goes on a stream.
+    const s = await rawSession(gw, 'raw');
+    const res = await post(gw, 'raw', call(3, 'slow', { ms: 400, tag: message }), s.headers);
+    assert.equal(res.headers['content-type'], 'text/event-stream');
     const events = res.text.split('\n\n').filter(Boolean);
     const answer = events.find((e) => e.includes('"id":3'))!;
     assert.equal(events.at(-1), answer, res.text);
     const lines = answer.split(/\r\n|\r|\n/);
     assert.deepEqual(lines.map((l) => l.split(':')[0]), ['event', 'id', 'data']);
-    assert.equal(JSON.parse(lines[2].slice('data: '.length)).result.content[0].text, `Echo: ${message}`);
-    await raw(gw.base, '/mcp/everything', { method: 'DELETE', headers: s.headers });
+    assert.equal(JSON.parse(lines[2].slice('data: '.length)).result.content[0].text, `slow done: ${message}`);
+    await raw(gw.base, '/mcp/raw', { method: 'DELETE', headers: s.headers });
     // And through the SDK client's SSE parser.
     const client = new Client(CLIENT_INFO);
-    await client.connect(new StreamableHTTPClientTransport(new URL(gw.url('everything'))));
+    await client.connect(new StreamableHTTPClientTransport(new URL(gw.url('raw'))));
     try {
-      assert.equal(text(await client.callTool({ name: 'echo', arguments: { message } })), `Echo: ${message}`);
+      assert.equal(text(await client.callTool({ name: 'slow', arguments: { ms: 400, tag: message } })), `slow done: ${message}`);
     } finally {
       await client.close();
     }

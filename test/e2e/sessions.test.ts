@@ -273,7 +273,9 @@ describe('a request id reused while the first is in flight', () => {
     const first = callTool(s, 'c1', 'slow', { ms: 600, tag: 'c1-first' });
     await waitFor('the first to reach the upstream', () => received().some(([, t]) => t === 'c1-first'));
     assert.equal((await post(gw, 'raw', { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'c1', reason: 'test' } }, s)).status, 202);
-    await first; // its stream closes without an answer
+    const cancelled = await first; // its stream closes without an answer (it had not started: an empty one)
+    assert.equal(cancelled.headers['content-type'], 'text/event-stream');
+    assert.deepEqual(cancelled.messages, []);
     const reused = await callTool(s, 'c1', 'slow', { ms: 1_000, tag: 'c1-second' });
     assertRefused(reused, 400, -32600, /request id "c1" is already in flight/, 'reused after cancel');
     assert.ok(!received().some(([, t]) => t === 'c1-second'));
