@@ -15,16 +15,21 @@ import v8 from 'node:v8';
 export const HEAP_GROWING_PERCENT = 50;
 
 /**
- * The node options the shipped launchers give the gateway: 8 MB semi-spaces (a 16 MB young
- * generation). At 4 MB the scavenges come twice as often and promote more: 15-25% more CPU per
- * call, measured; at 8 MB the CPU per call is within the noise of V8's 16 MB.
+ * The node options the shipped launchers give the gateway. 8 MB semi-spaces (a 16 MB young
+ * generation): at 4 MB the scavenges come twice as often and promote more, 15-25% more CPU per
+ * call, measured; at 8 MB the CPU per call is within the noise of V8's 16 MB. A 1 GiB old
+ * generation: besides a ceiling far above what the gateway keeps live (about 30 MB, more with
+ * calls held for approval), V8 sizes its growth by it, about 1.6 times the live heap at 1 GiB
+ * against 4 times at 2 GiB and more (V8's default limit is 4 GiB on this 24 GB machine); on Node 24,
+ * where the growth is not set at run time, it took 20-44 MB off the peaks at 32 clients for no
+ * measurable CPU (docs/bench.md).
  */
-export const SERVE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8'];
+export const SERVE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8', '--max-old-space-size=1024'];
 
 /**
- * Whether serve sets the growth on this V8. V8 13 (Node 24) already keeps the old generation near
- * that bound by itself, and the flag set at run time made its peaks erratic there (27-77 MB where
- * the default stays at 31, measured): only older V8s get it.
+ * Whether serve sets the growth at run time on this V8. On V8 13 (Node 24) the flag set at run
+ * time made the heap's peaks erratic (27-77 MB where the default stays at 31, measured), so there
+ * the old generation limit in SERVE_NODE_FLAGS bounds the growth instead: only older V8s get it.
  */
 export function growthTuned(v8Version = process.versions.v8): boolean {
   return Number.parseInt(v8Version, 10) < 13;
