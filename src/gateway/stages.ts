@@ -9,6 +9,7 @@ import type { Recorder } from '../audit/recorder.js';
 import { methodLabel, type Metrics } from '../observability/metrics.js';
 import type { Masker } from '../masking/mask.js';
 import { fitToSchema } from '../masking/output-schema.js';
+import { headerProblem, reportInvalidTool } from '../protocol/mcp-headers.js';
 import type { MaskTarget } from '../masking/select.js';
 import type { Session } from './session.js';
 import { classify, errorResponse, INTERNAL_ERROR, ShapeError, type Action, type Classified } from './classify.js';
@@ -160,8 +161,9 @@ const LIST_ITEMS = {
 
 /**
  * A caller sees only what some allow or approve rule could let it use, judged by the same policy
- * version that decided the list request. Items are removed, never rewritten; nextCursor stays, so
- * pagination keeps working (a page may come back shorter).
+ * version that decided the list request, and no tool whose x-mcp-header annotations are invalid.
+ * Items are removed, never rewritten; nextCursor stays, so pagination keeps working (a page may
+ * come back shorter).
  */
 const filterLists: Stage = (x, next) => (x.msg!.type === 'request' && x.msg!.action.kind === 'list' ? filterList(x, next) : next());
 
@@ -176,7 +178,12 @@ async function filterList(x: Exchange, next: () => Promise<Reply>): Promise<Repl
   const { server } = x.session;
   const shown = items.filter((item) => {
     const name = (item as Record<string, unknown> | null)?.[spec.key];
-    return typeof name === 'string' && x.policy!.visible(identity, server, spec.kind, name);
+    if (typeof name !== 'string' || !x.policy!.visible(identity, server, spec.kind, name)) return false;
+    if (spec.kind !== 'tool') return true;
+    // Whatever the upstream's transport: a tool a 2026 client could not call over HTTP is listed to no one (as the HTTP connector does).
+    const problem = headerProblem((item as { inputSchema?: unknown }).inputSchema);
+    if (problem !== undefined) reportInvalidTool(server, name, problem, (fields, message) => x.session.log.warn(fields, message));
+    return problem === undefined;
   });
   if (shown.length === items.length) return reply;
   return { ...reply, result: { ...reply.result, [spec.field]: shown } } as JSONRPCMessage;

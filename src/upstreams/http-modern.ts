@@ -4,7 +4,7 @@
 // session's messages to a 2026 server that way.
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
-import { modernRequestHeaders, paramHeaderFields, type ToolDefinition } from '../protocol/mcp-headers.js';
+import { modernRequestHeaders, paramHeaderFields, reportInvalidTool, type ToolDefinition } from '../protocol/mcp-headers.js';
 import { asksAgain, discoverProbe, gatewayEnvelope, MODERN_ERRORS } from './era.js';
 import { INVALID_PARAMS } from '../gateway/classify.js';
 import { forwardedHeaders } from './forwarded-headers.js';
@@ -14,8 +14,6 @@ import { ACCEPT_BOTH, configuredHeaders, errorBody, isAnswerTo, isObj, mediaType
 const PROBE_CONNECT_TIMEOUT_MS = 10_000;
 /** Bound on the tool definitions one connection keeps (and on the invalid ones reported per process). */
 const MAX_TOOLS = 10_000;
-/** Invalid tool definitions already reported, by upstream, tool and problem: once per process, not per session. */
-const reported = new Set<string>();
 
 /** What a modern exchange may be given besides its message. */
 export interface ModernOptions {
@@ -184,7 +182,7 @@ export class ModernHttpTransport implements Transport {
       if ('problem' in found) {
         this.tools.delete(t.name);
         if (this.invalid.size < MAX_TOOLS) this.invalid.set(t.name, found.problem);
-        this.report(t.name, found.problem);
+        reportInvalidTool(this.describe, t.name, found.problem, this.warn);
         continue;
       }
       this.invalid.delete(t.name);
@@ -192,13 +190,6 @@ export class ModernHttpTransport implements Transport {
       valid.push(t);
     }
     return valid.length === result.tools.length ? answer : ({ ...answer, result: { ...result, tools: valid } } as JSONRPCMessage);
-  }
-
-  private report(tool: string, problem: string): void {
-    const key = `${this.describe}\0${tool}\0${problem}`;
-    if (reported.has(key) || reported.size >= MAX_TOOLS) return;
-    reported.add(key);
-    this.warn({ tool, problem }, 'upstream tool left out of tools/list: its x-mcp-header annotations are invalid, so it cannot be called over 2026-07-28 HTTP');
   }
 
   /** The connection's own read of every page of the tool list (the gateway's envelope, no client's). */

@@ -23,7 +23,7 @@ import { pino } from 'pino';
 import { parse } from 'yaml';
 import { conformance22, CONFORMANCE_VERSION, describeChecks, runClientScenario, type ClientScenarioRun } from '../fixtures/conformance.js';
 import { DRIVER_MARK, INVALID_TOOLS, type DriverReport } from '../fixtures/conformance-client.js';
-import { connectHttp, MCP_HEADERS, raw, ROOT, startTestGateway } from './harness.js';
+import { connectHttp, MCP_HEADERS, raw, ROOT, startTestGateway, upstreams } from './harness.js';
 
 type ClientEra = '2026' | '2025';
 const CLIENTS: ClientEra[] = ['2026', '2025'];
@@ -195,5 +195,28 @@ test('tools with invalid x-mcp-header annotations: left out of tools/list for 20
   } finally {
     await gw.close();
     await upstream.close();
+  }
+});
+
+test("a stdio upstream's tool with invalid x-mcp-header annotations is left out of tools/list too, for 2025 and 2026 clients, and logged once", async () => {
+  const lines: Array<{ level: number; msg: string; tool?: string }> = [];
+  const sink = new Writable({ write: (chunk: Buffer, _e, done) => (lines.push(...chunk.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l))), done()) });
+  const gw = await startTestGateway({ raw: upstreams.raw() }, { log: pino({ level: 'warn' }, sink) });
+  try {
+    const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} };
+    const listed2026 = await raw(gw.base, '/mcp/raw', { headers: { ...MCP_HEADERS, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/list' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: meta } }) });
+    const names2026: string[] = listed2026.json.result.tools.map((t: { name: string }) => t.name);
+    assert.ok(names2026.includes('route') && !names2026.includes('bad-header'), names2026.join(', '));
+    const v1 = await connectHttp(gw.url('raw'));
+    try {
+      const names2025 = (await v1.listTools()).tools.map((t) => t.name);
+      assert.ok(names2025.includes('route') && !names2025.includes('bad-header'), names2025.join(', '));
+    } finally {
+      await v1.close();
+    }
+    const warned = lines.filter((l) => l.msg.startsWith('upstream tool left out of tools/list'));
+    assert.deepEqual(warned.map((l) => [l.tool, (l as { problem?: string }).problem]), [['bad-header', 'x-mcp-header on amount: the property must be a string, an integer or a boolean, not "number"']]);
+  } finally {
+    await gw.close();
   }
 });
