@@ -95,7 +95,7 @@ test('retention prunes old messages and payloads nothing references; audit recor
   now += 2 * 86_400_000;
   rec.record({ sessionId: 'new', direction: 'toClient', message: big('shared'), server: 'demo' });
   await rec.flush();
-  await store.appendAudit(() => ({ records: [{ seq: 1, ts: new Date(0).toISOString(), type: 'decision', actor: 'a', data: {}, prev: '0', hash: 'h' }], checkpoints: [] }));
+  await store.appendAudit(() => ({ records: [{ seq: 1, ts: new Date(0).toISOString(), type: 'decision', actor: 'a', data: {}, dataJson: '{}', prev: '0', hash: 'h' }], checkpoints: [] }));
   const removed = await rec.prune();
   assert.deepEqual(removed, { messages: 3, payloads: 1 });
   assert.equal((await store.readRecording('old')).length, 0);

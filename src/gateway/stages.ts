@@ -9,7 +9,7 @@ import type { Recorder } from '../audit/recorder.js';
 import { methodLabel, type Metrics } from '../observability/metrics.js';
 import type { Masker } from '../masking/mask.js';
 import { fitToSchema } from '../masking/output-schema.js';
-import { headerProblem, reportInvalidTool } from '../protocol/mcp-headers.js';
+import { headerProblem } from '../protocol/mcp-headers.js';
 import type { MaskTarget } from '../masking/select.js';
 import type { Session } from './session.js';
 import { classify, errorResponse, INTERNAL_ERROR, ShapeError, type Action, type Classified } from './classify.js';
@@ -182,11 +182,22 @@ async function filterList(x: Exchange, next: () => Promise<Reply>): Promise<Repl
     if (spec.kind !== 'tool') return true;
     // Whatever the upstream's transport: a tool a 2026 client could not call over HTTP is listed to no one (as the HTTP connector does).
     const problem = headerProblem((item as { inputSchema?: unknown }).inputSchema);
-    if (problem !== undefined) reportInvalidTool(server, name, problem, (fields, message) => x.session.log.warn(fields, message));
+    if (problem !== undefined) reportInvalidTool(x.session, name, problem);
     return problem === undefined;
   });
   if (shown.length === items.length) return reply;
   return { ...reply, result: { ...reply.result, [spec.field]: shown } } as JSONRPCMessage;
+}
+
+/** Invalid tool definitions already reported, by upstream, tool and problem: once per process, not per session or listing. */
+const reported = new Set<string>();
+const MAX_REPORTED = 10_000;
+
+function reportInvalidTool(session: Session, tool: string, problem: string): void {
+  const key = `${session.server}\0${tool}\0${problem}`;
+  if (reported.has(key) || reported.size >= MAX_REPORTED) return;
+  reported.add(key);
+  session.log.warn({ tool, problem }, 'upstream tool left out of tools/list: its x-mcp-header annotations are invalid, so a 2026-07-28 client could not call it over HTTP');
 }
 
 /** Server messages that carry data for the client (SPEC 4): masked under every mask of the server. */

@@ -134,18 +134,6 @@ export function headerProblem(inputSchema: unknown): string | undefined {
   return 'problem' in found ? found.problem : undefined;
 }
 
-/** Invalid tool definitions already reported, by upstream, tool and problem: once per process, not per session. */
-const reported = new Set<string>();
-const MAX_REPORTED = 10_000;
-
-/** Logs, once per process, that an upstream's tool is left out of tools/list for its invalid x-mcp-header annotations. */
-export function reportInvalidTool(upstream: string, tool: string, problem: string, warn: (fields: Record<string, unknown>, message: string) => void): void {
-  const key = `${upstream}\0${tool}\0${problem}`;
-  if (reported.has(key) || reported.size >= MAX_REPORTED) return;
-  reported.add(key);
-  warn({ tool, problem }, 'upstream tool left out of tools/list: its x-mcp-header annotations are invalid, so a 2026-07-28 client could not call it over HTTP');
-}
-
 function valueAt(args: unknown, path: readonly string[]): unknown {
   let v = args;
   for (const key of path) {

@@ -167,7 +167,7 @@ export class PostgresStore implements Store {
         await client.query(
           `INSERT INTO audit_records (seq, ts, type, actor, data, prev, hash)
            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])`,
-          [r.map((x) => x.seq), r.map((x) => x.ts), r.map((x) => x.type), r.map((x) => x.actor), r.map((x) => x.dataJson ?? JSON.stringify(x.data)), r.map((x) => x.prev), r.map((x) => x.hash)],
+          [r.map((x) => x.seq), r.map((x) => x.ts), r.map((x) => x.type), r.map((x) => x.actor), r.map((x) => x.dataJson), r.map((x) => x.prev), r.map((x) => x.hash)],
         );
       }
       for (const c of batch.checkpoints) await this.insertCheckpoint(client, c);

@@ -97,7 +97,7 @@ test('audit records are append-only through the store (triggers refuse UPDATE an
   const file = join(tempDir(t), 's.db');
   const store = SqliteStore.open(file);
   t.after(() => store.close());
-  await store.appendAudit(() => ({ records: [{ seq: 1, ts: 't', type: 'x', actor: 'a', data: {}, prev: '0', hash: 'h' }], checkpoints: [] }));
+  await store.appendAudit(() => ({ records: [{ seq: 1, ts: 't', type: 'x', actor: 'a', data: {}, dataJson: '{}', prev: '0', hash: 'h' }], checkpoints: [] }));
   const db = (store as unknown as { db: Database.Database }).db;
   assert.throws(() => db.prepare("UPDATE audit_records SET actor = 'b'").run(), /append-only/);
   assert.throws(() => db.prepare('DELETE FROM audit_records').run(), /append-only/);
@@ -106,7 +106,7 @@ test('audit records are append-only through the store (triggers refuse UPDATE an
 test('readAudit pages through long logs in seq order and filters by seq and time', async (t) => {
   const store = SqliteStore.open(join(tempDir(t), 's.db'));
   t.after(() => store.close());
-  const records = Array.from({ length: 2500 }, (_, i) => ({ seq: i + 1, ts: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(), type: 'x', actor: 'a', data: { i }, prev: 'p', hash: `h${i}` }));
+  const records = Array.from({ length: 2500 }, (_, i) => ({ seq: i + 1, ts: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(), type: 'x', actor: 'a', data: { i }, dataJson: JSON.stringify({ i }), prev: 'p', hash: `h${i}` }));
   await store.appendAudit(() => ({ records, checkpoints: [] }));
   const seqs: number[] = [];
   for await (const r of store.readAudit()) seqs.push(r.seq);

@@ -286,7 +286,7 @@ export class SqliteStore implements Store {
     // IMMEDIATE takes the write lock before reading the head: no other writer can slip in between.
     const run = this.db.transaction(() => {
       const batch = seal(head.get());
-      for (const r of batch.records) insertRecord.run(r.seq, r.ts, r.type, r.actor, r.dataJson ?? JSON.stringify(r.data), r.prev, r.hash);
+      for (const r of batch.records) insertRecord.run(r.seq, r.ts, r.type, r.actor, r.dataJson, r.prev, r.hash);
       for (const c of batch.checkpoints) insertCheckpoint.run(c.seq, c.hash, c.ts, c.signature, c.keyId);
       return batch;
     });

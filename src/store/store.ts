@@ -40,8 +40,8 @@ export interface ChainHead {
 
 /** What one append transaction stores: the records and any checkpoints they complete. */
 export interface SealedBatch {
-  /** dataJson, when given, is `data` as canonical JSON: what was hashed, stored as it is. */
-  records: Array<AuditRecord & { dataJson?: string }>;
+  /** dataJson is `data` as canonical JSON: what was hashed, stored as it is. */
+  records: Array<AuditRecord & { readonly dataJson: string }>;
   checkpoints: Checkpoint[];
 }
 

@@ -4,7 +4,7 @@
 // session's messages to a 2026 server that way.
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
-import { modernRequestHeaders, paramHeaderFields, reportInvalidTool, type ToolDefinition } from '../protocol/mcp-headers.js';
+import { headerProblem, modernRequestHeaders, type ToolDefinition } from '../protocol/mcp-headers.js';
 import { asksAgain, discoverProbe, gatewayEnvelope, MODERN_ERRORS } from './era.js';
 import { INVALID_PARAMS } from '../gateway/classify.js';
 import { forwardedHeaders } from './forwarded-headers.js';
@@ -12,7 +12,7 @@ import { ACCEPT_BOTH, configuredHeaders, errorBody, isAnswerTo, isObj, mediaType
 
 /** Set-up bound of the probe's connection. */
 const PROBE_CONNECT_TIMEOUT_MS = 10_000;
-/** Bound on the tool definitions one connection keeps (and on the invalid ones reported per process). */
+/** Bound on the tool definitions one connection keeps. */
 const MAX_TOOLS = 10_000;
 
 /** What a modern exchange may be given besides its message. */
@@ -108,8 +108,8 @@ export async function probeHttpEra(url: string | URL, headers: Record<string, st
  * answer and what came before it delivered as messages. The tools the upstream lists are kept so
  * that a tools/call carries the Mcp-Param headers their annotations define (a call for a tool this
  * connection has not seen listed reads the list first, once); a tool whose x-mcp-header annotations
- * are invalid is left out of every tools/list passed on and never called, as the spec has clients
- * do (2026-07-28, server/tools). notifications/cancelled closes the exchange it names (a 2026
+ * are invalid is never called, as the spec has clients do (2026-07-28, server/tools); the pipeline
+ * leaves it out of every tools/list it passes on, whatever the upstream (src/gateway/stages.ts). notifications/cancelled closes the exchange it names (a 2026
  * server's cancellation). An exchange that fails is answered with an error naming no address; why
  * goes to onerror (the gateway's log, scrubbed).
  */
@@ -119,7 +119,7 @@ export class ModernHttpTransport implements Transport {
   onclose?: () => void;
   private readonly inFlight = new Map<RequestId, AbortController>();
   private readonly tools = new Map<string, ToolDefinition>();
-  /** Tools listed with invalid x-mcp-header annotations, and why: dropped from lists, never called. */
+  /** Tools listed with invalid x-mcp-header annotations, and why: never called. */
   private readonly invalid = new Map<string, string>();
   /** The connection's own read of the tool list, made once when a call names a tool not seen listed. */
   private listed?: Promise<void>;
@@ -128,8 +128,6 @@ export class ModernHttpTransport implements Transport {
     private readonly connector: { sendModern(message: JSONRPCMessage, o?: ModernOptions): Promise<JSONRPCMessage | undefined>; close(): Promise<void> },
     /** How the error an exchange's caller gets names the upstream. */
     private readonly describe: string,
-    /** The gateway's log: an invalid tool definition is reported there once per upstream and tool. */
-    private readonly warn: (fields: Record<string, unknown>, message: string) => void = () => {},
   ) {}
 
   async start(): Promise<void> {}
@@ -157,7 +155,8 @@ export class ModernHttpTransport implements Transport {
       (answer) => {
         this.inFlight.delete(id);
         if (!answer) return;
-        this.onmessage?.(m.method === 'tools/list' ? this.learn(answer) : answer);
+        if (m.method === 'tools/list') this.learn(answer);
+        this.onmessage?.(answer);
       },
       (e: Error) => {
         this.inFlight.delete(id);
@@ -168,28 +167,21 @@ export class ModernHttpTransport implements Transport {
     );
   }
 
-  /** Keeps each listed tool's definition; returns the answer without the tools whose annotations are invalid. */
-  private learn(answer: JSONRPCMessage): JSONRPCMessage {
-    const result = (answer as { result?: { tools?: unknown } }).result;
-    if (!Array.isArray(result?.tools)) return answer;
-    const valid: unknown[] = [];
-    for (const t of result.tools as ToolDefinition[]) {
-      if (typeof t?.name !== 'string') {
-        valid.push(t);
-        continue;
-      }
-      const found = paramHeaderFields(t.inputSchema);
-      if ('problem' in found) {
+  /** Keeps each listed tool's definition, or why its annotations are invalid. */
+  private learn(answer: JSONRPCMessage): void {
+    const tools = (answer as { result?: { tools?: unknown } }).result?.tools;
+    if (!Array.isArray(tools)) return;
+    for (const t of tools as ToolDefinition[]) {
+      if (typeof t?.name !== 'string') continue;
+      const problem = headerProblem(t.inputSchema);
+      if (problem !== undefined) {
         this.tools.delete(t.name);
-        if (this.invalid.size < MAX_TOOLS) this.invalid.set(t.name, found.problem);
-        reportInvalidTool(this.describe, t.name, found.problem, this.warn);
-        continue;
+        if (this.invalid.size < MAX_TOOLS) this.invalid.set(t.name, problem);
+      } else {
+        this.invalid.delete(t.name);
+        if (this.tools.size < MAX_TOOLS) this.tools.set(t.name, t);
       }
-      this.invalid.delete(t.name);
-      if (this.tools.size < MAX_TOOLS) this.tools.set(t.name, t);
-      valid.push(t);
     }
-    return valid.length === result.tools.length ? answer : ({ ...answer, result: { ...result, tools: valid } } as JSONRPCMessage);
   }
 
   /** The connection's own read of every page of the tool list (the gateway's envelope, no client's). */
@@ -199,7 +191,8 @@ export class ModernHttpTransport implements Transport {
       for (let page = 0; page < 100; page++) {
         const request = { jsonrpc: '2.0', id: `portcullis-tools-${page}`, method: 'tools/list', params: { ...(cursor !== undefined && { cursor }), _meta: gatewayEnvelope() } } as JSONRPCMessage;
         const answer = await this.connector.sendModern(request);
-        const result = answer && (this.learn(answer) as { result?: { nextCursor?: unknown } }).result;
+        if (answer) this.learn(answer);
+        const result = (answer as { result?: { nextCursor?: unknown } } | undefined)?.result;
         if (typeof result?.nextCursor !== 'string') return;
         cursor = result.nextCursor;
       }

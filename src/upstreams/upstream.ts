@@ -173,7 +173,7 @@ export async function connectUpstream(name: string, server: ServerConfig, log: L
     const verdict = await httpVerdict(name, server, slog, where, scrub, known);
     // A 2026 server gets each request on its own, no session. A 2025 session there first tries
     // the server's own 2025 side (a dual-era server serves it natively), the twin otherwise.
-    const modern = verdict?.era === 'modern' ? new TransportUpstream(new ModernHttpTransport(new StreamableHttpUpstreamTransport(url, { headers }), `upstream "${name}"`, (fields, message) => slog.warn(fields, message)), name, where, slog, scrub) : undefined;
+    const modern = verdict?.era === 'modern' ? new TransportUpstream(new ModernHttpTransport(new StreamableHttpUpstreamTransport(url, { headers }), `upstream "${name}"`), name, where, slog, scrub) : undefined;
     upstream = modern && opts.stateless ? modern : new TransportUpstream(transport, name, where, slog, scrub, ended);
     upstream.verdict = verdict;
     if (modern && upstream !== modern) {
