@@ -7,7 +7,8 @@
 // end); the GET stream carries what belongs to no request. A request answered before anything
 // else came for it, within ANSWER_WAIT_MS, gets that answer as one application/json body
 // instead: the transport allows either, and a JSON body spares the client an SSE parser (about a
-// third of the SDK client's CPU per call, measured). Every event has an id
+// third of the SDK client's CPU per call, measured). A client whose Accept header ranks the
+// event stream first gets its stream at once, whatever comes. Every event has an id
 // `<stream>.<n>` (n counts the session's events), and the last events are kept, so a client that
 // lost a connection comes back with GET and Last-Event-ID and gets what followed on that stream.
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
@@ -51,6 +52,8 @@ interface RequestStream {
   /** Nothing written yet: the priming event is still to come ('' when there is none), and no headers. */
   unsent?: string;
   timer?: NodeJS.Timeout;
+  /** The client ranks text/event-stream above application/json: its answer comes as SSE even when it comes first. */
+  readonly sse: boolean;
 }
 
 interface KeptEvent {
@@ -96,7 +99,7 @@ export class HttpChannel implements ClientChannel {
     if (stream) {
       if (response) this.requests.delete(id!);
       const res = stream.res;
-      if (response && stream.unsent !== undefined) {
+      if (response && stream.unsent !== undefined && !stream.sse) {
         // The answer came first: one JSON body (there is no stream to resume; a client gone meanwhile loses nothing it could have had).
         clearTimeout(stream.timer);
         stream.unsent = undefined;
@@ -169,7 +172,7 @@ export class HttpChannel implements ClientChannel {
     }
     // Never two streams for one id: answers are routed by id. The session admits ids uniquely, so this is a bug if reached.
     if (this.requests.has(m.id)) throw new HttpRefusal(400, INVALID_REQUEST, `request id ${JSON.stringify(m.id)} is already in flight in this session`, {}, m.id);
-    const stream: RequestStream = { key: this.nextStream++, res };
+    const stream: RequestStream = { key: this.nextStream++, res, sse: prefersEventStream(req.headers.accept) };
     this.requests.set(m.id, stream);
     this.follow(res, () => {
       if (stream.res !== res) return;
@@ -178,13 +181,18 @@ export class HttpChannel implements ClientChannel {
     });
     const version = m.method === 'initialize' ? m.params?.protocolVersion : req.headers['mcp-protocol-version'];
     stream.unsent = typeof version === 'string' && version >= PRIMING_SINCE ? `id: ${stream.key}.${++this.events}\nretry: ${RETRY_MS}\ndata: \n\n` : '';
-    stream.timer = setTimeout(() => {
-      const first = this.startStream(stream);
-      if (!stream.res) return;
-      if (first) write(stream.res, first);
-      else stream.res.flushHeaders();
-    }, ANSWER_WAIT_MS);
+    // A client that asked for SSE first gets its stream (and an event id to resume with) at once.
+    if (stream.sse) this.begin(stream);
+    else stream.timer = setTimeout(() => this.begin(stream), ANSWER_WAIT_MS);
     this.onmessage?.(body, identity);
+  }
+
+  /** Sends a request stream's headers and priming event now. */
+  private begin(stream: RequestStream): void {
+    const first = this.startStream(stream);
+    if (!stream.res) return;
+    if (first) write(stream.res, first);
+    else stream.res.flushHeaders();
   }
 
   /** The request's response becomes an SSE stream (its headers, kept alive from now); returns what goes first in its next write, the priming event. */
@@ -279,6 +287,35 @@ export class HttpChannel implements ClientChannel {
     while (this.waiting.length > 1 && (this.waiting.length > WAITING_MESSAGES || this.waitingBytes > WAITING_BYTES)) this.waitingBytes -= this.waiting.shift()!.length;
   }
 }
+
+/**
+ * Whether an Accept header ranks text/event-stream above application/json: by q-value, then by
+ * order. RFC 9110 gives order no weight, but a client that lists the event stream first (the
+ * conformance suite does; the SDK lists JSON first) asks for it, and gets it.
+ */
+export function prefersEventStream(accept: string | undefined): boolean {
+  if (accept === undefined || accept === SDK_ACCEPT) return false;
+  // q-values have at most three decimals: a thousandth of a thousandth, given to the first listed, only breaks ties.
+  let sse = -1;
+  let json = -1;
+  for (const range of accept.split(',')) {
+    const [type, ...params] = range.split(';');
+    const name = type!.trim().toLowerCase();
+    const isSse = name === 'text/event-stream';
+    if ((isSse ? sse : name === 'application/json' ? json : 0) !== -1) continue;
+    let q = 1;
+    for (const p of params) {
+      const m = /^\s*q\s*=\s*([01](?:\.\d{0,3})?)\s*$/i.exec(p);
+      if (m) q = Number(m[1]);
+    }
+    const first = sse === -1 && json === -1 ? 1e-6 : 0;
+    if (isSse) sse = q + first;
+    else json = q + first;
+  }
+  return sse > json;
+}
+/** What the SDK clients send: the common case, answered without parsing. */
+const SDK_ACCEPT = 'application/json, text/event-stream';
 
 function write(res: ServerResponse, chunk: string): void {
   if (res.writableEnded) return;

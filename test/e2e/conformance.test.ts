@@ -28,13 +28,12 @@ const PASSING_DIRECTLY: Record<Revision, number> = { '2025-11-25': 84, '2026-07-
 /**
  * Only the status is compared: the gateway refuses a rebinding Host itself, in its own words; and
  * a request answered before anything else came for it gets a JSON body instead of the fixture's
- * SSE (src/fronts/http-channel.ts; whether it does depends on how soon the answer comes), which
- * these checks accept either way ("each may return SSE or JSON").
+ * SSE (src/fronts/http-channel.ts; clients that rank text/event-stream first still get SSE),
+ * which this check accepts either way.
  */
 const STATUS_ONLY = new Set([
   'dns-rebinding-protection/localhost-host-rebinding-rejected',
   'dns-rebinding-protection/localhost-host-valid-accepted',
-  'server-sse-multiple-streams/server-accepts-multiple-post-streams',
 ]);
 
 /**
@@ -77,15 +76,8 @@ const GATEWAY_2026_BY_DESIGN: Record<string, string> = {
   ]),
 };
 
-/**
- * 2025-11-25 through the gateway, by design: quick answers are JSON bodies (see STATUS_ONLY),
- * which the suite scores INFO here ("SSE streaming is optional") where the fixture's SSE scores
- * SUCCESS.
- */
-const JSON_ANSWERS_2025 = { 'server-sse-multiple-streams/server-sse-streams-functional': 'by design: a quick answer is a JSON body; the suite: "SSE streaming is optional"' };
-
 const EXPECTED_FAILURES: Record<Revision, Record<Upstream, Record<string, string>>> = {
-  '2025-11-25': { http: { ...SSE_POLLING_2025, ...JSON_ANSWERS_2025 }, stdio: { ...SSE_POLLING_2025, ...JSON_ANSWERS_2025 } },
+  '2025-11-25': { http: SSE_POLLING_2025, stdio: SSE_POLLING_2025 },
   '2026-07-28': { http: GATEWAY_2026_BY_DESIGN, stdio: GATEWAY_2026_BY_DESIGN },
 };
 

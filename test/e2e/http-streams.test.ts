@@ -251,6 +251,24 @@ describe('request streams', () => {
     for (const h of [s.headers, old.headers]) await raw(gw.base, '/mcp/everything', { method: 'DELETE', headers: h });
   });
 
+  test('a client that ranks text/event-stream first (by order or q-value) gets a stream at once, even for an answer that comes first', async () => {
+    const s = await rawSession(gw, 'everything');
+    const cases: Array<[string, string]> = [
+      ['text/event-stream, application/json', 'text/event-stream'],
+      ['application/json;q=0.5, text/event-stream', 'text/event-stream'],
+      ['application/json, text/event-stream', 'application/json'],
+      ['text/event-stream;q=0.9, application/json', 'application/json'],
+    ];
+    let id = 10;
+    for (const [accept, type] of cases) {
+      const res = await post(gw, 'everything', call(++id, 'echo', { message: 'hi' }), { ...s.headers, accept });
+      assert.equal(res.headers['content-type'], type, accept);
+      assert.deepEqual(res.messages.filter((m) => 'id' in m), [{ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: 'Echo: hi' }] } }], accept);
+      if (type === 'text/event-stream') assert.match(res.text, /^id: [1-9]\d*\.\d+\nretry: 1000\ndata: \n\n/, 'opened by its priming event');
+    }
+    await raw(gw.base, '/mcp/everything', { method: 'DELETE', headers: s.headers });
+  });
+
   test('a slow answer: the stream starts on its own (priming event) a quarter second in, well before the answer', async () => {
     const s = await rawSession(gw, 'raw');
     // A slow call (0.8 s; this server sends nothing else on the stream before the answer).
