@@ -128,6 +128,39 @@ test('a failing store never throws into the caller; writes are retried, then dro
   assert.match(rec2.lastError()!.message, /disk on fire/);
 });
 
+test('the queue is bounded in bytes too (the oldest go first), and a write takes at most batchBytes', async (t) => {
+  const { store } = open(t);
+  const big = (i: number) => ({ jsonrpc: '2.0', id: i, result: { text: String(i).padEnd(100_000, '.') } });
+  const batches: number[][] = [];
+  let stalled = true;
+  const observed: Store = Object.create(store) as Store;
+  observed.appendRecordings = async (rows, payloads) => {
+    if (stalled) throw new Error('store stalled');
+    batches.push(rows.map((r) => r.seq));
+    return store.appendRecordings(rows, payloads);
+  };
+  // A stalled store: 30 messages of 100 kB do not pile up past 1 MB.
+  const rec = new Recorder(observed, { pruneInterval: 0, flushInterval: 60_000, maxQueueBytes: 1_000_000, batchBytes: 350_000 });
+  for (let i = 0; i < 30; i++) rec.record({ sessionId: 's', direction: 'toClient', message: big(i), server: 'demo' });
+  assert.ok(rec.stats().pendingBytes <= 1_000_000, `${rec.stats().pendingBytes} bytes held`);
+  assert.equal(rec.stats().pending, 9);
+  assert.equal(rec.stats().dropped, 21);
+  // The store is back: what is held is written, the newest, in batches of at most three (350 kB).
+  stalled = false;
+  await rec.close();
+  const stored = await store.readRecording('s');
+  assert.deepEqual(stored.map((m) => Number(m.messageId)), Array.from({ length: 9 }, (_, i) => 21 + i));
+  assert.ok(batches.length >= 3 && batches.every((b) => b.length >= 1 && b.length <= 3), JSON.stringify(batches));
+  assert.equal(rec.stats().pendingBytes, 0);
+
+  // One message larger than a batch still goes, alone.
+  const rec2 = new Recorder(observed, { pruneInterval: 0, batchBytes: 10 });
+  batches.length = 0;
+  for (let i = 0; i < 2; i++) rec2.record({ sessionId: 'u', direction: 'toClient', message: big(i), server: 'demo' });
+  await rec2.close();
+  assert.deepEqual(batches.map((b) => b.length), [1, 1]);
+});
+
 test('portcullis replay prints every message in order; --json prints the raw messages', async (t) => {
   const { store, file } = open(t);
   const rec = new Recorder(store, { pruneInterval: 0, maxMessageBytes: 300 });

@@ -3,8 +3,9 @@
 // Off the critical path: record() only serialises the message (a snapshot: the caller may
 // reuse the object) and queues it; a timer writes queued messages in one transaction per
 // flush. Recordings are best effort where the audit log is not: when the store fails, batches
-// are retried a few times and the queue is bounded (oldest dropped, counted), so a slow or
-// broken store never holds up or exhausts the gateway. Decisions are in the audit log, which
+// are retried a few times and the queue is bounded in messages and in bytes (oldest dropped,
+// counted), so a slow or broken store never holds up or exhausts the gateway. A write takes at
+// most batchBytes of messages, so what crosses to the writer thread at once is bounded too. Decisions are in the audit log, which
 // does fail closed.
 //
 // Storage: a message larger than maxMessageBytes is cut to that many bytes and marked with its
@@ -53,6 +54,10 @@ export interface RecorderOptions {
   batchSize?: number;
   /** Most messages held in memory while the store is slow or failing; default 20000. */
   maxQueue?: number;
+  /** Most bytes of messages held in memory (the oldest go first); default 64 MiB. */
+  maxQueueBytes?: number;
+  /** Most bytes of messages in one write (at least one message); default 4 MiB. */
+  batchBytes?: number;
   /** Bodies at least this large are stored content-addressed; default 1024. */
   inlineBytes?: number;
   clock?: () => number;
@@ -71,6 +76,7 @@ export interface RecorderStats {
   dropped: number;
   failedWrites: number;
   pending: number;
+  pendingBytes: number;
   /** recording.seal records appended, and those whose append failed. */
   seals: number;
   failedSeals: number;
@@ -80,6 +86,8 @@ interface Queued {
   row: RecordingRow;
   payload?: Payload;
   attempts: number;
+  /** Its message's bytes (UTF-8 JSON, after truncation). */
+  bytes: number;
 }
 
 /** One session's recording as this process wrote it. */
@@ -103,6 +111,7 @@ const MAX_ATTEMPTS = 3;
 
 export class Recorder {
   private queue: Queued[] = [];
+  private queuedBytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
   private writing: Promise<void> | undefined;
@@ -126,6 +135,8 @@ export class Recorder {
       flushInterval: options.flushInterval ?? 50,
       batchSize: options.batchSize ?? 500,
       maxQueue: options.maxQueue ?? 20_000,
+      maxQueueBytes: options.maxQueueBytes ?? 64 * 1024 * 1024,
+      batchBytes: options.batchBytes ?? 4 * 1024 * 1024,
       inlineBytes: options.inlineBytes ?? 1024,
       clock: options.clock ?? Date.now,
       sealInterval: options.sealInterval ?? 30_000,
@@ -155,15 +166,16 @@ export class Recorder {
     } catch (e) {
       text = JSON.stringify({ unrecordable: (e as Error).message });
     }
-    const bytes = Buffer.byteLength(text, 'utf8');
+    let bytes = Buffer.byteLength(text, 'utf8');
     let truncatedFrom: number | null = null;
     if (bytes > this.o.maxMessageBytes) {
       text = utf8Prefix(text, this.o.maxMessageBytes);
       truncatedFrom = bytes;
+      bytes = Buffer.byteLength(text, 'utf8');
       this.counters.truncated++;
     }
     const msg = (input.message ?? {}) as { method?: unknown; id?: unknown };
-    const inline = Buffer.byteLength(text, 'utf8') < this.o.inlineBytes;
+    const inline = bytes < this.o.inlineBytes;
     const payloadHash = inline ? null : createHash('sha256').update(text, 'utf8').digest('hex');
     const row: RecordingRow = {
       sessionId: input.sessionId,
@@ -183,7 +195,7 @@ export class Recorder {
     };
     if (!chain) this.chains.set(input.sessionId, (chain = { stored: 0, head: GENESIS_PREV, lastTs: 0, sealed: 0, pending: 0, ending: false, final: false, sealing: Promise.resolve() }));
     chain.pending++;
-    this.enqueue({ row, payload: payloadHash ? { hash: payloadHash, body: text } : undefined, attempts: 0 });
+    this.enqueue({ row, payload: payloadHash ? { hash: payloadHash, body: text } : undefined, attempts: 0, bytes });
     this.counters.recorded++;
   }
 
@@ -202,7 +214,8 @@ export class Recorder {
   async flush(): Promise<void> {
     // Bounded: under constant load the queue never empties; what was queued at the call is
     // written (or has used up its attempts) after this many rounds.
-    let rounds = Math.ceil(this.queue.length / this.o.batchSize) * MAX_ATTEMPTS + MAX_ATTEMPTS + 1;
+    // (A batch stops short of batchBytes only when the next message would pass it: two batches carry more.)
+    let rounds = (Math.ceil(this.queue.length / this.o.batchSize) + 2 * Math.ceil(this.queuedBytes / this.o.batchBytes)) * MAX_ATTEMPTS + MAX_ATTEMPTS + 1;
     while ((this.writing || this.queue.length) && rounds-- > 0) {
       if (this.writing) await this.writing;
       else await this.write();
@@ -221,7 +234,7 @@ export class Recorder {
   }
 
   stats(): RecorderStats {
-    return { ...this.counters, pending: this.queue.length };
+    return { ...this.counters, pending: this.queue.length, pendingBytes: this.queuedBytes };
   }
 
   lastError(): Error | undefined {
@@ -242,7 +255,9 @@ export class Recorder {
     for (const chain of this.chains.values()) chain.ending = true;
     await this.flush();
     // What flush could not write (the store kept failing) is lost: the final seals cover what was stored.
-    for (const q of this.queue.splice(0)) this.counters.dropped++;
+    this.counters.dropped += this.queue.length;
+    this.queue = [];
+    this.queuedBytes = 0;
     for (const [id, chain] of this.chains) {
       chain.pending = 0;
       this.settle(id, chain);
@@ -298,9 +313,34 @@ export class Recorder {
 
   private enqueue(q: Queued): void {
     this.queue.push(q);
-    if (this.queue.length > this.o.maxQueue) this.dropped(this.queue.shift()!);
-    if (this.queue.length >= this.o.batchSize) this.scheduleNow();
+    this.queuedBytes += q.bytes;
+    this.trim();
+    if (this.full()) this.scheduleNow();
     else this.scheduleLater();
+  }
+
+  /** Drops the oldest messages while the queue holds too many, or too many bytes (the newest always stays). */
+  private trim(): void {
+    while (this.queue.length > this.o.maxQueue || (this.queuedBytes > this.o.maxQueueBytes && this.queue.length > 1)) {
+      const q = this.queue.shift()!;
+      this.queuedBytes -= q.bytes;
+      this.dropped(q);
+    }
+  }
+
+  /** Enough is queued for a write now rather than at the timer. */
+  private full(): boolean {
+    return this.queue.length >= this.o.batchSize || this.queuedBytes >= this.o.batchBytes;
+  }
+
+  /** The next batch: up to four batchSize messages and batchBytes bytes, at least one message. */
+  private take(): Queued[] {
+    const most = Math.max(this.o.batchSize, 1) * 4;
+    let n = 0;
+    let bytes = 0;
+    while (n < this.queue.length && n < most && (n === 0 || bytes + this.queue[n]!.bytes <= this.o.batchBytes)) bytes += this.queue[n++]!.bytes;
+    this.queuedBytes -= bytes;
+    return this.queue.splice(0, n);
   }
 
   private scheduleLater(): void {
@@ -322,7 +362,7 @@ export class Recorder {
   private write(): Promise<void> {
     if (this.writing) return this.writing;
     if (!this.queue.length) return Promise.resolve();
-    const batch = this.queue.splice(0, Math.max(this.o.batchSize, 1) * 4);
+    const batch = this.take();
     const payloads = new Map<string, Payload>();
     for (const q of batch) if (q.payload) payloads.set(q.payload.hash, q.payload);
     // Links continue from what is stored; they take effect only if this batch commits.
@@ -361,12 +401,13 @@ export class Recorder {
         const retry = batch.filter((q) => ++q.attempts < MAX_ATTEMPTS);
         for (const q of batch) if (q.attempts >= MAX_ATTEMPTS) this.dropped(q);
         this.queue.unshift(...retry);
-        while (this.queue.length > this.o.maxQueue) this.dropped(this.queue.shift()!);
+        for (const q of retry) this.queuedBytes += q.bytes;
+        this.trim();
       } finally {
         this.writing = undefined;
         if (this.queue.length && !this.closed) {
           if (this.error) this.scheduleLater();
-          else if (this.queue.length >= this.o.batchSize) this.scheduleNow();
+          else if (this.full()) this.scheduleNow();
           else this.scheduleLater();
         }
       }
