@@ -5,8 +5,8 @@
 // flush. Recordings are best effort where the audit log is not: when the store fails, batches
 // are retried a few times and the queue is bounded in messages and in bytes (oldest dropped,
 // counted), so a slow or broken store never holds up or exhausts the gateway. A write takes at
-// most batchBytes of messages, so what crosses to the writer thread at once is bounded too. Decisions are in the audit log, which
-// does fail closed.
+// most batchBytes of messages, so what crosses to the writer thread at once is bounded too.
+// Decisions are in the audit log, which does fail closed.
 //
 // Storage: a message larger than maxMessageBytes is cut to that many bytes and marked with its
 // original size. Bodies of at least `inlineBytes` are stored once per distinct content
