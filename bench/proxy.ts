@@ -128,6 +128,8 @@ export interface ConcurrentFigures {
   hwmMb: number;
   /** The bench process's own CPU (the load generator), µs per call: shows contention on small machines. */
   loadGenCpuUsPerCall: number;
+  /** CPU of the process's descendants (a stdio path's upstream children), µs per call; undefined when it has none. */
+  childrenCpuUsPerCall?: number;
   setupMs: number;
   /** performance.now() at the start and end of the timed phase (to cut a profile to it). */
   window: [number, number];
@@ -290,6 +292,38 @@ export function cpuMicros(pid: number, thread?: number): number {
   const stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK;
+}
+
+/** utime + stime (µs) of every descendant of `pid` now, by pid. */
+export function descendantsCpu(pid: number): Map<number, number> {
+  const procs = new Map<number, { ppid: number; cpu: number }>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      procs.set(Number(d), { ppid: Number(f[1]), cpu: ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const out = new Map<number, number>();
+  for (const [p, { cpu }] of procs) {
+    for (let q = procs.get(p)?.ppid; q !== undefined && q > 1; q = procs.get(q)?.ppid) {
+      if (q === pid) {
+        out.set(p, cpu);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+/** CPU the descendants spent between two descendantsCpu readings (those started meanwhile: all of theirs). */
+function childrenCpuSince(before: Map<number, number>, after: Map<number, number>): number {
+  let sum = 0;
+  for (const [p, cpu] of after) sum += cpu - (before.get(p) ?? 0);
+  return sum;
 }
 
 export function memoryMb(pid: number): { rss: number; hwm: number } {
@@ -735,6 +769,7 @@ async function concurrent(t: PathTarget, apiKey: string, expect: Expect, o: Prox
     const sampler = setInterval(() => (peakRss = Math.max(peakRss, memoryMb(t.pid).rss)), 50);
     const cpu0 = cpuMicros(t.pid);
     const loop0 = cpuMicros(t.pid, t.pid);
+    const children0 = descendantsCpu(t.pid);
     const me0 = process.cpuUsage();
     const t0 = performance.now();
     const deadline = t0 + durationMs;
@@ -754,6 +789,7 @@ async function concurrent(t: PathTarget, apiKey: string, expect: Expect, o: Prox
     const cpu = cpuMicros(t.pid) - cpu0;
     const loop = cpuMicros(t.pid, t.pid) - loop0;
     const me = process.cpuUsage(me0);
+    const children1 = descendantsCpu(t.pid);
     clearInterval(sampler);
     const mem = memoryMb(t.pid);
     peakRss = Math.max(peakRss, mem.rss);
@@ -768,6 +804,7 @@ async function concurrent(t: PathTarget, apiKey: string, expect: Expect, o: Prox
       peakRssMb: peakRss,
       hwmMb: mem.hwm,
       loadGenCpuUsPerCall: (me.user + me.system) / calls,
+      childrenCpuUsPerCall: children1.size ? childrenCpuSince(children0, children1) / calls : undefined,
       setupMs,
       window: [t0, t1],
     };
@@ -1168,12 +1205,12 @@ export function formatProxyReport(r: ProxyReport): string {
   }
   out.push('');
   out.push(`-- ${r.options.clients} concurrent clients, ${(r.options.durationMs / 1000).toFixed(0)} s per path (2025: one session each; 2026: no session) --`);
-  const W2 = [20, 9, 8, 7, 10, 14, 10, 10, 14, 16];
-  out.push(pad(['path', 'calls/s', 'calls', 'errors', 'CPU/call', 'loop CPU/call', 'peak RSS', 'VmHWM', 'process', 'loadgen CPU/call'], W2));
+  const W2 = [20, 9, 8, 7, 10, 14, 10, 10, 14, 18, 16];
+  out.push(pad(['path', 'calls/s', 'calls', 'errors', 'CPU/call', 'loop CPU/call', 'peak RSS', 'VmHWM', 'process', 'children CPU/call', 'loadgen CPU/call'], W2));
   const role = (p: PathName) => (p.startsWith('direct') ? 'echo upstream' : p === 'relay-stdio' ? 'mcp-proxy' : p === 'supergateway-stdio' ? 'supergateway' : 'gateway');
   for (const p of P) {
     const f = c[p]!;
-    out.push(pad([p, f.rps.toFixed(0), String(f.calls), String(f.errors), `${f.cpuUsPerCall.toFixed(0)} µs`, `${f.loopCpuUsPerCall.toFixed(0)} µs`, `${f.peakRssMb.toFixed(1)} MB`, `${f.hwmMb.toFixed(1)} MB`, role(p), `${f.loadGenCpuUsPerCall.toFixed(0)} µs`], W2));
+    out.push(pad([p, f.rps.toFixed(0), String(f.calls), String(f.errors), `${f.cpuUsPerCall.toFixed(0)} µs`, `${f.loopCpuUsPerCall.toFixed(0)} µs`, `${f.peakRssMb.toFixed(1)} MB`, `${f.hwmMb.toFixed(1)} MB`, role(p), f.childrenCpuUsPerCall === undefined ? '-' : `${f.childrenCpuUsPerCall.toFixed(0)} µs`, `${f.loadGenCpuUsPerCall.toFixed(0)} µs`], W2));
   }
   const relays = (['relay-stdio', 'supergateway-stdio'] as const).filter((p) => c[p]);
   const eras: Array<{ title: string; direct: PathName; http: PathName; stdio: PathName }> = [
@@ -1194,6 +1231,9 @@ export function formatProxyReport(r: ProxyReport): string {
     const best = Math.max(...relays.map((p) => c[p]!.rps));
     const vs = relays.map((p) => `${p} ${c[p]!.rps.toFixed(0)} (×${(cs.rps / c[p]!.rps).toFixed(2)})`).join(', ');
     out.push(`throughput, ${r.options.clients} clients, stdio upstream: ${e.stdio} ${cs.rps.toFixed(0)} calls/s vs ${vs}  [≥ the relays: ${verdict(cs.rps >= best * TARGETS.relayRatio)}]; ${e.http} / ${e.direct}: ${(ch.rps / c[e.direct]!.rps).toFixed(2)}`);
+    // On a small machine the upstream processes share the cores: their CPU per call is part of what the throughput says.
+    const children = [e.stdio, ...relays].filter((p) => c[p]!.childrenCpuUsPerCall !== undefined).map((p) => `${p} ${c[p]!.childrenCpuUsPerCall!.toFixed(0)} µs`);
+    if (children.length) out.push(`  the stdio upstream processes' CPU per call (the proxy's children): ${children.join(', ')}`);
     out.push(`gateway peak VmRSS, ${r.options.clients} clients: http ${ch.peakRssMb.toFixed(1)} MB, stdio ${cs.peakRssMb.toFixed(1)} MB  [< ${TARGETS.memoryMb} MB: ${verdict(rss < TARGETS.memoryMb)}]; VmHWM since start ${Math.max(ch.hwmMb, cs.hwmMb).toFixed(1)} MB (this era's own gateway process)`);
   }
   if (r.smallPolicy) {
