@@ -3,6 +3,7 @@
 // through AdminError; the server turns both into JSON and an audit record.
 import type { KeyObject } from 'node:crypto';
 import { z } from 'zod';
+import { recordedText } from '../audit/chain.js';
 import { listSessions, parseCursor, queryAudit } from '../audit/query.js';
 import { describeReport, verifyStore } from '../audit/verify.js';
 import { PortcullisError } from '../errors.js';
@@ -99,7 +100,7 @@ function verdictRoute(verdict: 'approve' | 'deny'): Route {
         const now = await ctx.store.getApproval(id);
         throw new AdminError(409, 'conflict', `approval ${id} is ${now?.status ?? 'gone'}: it cannot be decided again`);
       }
-      await ctx.audit.append(`approval.${status}`, by, { approvalId: id, by, reason: reason ?? null, rule: a.rule, sessionId: a.sessionId, requestId: a.requestId, requester: a.requester.sub, ...(grantUntil && { grantUntil }) });
+      await ctx.audit.append(`approval.${status}`, by, { approvalId: id, by, reason: reason ?? null, rule: a.rule, sessionId: a.sessionId, requestId: recordedText(a.requestId), requester: a.requester.sub, ...(grantUntil && { grantUntil }) });
       await ctx.approvals.settled(id);
       return { body: { approval: approvalView(settled) }, audit: { approvalId: id, status } };
     },

@@ -8,7 +8,7 @@ import { PortcullisError } from '../errors.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { GENESIS_PREV, type Store } from '../store/store.js';
 import { canonicalize } from './canonical.js';
-import { AuditLog, canonicalRecord, decisionAuditData, digestArgs, hashRecord } from './chain.js';
+import { AuditLog, canonicalRecord, decisionAuditData, digestArgs, hashRecord, RECORDED_TEXT_MAX } from './chain.js';
 import { checkpointSignatureValid, loadSigningKey } from './keys.js';
 import { openAuditing } from './open.js';
 import { ThreadWriter } from './writer-thread.js';
@@ -229,6 +229,26 @@ test('decisionAuditData carries the documented fields and a digest of the argume
     tool: 'query',
     argsDigest: data.argsDigest,
   });
+});
+
+test('client-chosen texts longer than RECORDED_TEXT_MAX are recorded by digest, size and prefix, never whole', () => {
+  const decide = (tool: string, requestId: string | number, method = 'tools/call') =>
+    decisionAuditData({ identity: { sub: 'mallory', groups: [], claims: {}, via: 'api-key' }, server: 'db', method, tool, args: {}, time: new Date() }, { effect: 'deny', rule: '(default)', bundleVersion: 'v1' }, { sessionId: 's', requestId });
+  const sha = (t: string) => createHash('sha256').update(t, 'utf8').digest('hex');
+  const atLimit = 'x'.repeat(RECORDED_TEXT_MAX);
+  assert.equal(decide(atLimit, 1).tool, atLimit, 'up to the limit: as it is');
+  // A 4 MB name (a whole request body) and id: a record of about a kilobyte.
+  const huge = 'é'.repeat(2 * 1024 * 1024);
+  const id = 'i'.repeat(RECORDED_TEXT_MAX + 1);
+  const data = decide(huge, id, huge);
+  assert.deepEqual(data.tool, { sha256: sha(huge), bytes: 4 * 1024 * 1024, prefix: 'é'.repeat(128) });
+  assert.deepEqual(data.method, data.tool);
+  assert.deepEqual(data.requestId, { sha256: sha(id), bytes: id.length, prefix: 'i'.repeat(128) });
+  assert.ok(canonicalize(data).length < 1200, `${canonicalize(data).length} characters`);
+  // Never half a surrogate pair in the prefix.
+  const astral = 'a'.repeat(127) + '😀'.repeat(600);
+  assert.equal((decide(astral, 1).tool as { prefix: string }).prefix, 'a'.repeat(127));
+  assert.equal((decide('😀'.repeat(600), 1).tool as { prefix: string }).prefix, '😀'.repeat(64));
 });
 
 test('stats: pending appends and the age of the oldest show a stalled store before any append fails', async (t) => {

@@ -51,7 +51,7 @@ export interface DecisionAuditData {
   decisionId?: string;
   sessionId?: string;
   /** The JSON-RPC id of the request. */
-  requestId?: string | number;
+  requestId?: RecordedText | number;
   effect: Decision['effect'];
   rule: string;
   message?: string;
@@ -59,12 +59,12 @@ export interface DecisionAuditData {
   /** keyId: which API key, when the identity is one (two keys may share a sub). */
   identity: { sub: string; keyId?: string; groups: string[] };
   server: string;
-  method: string;
+  method: RecordedText;
   /** "server" for a request the upstream sent to the client (sampling, elicitation, roots); absent for the client's requests. */
   from?: 'server';
-  tool?: string;
-  resource?: string;
-  prompt?: string;
+  tool?: RecordedText;
+  resource?: RecordedText;
+  prompt?: RecordedText;
   /** SHA-256 hex of the canonical JSON of the arguments (see digestArgs). */
   argsDigest?: string;
 }
@@ -86,16 +86,34 @@ export function decisionAuditData(
     from: input.from === 'server' ? 'server' : undefined,
     identity: label.keyId === undefined ? { groups: [...input.identity.groups], sub: label.sub } : { groups: [...input.identity.groups], keyId: label.keyId, sub: label.sub },
     message: decision.message,
-    method: input.method,
-    prompt: input.prompt,
-    requestId: extra.requestId,
-    resource: input.resource,
+    method: recordedText(input.method),
+    prompt: recordedText(input.prompt),
+    requestId: recordedText(extra.requestId),
+    resource: recordedText(input.resource),
     rule: decision.rule,
     server: input.server,
     sessionId: extra.sessionId,
-    tool: input.tool,
+    tool: recordedText(input.tool),
   };
   return data; // undefined members are dropped by canonicalisation
+}
+
+/** Longest client-chosen text (a name, a URI, a method, a request id) that records and log lines carry as it is. */
+export const RECORDED_TEXT_MAX = 1024;
+
+/** A client-chosen text as records and log lines carry it: itself, or when longer than RECORDED_TEXT_MAX, what identifies it. */
+export type RecordedText = string | { sha256: string; bytes: number; prefix: string };
+
+/**
+ * Within RECORDED_TEXT_MAX characters: the text. Longer: its SHA-256 (of its UTF-8, hex), its
+ * size in bytes and its first 128 characters, as an object, which no name can be taken for. So a
+ * client cannot make every record and log line of its requests as large as a request body (a
+ * refused request is recorded too); the upstream still gets the whole name.
+ */
+export function recordedText<T>(value: T): T | RecordedText {
+  if (typeof value !== 'string' || value.length <= RECORDED_TEXT_MAX) return value;
+  const cut = /[\ud800-\udbff]/.test(value[127]!) ? 127 : 128; // never half a surrogate pair
+  return { sha256: sha256Hex(value), bytes: Buffer.byteLength(value, 'utf8'), prefix: value.slice(0, cut) };
 }
 
 export function sha256Hex(text: string): string {

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { identityKey } from '../auth/identity.js';
-import { digestArgs } from '../audit/chain.js';
+import { digestArgs, recordedText } from '../audit/chain.js';
 import type { Decision, DecisionInput } from '../policy/decision.js';
 import type { ApprovalRecord, ApprovalStore } from '../store/store.js';
 import { errorResponse, FORBIDDEN_BY_POLICY, INTERNAL_ERROR, type Classified } from './classify.js';
@@ -87,7 +87,7 @@ export class ApprovalDesk {
       const grant = await this.o.store.findGrant({ requesterKey, server: input.server, method: input.method, target, argsDigest }).catch(() => undefined);
       if (grant && grant.rule === decision.rule) {
         try {
-          await this.o.audit.append('approval.granted', input.identity.sub, { approvalId: grant.id, decisionId, sessionId: session.id, requestId: m.id, rule: decision.rule, argsDigest, grantUntil: grant.grantUntil });
+          await this.o.audit.append('approval.granted', input.identity.sub, { approvalId: grant.id, decisionId, sessionId: session.id, requestId: recordedText(m.id), rule: decision.rule, argsDigest, grantUntil: grant.grantUntil });
         } catch {
           return { kind: 'answered', reply: errorResponse(m.id, INTERNAL_ERROR, 'Audit log unavailable: the request was not forwarded (PCL_AUDIT_WRITE_FAILED)') };
         }
@@ -123,12 +123,12 @@ export class ApprovalDesk {
         approvalId: approval.id,
         decisionId,
         sessionId: session.id,
-        requestId: m.id,
+        requestId: recordedText(m.id),
         server: input.server,
-        method: input.method,
-        tool: input.tool,
-        resource: input.resource,
-        prompt: input.prompt,
+        method: recordedText(input.method),
+        tool: recordedText(input.tool),
+        resource: recordedText(input.resource),
+        prompt: recordedText(input.prompt),
         rule: decision.rule,
         argsDigest,
         expiresAt: approval.expiresAt,
@@ -187,7 +187,7 @@ export class ApprovalDesk {
   async #end(id: string, status: 'expired' | 'cancelled', why: string): Promise<ApprovalRecord | undefined> {
     const ended = await this.o.store.settleApproval(id, { status, decidedBy: `gateway:${why}` }).catch(() => undefined);
     if (ended) {
-      await this.o.audit.append(`approval.${status}`, 'system', { approvalId: id, sessionId: ended.sessionId, requestId: ended.requestId, reason: why }).catch((e) => this.o.log.error({ err: (e as Error).message }, `could not record an approval ${status}`));
+      await this.o.audit.append(`approval.${status}`, 'system', { approvalId: id, sessionId: ended.sessionId, requestId: recordedText(ended.requestId), reason: why }).catch((e) => this.o.log.error({ err: (e as Error).message }, `could not record an approval ${status}`));
       return ended;
     }
     return this.o.store.getApproval(id).catch(() => undefined);

@@ -5,7 +5,7 @@ import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.
 import { randomUUID } from 'node:crypto';
 import type { Identity } from '../auth/identity.js';
 import type { CompiledBundle, Kind } from '../policy/compile.js';
-import { decisionAuditData, digestArgs, type AuditType } from '../audit/chain.js';
+import { decisionAuditData, digestArgs, recordedText, type AuditType } from '../audit/chain.js';
 import type { ApprovalDesk } from './approvals.js';
 import { decide, visible } from '../policy/decide.js';
 import type { Masker } from '../masking/mask.js';
@@ -163,7 +163,7 @@ export function decideStage(points: PolicyPoint, audit: AuditSink, desk?: Approv
     const again = now.version === decision.bundleVersion ? decision : now.decide({ ...input, time: new Date() });
     const releaseId = randomUUID();
     try {
-      await audit.append('approval.released', x.identity.sub, { approvalId: approval.id, decisionId, releaseId, sessionId: session.id, requestId: m.id, bundleVersion: now.version, effect: again.effect, rule: again.rule, ...(approval.status === 'approved' && approval.decidedBy && { approvedBy: approval.decidedBy }) });
+      await audit.append('approval.released', x.identity.sub, { approvalId: approval.id, decisionId, releaseId, sessionId: session.id, requestId: recordedText(m.id), bundleVersion: now.version, effect: again.effect, rule: again.rule, ...(approval.status === 'approved' && approval.decidedBy && { approvedBy: approval.decidedBy }) });
     } catch (e) {
       session.log.error({ err: (e as Error).message, decisionId }, 'audit write failed; approved request not forwarded');
       return auditOutage(m.id, decisionId, 'the request was not forwarded');

@@ -5,6 +5,7 @@
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
+import { recordedText } from '../audit/chain.js';
 import type { Recorder } from '../audit/recorder.js';
 import { methodLabel, type Metrics } from '../observability/metrics.js';
 import type { Masker } from '../masking/mask.js';
@@ -73,11 +74,11 @@ function observed(log: Logger, metrics: Metrics): Stage {
       x.session.log.info(
         {
           dir: x.direction,
-          method: m.method,
-          id: m.id,
-          ...(a.kind === 'tool' && { tool: a.tool }),
-          ...(a.kind === 'resource' && { resource: a.resource }),
-          ...(a.kind === 'prompt' && { prompt: a.prompt }),
+          method: recordedText(m.method),
+          id: recordedText(m.id),
+          ...(a.kind === 'tool' && { tool: recordedText(a.tool) }),
+          ...(a.kind === 'resource' && { resource: recordedText(a.resource) }),
+          ...(a.kind === 'prompt' && { prompt: recordedText(a.prompt) }),
           ...(x.decision && { effect: x.decision.effect, rule: x.decision.rule, decisionId: x.decisionId }),
           ...(reply && 'error' in reply && { error: reply.error.code }),
           ms: Math.round((performance.now() - x.startedAt) * 1000) / 1000,

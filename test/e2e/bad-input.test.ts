@@ -3,10 +3,12 @@
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { pino } from 'pino';
 import { connectHttp, MCP_HEADERS, post, raw, rawSession, startTestGateway, tempDir, upstreams, type TestGateway } from './harness.js';
 
 const text = (r: unknown) => ((r as CallToolResult).content as Array<{ text?: string }>).map((c) => c.text ?? '').join('\n');
@@ -220,6 +222,33 @@ describe('slow clients', () => {
       const c = await connectHttp(g.url('raw'));
       assert.equal(text(await c.callTool({ name: 'echo', arguments: {} })), '{}');
       await c.close();
+    } finally {
+      await g.close();
+    }
+  });
+});
+
+describe('names and ids as large as a request body', () => {
+  test('the upstream gets them whole; the decision record and the request log line carry a digest, the size and a prefix', async () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const g = await startTestGateway({ raw: upstreams.raw({ RECORD_FILE: RECORD }) }, { limits: { maxBodyBytes: 256 * 1024 }, log });
+    try {
+      const s = await rawSession(g, 'raw');
+      const name = `t${'🦀'.repeat(50_000)}`;
+      const id = `id-${'x'.repeat(20_000)}`;
+      const res = await post(g, 'raw', { jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: {} } }, s.headers);
+      assert.equal(res.json.id, id, 'the answer carries the id as sent');
+      // What was decided is what the upstream received: the whole name and id.
+      const got = received().map((l) => JSON.parse(l) as { id?: unknown; params?: { name?: string } }).find((m) => m.id === id);
+      assert.equal(got?.params?.name, name);
+      const sha = (t: string) => createHash('sha256').update(t, 'utf8').digest('hex');
+      const record = g.audit.find((r) => r.type === 'decision' && (r.data.requestId as { sha256?: string })?.sha256 === sha(id));
+      assert.ok(record, 'the decision record names the request by its id digest');
+      assert.deepEqual(record.data.tool, { sha256: sha(name), bytes: Buffer.byteLength(name), prefix: `t${'🦀'.repeat(63)}` });
+      assert.ok(JSON.stringify(record.data).length < 2_000, `${JSON.stringify(record.data).length} characters in the record`);
+      const line = lines.find((l) => l.includes(sha(name)));
+      assert.ok(line && line.length < 2_000 && !line.includes('🦀'.repeat(64)), `the request log line: ${line?.length} characters`);
     } finally {
       await g.close();
     }
