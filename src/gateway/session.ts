@@ -4,6 +4,7 @@
 // that dies ends the session with a clear error instead of leaving requests hanging.
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
+import { recordedText } from '../audit/chain.js';
 import { identityKey, identityLabel, type Identity } from '../auth/identity.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import { classify, errorResponse, INVALID_REQUEST, ShapeError, UPSTREAM_ERROR } from './classify.js';
@@ -174,7 +175,7 @@ export class Session {
       admission = held && !held.delivered ? held : held ? undefined : this.admit(id);
       if (!admission) {
         // Refused before classify and decide: nothing decided, nothing forwarded, the first request's answer untouched.
-        this.log.warn({ id }, 'request id already in flight; refused');
+        this.log.warn({ id: recordedText(id) }, 'request id already in flight; refused');
         await this.channel.send(duplicateId(id)).catch(() => undefined);
         return;
       }

@@ -145,7 +145,7 @@ function classifyStage(fromClient: boolean): Stage {
       x.msg = classify(x.raw, fromClient);
     } catch (e) {
       if (!(e instanceof ShapeError)) return Promise.reject(e);
-      x.session.log.warn({ err: e.message }, 'malformed message refused');
+      x.session.log.warn({ err: recordedText(e.message) }, 'malformed message refused');
       // A malformed request from the upstream is answered to the upstream (see answerUpstream).
       return Promise.resolve(e.id === null ? undefined : errorResponse(e.id, e.code, e.message));
     }
