@@ -102,7 +102,7 @@ export function decisionAuditData(
 export const RECORDED_TEXT_MAX = 1024;
 
 /** A client-chosen text as records and log lines carry it: itself, or when longer than RECORDED_TEXT_MAX, what identifies it. */
-export type RecordedText = string | { sha256: string; bytes: number; prefix: string };
+export type RecordedText = string | { bytes: number; prefix: string; sha256: string };
 
 /**
  * Within RECORDED_TEXT_MAX characters: the text. Longer: its SHA-256 (of its UTF-8, hex), its
@@ -113,7 +113,7 @@ export type RecordedText = string | { sha256: string; bytes: number; prefix: str
 export function recordedText<T>(value: T): T | RecordedText {
   if (typeof value !== 'string' || value.length <= RECORDED_TEXT_MAX) return value;
   const cut = /[\ud800-\udbff]/.test(value[127]!) ? 127 : 128; // never half a surrogate pair
-  return { sha256: sha256Hex(value), bytes: Buffer.byteLength(value, 'utf8'), prefix: value.slice(0, cut) };
+  return { bytes: Buffer.byteLength(value, 'utf8'), prefix: value.slice(0, cut), sha256: sha256Hex(value) }; // canonical order
 }
 
 export function sha256Hex(text: string): string {
