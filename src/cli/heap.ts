@@ -10,6 +10,7 @@
 // starts, and lets it grow to 16 MB per semi-space (32 MB resident, also after start-up, where a
 // 1,000-rule policy's YAML parse grows it). The launchers this package ships (the Dockerfile's
 // ENTRYPOINT, the systemd unit) start node with SERVE_NODE_FLAGS; deploy.test.ts holds them to it.
+// Started bare, serve re-executes itself with them where Node can (withServeFlags).
 import v8 from 'node:v8';
 
 export const HEAP_GROWING_PERCENT = 50;
@@ -25,6 +26,26 @@ export const HEAP_GROWING_PERCENT = 50;
  * measurable CPU (docs/bench.md).
  */
 export const SERVE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8', '--max-old-space-size=1024'];
+
+/** The SERVE_NODE_FLAGS this process was not started with (on its command line or in NODE_OPTIONS, `-` or `_` alike). */
+export function missingServeFlags(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): string[] {
+  const name = (flag: string) => flag.split('=')[0]!.replaceAll('_', '-');
+  const given = new Set([...execArgv, ...nodeOptions.split(/\s+/)].map(name));
+  return SERVE_NODE_FLAGS.filter((f) => !given.has(name(f)));
+}
+
+/**
+ * A `portcullis serve` started without SERVE_NODE_FLAGS (bare, `npm start`) becomes the same
+ * command with them, where Node can replace a process's image (process.execve, Node 22.15 and
+ * later): the same process, pid and environment, so a supervisor or a terminal sees nothing but
+ * a gateway with its memory bounded. A flag the operator gave is kept as given. On Node 20 it
+ * returns, and the gateway runs with V8's defaults (docs/operations.md, "Memory").
+ */
+export function withServeFlags(execve: ((file: string, args: string[], env: NodeJS.ProcessEnv) => never) | undefined = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve): void {
+  const missing = missingServeFlags();
+  if (!missing.length || typeof execve !== 'function') return;
+  execve.call(process, process.execPath, [process.execPath, ...missing, ...process.execArgv, ...process.argv.slice(1)], process.env);
+}
 
 /**
  * Whether serve sets the growth at run time on this V8. On V8 13 (Node 24) the flag set at run

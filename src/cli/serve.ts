@@ -3,7 +3,7 @@ import { loadConfig } from '../config/load.js';
 import { accessWarnings } from '../config/warnings.js';
 import { serveFromConfig } from '../gateway/start.js';
 import { createLogger, LOG_FORMATS, type LogFormat } from '../observability/log.js';
-import { tuneHeap } from './heap.js';
+import { tuneHeap, withServeFlags } from './heap.js';
 import { stopOnSignals } from './signals.js';
 
 export function register(program: Command): void {
@@ -13,6 +13,7 @@ export function register(program: Command): void {
     .option('-c, --config <file>', 'configuration file', 'portcullis.yaml')
     .addOption(new Option('--log-format <format>', 'log lines as JSON, or pretty for people (default: pretty in a terminal, else JSON)').choices(LOG_FORMATS))
     .action(async (opts: { config: string; logFormat?: LogFormat }) => {
+      withServeFlags(); // first: where it applies, this process is replaced
       tuneHeap(); // before the policy compiles: its garbage sets the first limits
       const loaded = loadConfig(opts.config);
       // Before anything starts: a signal during startup stops the gateway as soon as it runs.
