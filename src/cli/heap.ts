@@ -43,7 +43,7 @@ export function missingServeFlags(execArgv: readonly string[] = process.execArgv
  */
 export function withServeFlags(execve: ((file: string, args: string[], env: NodeJS.ProcessEnv) => never) | undefined = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve): void {
   const missing = missingServeFlags();
-  if (!missing.length || typeof execve !== 'function') return;
+  if (!missing.length || typeof execve !== 'function' || process.argv[1] === undefined) return;
   execve.call(process, process.execPath, [process.execPath, ...missing, ...process.execArgv, ...process.argv.slice(1)], process.env);
 }
 
