@@ -102,7 +102,8 @@ describe('approvals', () => {
     const call = client.callTool({ name: 'echo', arguments: { amount: 5000, note: 'refund #17' } }, undefined, { onprogress: (p) => progress.push(String(p.message)), timeout: 60_000 });
     const approval = await approvalFor(5000);
     assert.equal(approval.requester.sub, 'agent');
-    assert.match((await raw(gw.base, '/metrics', { method: 'GET' })).text, /^portcullis_approvals_pending 1$/m);
+    // The listing shows the stored approval; the held count follows once its audit record is committed.
+    await waitFor('the held call in /metrics', async () => /^portcullis_approvals_pending 1$/m.test((await raw(gw.base, '/metrics', { method: 'GET' })).text));
     await waitFor('the progress note', () => progress.some((m) => m.includes(approval.id) && /waiting for approval/.test(m)));
     // Other calls of the same session go on while one is held.
     assert.equal(text(await client.callTool({ name: 'echo', arguments: { amount: 7 } })), JSON.stringify({ amount: 7 }));
