@@ -287,11 +287,16 @@ const CLK_TCK = (() => {
   }
 })();
 
+/** A /proc stat file's parent pid and utime + stime (µs). */
+function procStat(path: string): { ppid: number; cpu: number } {
+  const stat = readFileSync(path, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { ppid: Number(fields[1]), cpu: ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK };
+}
+
 /** utime + stime of one process (all its threads), in microseconds; with `thread`, of that thread only. */
 export function cpuMicros(pid: number, thread?: number): number {
-  const stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK;
+  return procStat(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`).cpu;
 }
 
 /** utime + stime (µs) of every descendant of `pid` now, by pid. */
@@ -300,9 +305,7 @@ export function descendantsCpu(pid: number): Map<number, number> {
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      procs.set(Number(d), { ppid: Number(f[1]), cpu: ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK });
+      procs.set(Number(d), procStat(`/proc/${d}/stat`));
     } catch {
       // gone meanwhile
     }

@@ -112,7 +112,8 @@ export type RecordedText = string | { bytes: number; prefix: string; sha256: str
  */
 export function recordedText<T>(value: T): T | RecordedText {
   if (typeof value !== 'string' || value.length <= RECORDED_TEXT_MAX) return value;
-  const cut = /[\ud800-\udbff]/.test(value[127]!) ? 127 : 128; // never half a surrogate pair
+  const high = value.charCodeAt(127);
+  const cut = high >= 0xd800 && high <= 0xdbff ? 127 : 128; // never half a surrogate pair
   return { bytes: Buffer.byteLength(value, 'utf8'), prefix: value.slice(0, cut), sha256: sha256Hex(value) }; // canonical order
 }
 

@@ -52,8 +52,6 @@ interface RequestStream {
   /** Nothing written yet: the priming event is still to come ('' when there is none), and no headers. */
   unsent?: string;
   timer?: NodeJS.Timeout;
-  /** The client ranks text/event-stream above application/json: its answer comes as SSE even when it comes first. */
-  readonly sse: boolean;
 }
 
 interface KeptEvent {
@@ -99,7 +97,7 @@ export class HttpChannel implements ClientChannel {
     if (stream) {
       if (response) this.requests.delete(id!);
       const res = stream.res;
-      if (response && stream.unsent !== undefined && !stream.sse) {
+      if (response && stream.unsent !== undefined) {
         // The answer came first: one JSON body (there is no stream to resume; a client gone meanwhile loses nothing it could have had).
         clearTimeout(stream.timer);
         stream.unsent = undefined;
@@ -172,7 +170,7 @@ export class HttpChannel implements ClientChannel {
     }
     // Never two streams for one id: answers are routed by id. The session admits ids uniquely, so this is a bug if reached.
     if (this.requests.has(m.id)) throw new HttpRefusal(400, INVALID_REQUEST, `request id ${JSON.stringify(m.id)} is already in flight in this session`, {}, m.id);
-    const stream: RequestStream = { key: this.nextStream++, res, sse: prefersEventStream(req.headers.accept) };
+    const stream: RequestStream = { key: this.nextStream++, res };
     this.requests.set(m.id, stream);
     this.follow(res, () => {
       if (stream.res !== res) return;
@@ -182,7 +180,7 @@ export class HttpChannel implements ClientChannel {
     const version = m.method === 'initialize' ? m.params?.protocolVersion : req.headers['mcp-protocol-version'];
     stream.unsent = typeof version === 'string' && version >= PRIMING_SINCE ? `id: ${stream.key}.${++this.events}\nretry: ${RETRY_MS}\ndata: \n\n` : '';
     // A client that asked for SSE first gets its stream (and an event id to resume with) at once.
-    if (stream.sse) this.begin(stream);
+    if (prefersEventStream(req.headers.accept)) this.begin(stream);
     else stream.timer = setTimeout(() => this.begin(stream), ANSWER_WAIT_MS);
     this.onmessage?.(body, identity);
   }
@@ -295,24 +293,22 @@ export class HttpChannel implements ClientChannel {
  */
 export function prefersEventStream(accept: string | undefined): boolean {
   if (accept === undefined || accept === SDK_ACCEPT) return false;
-  // q-values have at most three decimals: a thousandth of a thousandth, given to the first listed, only breaks ties.
-  let sse = -1;
-  let json = -1;
-  for (const range of accept.split(',')) {
+  let sse: { q: number; at: number } | undefined;
+  let json: { q: number; at: number } | undefined;
+  accept.split(',').forEach((range, at) => {
     const [type, ...params] = range.split(';');
     const name = type!.trim().toLowerCase();
-    const isSse = name === 'text/event-stream';
-    if ((isSse ? sse : name === 'application/json' ? json : 0) !== -1) continue;
+    if (name !== 'text/event-stream' && name !== 'application/json') return;
     let q = 1;
     for (const p of params) {
       const m = /^\s*q\s*=\s*([01](?:\.\d{0,3})?)\s*$/i.exec(p);
       if (m) q = Number(m[1]);
     }
-    const first = sse === -1 && json === -1 ? 1e-6 : 0;
-    if (isSse) sse = q + first;
-    else json = q + first;
-  }
-  return sse > json;
+    if (name === 'text/event-stream') sse ??= { q, at };
+    else json ??= { q, at };
+  });
+  if (!sse) return false;
+  return !json || sse.q > json.q || (sse.q === json.q && sse.at < json.at);
 }
 /** What the SDK clients send: the common case, answered without parsing. */
 const SDK_ACCEPT = 'application/json, text/event-stream';

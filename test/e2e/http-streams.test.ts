@@ -267,6 +267,23 @@ describe('request streams', () => {
       if (type === 'text/event-stream') assert.match(res.text, /^id: [1-9]\d*\.\d+\nretry: 1000\ndata: \n\n/, 'opened by its priming event');
     }
     await raw(gw.base, '/mcp/everything', { method: 'DELETE', headers: s.headers });
+    // At once: on a slow call, the headers and priming event come long before the quarter second a JSON-first client waits.
+    const slow = await rawSession(gw, 'raw');
+    const t0 = performance.now();
+    const primedAt = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(new URL(gw.url('raw')), { method: 'POST', headers: { ...slow.headers, 'content-type': 'application/json', accept: 'text/event-stream, application/json' } }, (res) => {
+        res.setEncoding('utf8');
+        let text = '';
+        res.on('data', (d: string) => {
+          if ((text += d).includes('retry: 1000')) resolve(performance.now() - t0);
+        });
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify(call(20, 'slow', { ms: 800 })));
+    });
+    assert.ok(primedAt < 200, `priming event after ${primedAt.toFixed(0)} ms`);
+    await raw(gw.base, '/mcp/raw', { method: 'DELETE', headers: slow.headers });
   });
 
   test('a slow answer: the stream starts on its own (priming event) a quarter second in, well before the answer', async () => {
