@@ -59,6 +59,11 @@ const stdioServer = z.strictObject({
   args: z.array(z.string()).default([]),
   env: z.record(z.string(), z.string()).default({}),
   cwd: z.string().optional(),
+  /**
+   * `none`: each 2025-era session gets its own process (isolation, the default). `credential`:
+   * the 2025 sessions of one credential share one process (src/upstreams/shared.ts).
+   */
+  share: z.enum(['none', 'credential']).default('none'),
 });
 
 /** Credentials in "user:pass@" would travel wherever a URL does (logs, errors); headers carry them instead. */

@@ -23,7 +23,7 @@ describe('Authorized', () => {
   });
 
   test('an upstream refuses a forged message at run time too (a cast gets past the compiler)', async () => {
-    const upstream: Upstream = await connectUpstream('raw', { transport: 'stdio', era: '2025', command: process.execPath, args: ['-e', 'process.stdin.resume()'], env: {} }, pino({ level: 'silent' }), process.cwd());
+    const upstream: Upstream = await connectUpstream('raw', { transport: 'stdio', era: '2025', command: process.execPath, args: ['-e', 'process.stdin.resume()'], env: {}, share: 'none' }, pino({ level: 'silent' }), process.cwd());
     try {
       await assert.rejects(upstream.send({ message, decision } as unknown as Authorized), /refused a message that carries no decision/);
     } finally {

@@ -36,17 +36,20 @@ export class Authorized {
 }
 
 /**
- * The same decided message carried in another era's envelope: a 2026-07-28 upstream needs the
- * version and the client's capabilities in `_meta`, and a retry adds the client's
- * `inputResponses` and the server's `requestState`; a pooled session replaces the JSON-RPC id.
- * Nothing policy decided on may differ: the method and every parameter but those are checked
- * equal, so a translation that changed what was decided throws instead of reaching the upstream.
+ * The same decided message carried in another era's envelope, or on a connection with ids of its
+ * own: a 2026-07-28 upstream needs the version and the client's capabilities in `_meta`, and a
+ * retry adds the client's `inputResponses` and the server's `requestState`; a pooled or shared
+ * connection replaces the JSON-RPC id, the progress token (in `_meta`) and, in a cancellation,
+ * the id of the request it cancels (which names that request on the hop it is sent on). Nothing
+ * policy decided on may differ: the method and every parameter but those are checked equal, so a
+ * translation that changed what was decided throws instead of reaching the upstream.
  */
 export function translated(a: Authorized, message: JSONRPCMessage): Authorized {
   if (!Authorized.is(a)) throw new Error('refused a message that carries no decision');
   const strip = (m: JSONRPCMessage) => {
-    const { id: _id, params, ...rest } = m as { id?: unknown; params?: Record<string, unknown> };
+    const { id: _id, params, ...rest } = m as { id?: unknown; method?: unknown; params?: Record<string, unknown> };
     const { _meta: _envelope, inputResponses: _answers, requestState: _state, ...decided } = params ?? {};
+    if (rest.method === 'notifications/cancelled') delete decided.requestId;
     return digestArgs({ ...rest, params: decided });
   };
   if (strip(a.message) !== strip(message)) throw new Error('an era translation changed what was decided; not sent');
@@ -245,6 +248,29 @@ export function answerForUpstream(x: Exchange, reply: JSONRPCMessage): Authorize
   if (!('error' in reply) || reply.id !== id) return undefined;
   const decision = x.decision && x.decision.effect !== 'allow' ? x.decision : { effect: 'deny' as const, rule: '(gateway error)', bundleVersion: x.policy?.version ?? '' };
   return mint(reply, decision);
+}
+
+/**
+ * The gateway's own answer to a server's request on a connection it shares among sessions, when
+ * no session may take the request (servers with share: credential): an error, or the empty
+ * result of a ping. It carries nothing any client sent.
+ */
+export function gatewayAnswer(id: RequestId, outcome: { result: Record<string, never> } | { error: { code: number; message: string } }): Authorized {
+  const answer = 'error' in outcome ? { jsonrpc: '2.0' as const, id, error: { code: outcome.error.code, message: outcome.error.message } } : { jsonrpc: '2.0' as const, id, result: {} };
+  return mint(answer as JSONRPCMessage, { effect: 'error' in outcome ? 'deny' : 'allow', rule: '(gateway: shared upstream)', bundleVersion: '' });
+}
+
+/**
+ * A message the gateway sends an upstream on its own behalf, for no one client (the initialize
+ * and initialized of a connection its sessions share): allowed built-in and recorded like any
+ * decision, durable before it is sent, then Authorized. Rejects when the record cannot be written.
+ */
+export async function gatewayMessage(points: PolicyPoint, audit: AuditSink, identity: Identity, server: string, message: JSONRPCMessage): Promise<Authorized> {
+  const m = message as { id?: RequestId; method: string };
+  const decision = builtIn('protocol/gateway', points.current().version);
+  const input: DecisionInput = { identity, server, method: m.method, time: new Date() };
+  await audit.append('decision', identity.sub, decisionAuditData(input, decision, { decisionId: randomUUID(), requestId: m.id }));
+  return mint(message, decision);
 }
 
 /**

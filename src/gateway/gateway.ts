@@ -16,14 +16,16 @@ import { connectUpstream, probeUpstream, type Upstream } from '../upstreams/upst
 import { killStdioUpstreams } from '../upstreams/stdio.js';
 import type { Verdict } from '../upstreams/era.js';
 import { LegacyOverModern } from '../upstreams/legacy-over-modern.js';
+import { SharedUpstream } from '../upstreams/shared.js';
 import type { Recorder } from '../audit/recorder.js';
-import type { AuditSink, PolicyPoint } from './decide.js';
+import { gatewayMessage, type AuditSink, type PolicyPoint } from './decide.js';
 import type { Exchange, Reply } from './pipeline.js';
 import { Session, type ClientChannel, type SessionHost, type SessionLimits } from './session.js';
 import { buildPipelines } from './stages.js';
 import { StatelessPool } from './stateless.js';
 import type { ApprovalDesk } from './approvals.js';
 import { NO_POLICY_PUSHED } from '../policy/store-source.js';
+import { PortcullisError } from '../errors.js';
 
 export interface GatewayOptions {
   baseDir?: string;
@@ -71,6 +73,8 @@ export class Gateway implements SessionHost {
   private readonly startProblems = new Map<string, string>();
   /** Each server's era, as it answered server/discover once (servers with era: auto). */
   private readonly verdicts = new Map<string, Verdict>();
+  /** The upstream processes 2025 sessions share (servers with share: credential), per server and credential. */
+  private readonly shared = new Map<string, Promise<SharedUpstream | Upstream>>();
 
   constructor(
     readonly config: Config,
@@ -133,7 +137,7 @@ export class Gateway implements SessionHost {
       const session = new Session(id, server, identity, channel, this);
       let upstream: Upstream;
       try {
-        upstream = await connectUpstream(server, this.config.servers[server], session.log, this.opts.baseDir ?? process.cwd(), this.verdicts.get(server), opts);
+        upstream = await this.connect(server, identity, session, opts);
       } catch (e) {
         this.metrics.upstreamFailures.inc({ server }); // connectUpstream logged why
         throw e;
@@ -166,6 +170,49 @@ export class Gateway implements SessionHost {
     } finally {
       this.opening--;
       if (!opened) this.release(principal);
+    }
+  }
+
+  /**
+   * The session's upstream: its own, or its lease on the process its credential's 2025 sessions
+   * share (share: credential; a 2026 upstream is never shared this way, it needs no session).
+   */
+  private async connect(server: string, identity: Identity, session: Session, opts: { stateless?: boolean }): Promise<Upstream> {
+    const config = this.config.servers[server];
+    const baseDir = this.opts.baseDir ?? process.cwd();
+    const own = () => connectUpstream(server, config, session.log, baseDir, this.verdicts.get(server), opts);
+    if (config.transport !== 'stdio' || config.share !== 'credential' || opts.stateless || this.verdicts.get(server)?.era === 'modern') return own();
+    const key = `${server}\0${identityKey(identity)}`;
+    for (;;) {
+      let pending = this.shared.get(key);
+      const mine = !pending;
+      if (!pending) {
+        const log = this.log.child({ server, ...identityLabel(identity), shared: true });
+        const p = connectUpstream(server, config, log, baseDir, this.verdicts.get(server)).then(async (u) => {
+          if (u.verdict?.era === 'modern') return u; // this session's own after all
+          const s = new SharedUpstream(u, () => this.shared.get(key) === p && this.shared.delete(key));
+          try {
+            await s.open((m) => gatewayMessage(this.opts.policy, this.opts.audit, identity, server, m), this.limits.upstreamTimeoutMs);
+          } catch (e) {
+            log.error({ err: (e as Error).message }, 'shared upstream could not be opened');
+            throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${server}" could not be opened (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
+          }
+          log.info('upstream started, shared by the 2025-era sessions of this credential');
+          return s;
+        });
+        this.shared.set(key, (pending = p));
+        const forget = () => this.shared.get(key) === p && this.shared.delete(key);
+        p.then((u) => u instanceof SharedUpstream || forget(), forget);
+      }
+      const s = await pending;
+      if (!(s instanceof SharedUpstream)) {
+        // A 2026 upstream: the session that started it keeps it; any other that waited starts its own.
+        if (s.verdict) this.verdicts.set(server, s.verdict);
+        return mine ? s : own();
+      }
+      const lease = s.lease();
+      if (lease) return lease;
+      if (this.shared.get(key) === pending) this.shared.delete(key); // retired while this one waited
     }
   }
 

@@ -14,6 +14,8 @@ before(async () => {
   [evHttp, evSse] = await Promise.all([startEverythingHttp('streamableHttp'), startEverythingHttp('sse')]);
   gw = await startTestGateway({
     'ev-stdio': upstreams.everything(),
+    // One process shared by the sessions of a credential (share: credential): the same suite passes.
+    'ev-shared': { ...upstreams.everything(), share: 'credential' },
     'ev-http': { transport: 'http', url: evHttp.url },
     'ev-sse': { transport: 'sse', url: evSse.url },
   });
@@ -26,6 +28,7 @@ after(async () => {
 
 for (const [kind, server] of [
   ['stdio', 'ev-stdio'],
+  ['shared stdio', 'ev-shared'],
   ['Streamable HTTP', 'ev-http'],
   ['legacy SSE', 'ev-sse'],
 ] as const) {
@@ -38,7 +41,7 @@ for (const [kind, server] of [
 }
 
 describe('progress on the wire', () => {
-  for (const server of ['ev-stdio', 'ev-http', 'ev-sse']) {
+  for (const server of ['ev-stdio', 'ev-shared', 'ev-http', 'ev-sse']) {
     test(`${server}: every progress notification reaches the request's stream, in order, before the result`, async () => {
       const s = await rawSession(gw, server);
       try {
