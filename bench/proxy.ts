@@ -4,7 +4,8 @@
 //     gateway-http        client → portcullis serve → the same echo upstream over HTTP
 //     relay-stdio         client → mcp-proxy (a plain relay that enforces nothing) → echo over stdio
 //     supergateway-stdio  client → supergateway --stateful (another plain relay) → echo over stdio
-//     gateway-stdio       client → portcullis serve → echo over stdio
+//     gateway-stdio       client → portcullis serve → echo over stdio (one child per session)
+//     gateway-shared-stdio  the same, with share: credential (one child for the credential's sessions)
 //   2026-07-28 era (a minimal keep-alive node:http client, so its own CPU stays small)
 //     direct-http-raw     the same small client speaking 2025 (one session) → echo upstream: the
 //                         2026 paths' "direct", since the echo upstream serves only 2025
@@ -33,8 +34,8 @@ import { SERVE_NODE_FLAGS } from '../src/cli/heap.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-type GatewayPath = 'gateway-http' | 'gateway-stdio' | 'gateway-2026-http' | 'gateway-2026-stdio';
-const GATEWAY_PATHS: readonly GatewayPath[] = ['gateway-http', 'gateway-stdio', 'gateway-2026-http', 'gateway-2026-stdio'];
+type GatewayPath = 'gateway-http' | 'gateway-stdio' | 'gateway-shared-stdio' | 'gateway-2026-http' | 'gateway-2026-stdio';
+const GATEWAY_PATHS: readonly GatewayPath[] = ['gateway-http', 'gateway-stdio', 'gateway-shared-stdio', 'gateway-2026-http', 'gateway-2026-stdio'];
 
 /** An environment variable that must name one of `choices`; unset or empty: the first. Anything else stops the bench. */
 export function envChoice<T extends string>(name: string, choices: readonly T[]): T {
@@ -82,8 +83,8 @@ export const DEFAULTS: ProxyBenchOptions = {
   progress: (line) => process.stderr.write(`bench: ${line}\n`),
 };
 
-type PathName = 'direct-http' | 'gateway-http' | 'relay-stdio' | 'supergateway-stdio' | 'gateway-stdio' | 'direct-http-raw' | 'gateway-2026-http' | 'gateway-2026-stdio';
-const PATHS: PathName[] = ['direct-http', 'gateway-http', 'relay-stdio', 'supergateway-stdio', 'gateway-stdio', 'direct-http-raw', 'gateway-2026-http', 'gateway-2026-stdio'];
+type PathName = 'direct-http' | 'gateway-http' | 'relay-stdio' | 'supergateway-stdio' | 'gateway-stdio' | 'gateway-shared-stdio' | 'direct-http-raw' | 'gateway-2026-http' | 'gateway-2026-stdio';
+const PATHS: PathName[] = ['direct-http', 'gateway-http', 'relay-stdio', 'supergateway-stdio', 'gateway-stdio', 'gateway-shared-stdio', 'direct-http-raw', 'gateway-2026-http', 'gateway-2026-stdio'];
 /** How each path's clients talk: the SDK (2025 sessions), or the small node:http client in either era. */
 const CLIENT_KIND: Record<PathName, ClientKind> = {
   'direct-http': 'sdk',
@@ -91,6 +92,7 @@ const CLIENT_KIND: Record<PathName, ClientKind> = {
   'relay-stdio': 'sdk',
   'supergateway-stdio': 'sdk',
   'gateway-stdio': 'sdk',
+  'gateway-shared-stdio': 'sdk',
   'direct-http-raw': 'raw-2025',
   'gateway-2026-http': 'raw-2026',
   'gateway-2026-stdio': 'raw-2026',
@@ -448,6 +450,7 @@ export function writeGatewayConfig(dir: string, echoUrl: string, echoScript: str
     servers: {
       'echo-http': { transport: 'http', url: echoUrl },
       'echo-stdio': { transport: 'stdio', command: process.execPath, args: [echoScript, '--stdio'] },
+      'echo-shared': { transport: 'stdio', command: process.execPath, args: [echoScript, '--stdio'], share: 'credential' },
     },
     auth: { apiKeys: [{ id: 'bench', sha256: createHash('sha256').update(apiKey).digest('hex'), sub: 'bench-agent', groups: ['agents', 'bench'] }] },
     policy: { path: join(dir, 'policy'), watch: false },
@@ -974,7 +977,7 @@ async function profileGateway(dir: string, configFile: string, apiKey: string, e
   const profDir = join(dir, 'cpuprofile');
   mkdirSync(profDir, { recursive: true });
   const gw = await startGateway(dir, configFile, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-interval=250'], 'gateway-profiled');
-  const server = o.profilePath.endsWith('stdio') ? 'echo-stdio' : 'echo-http';
+  const server = o.profilePath === 'gateway-shared-stdio' ? 'echo-shared' : o.profilePath.endsWith('stdio') ? 'echo-stdio' : 'echo-http';
   const target: PathTarget = { name: o.profilePath, url: gw.urls[server], pid: gw.pid, role: 'gateway (profiled)' };
   const figures = await concurrent(target, apiKey, expect, o, o.profileMs);
   // The profile is written when the process exits; serve exits on SIGTERM after draining.
@@ -1086,6 +1089,7 @@ export async function benchProxy(options: Partial<ProxyBenchOptions> = {}): Prom
       { name: 'relay-stdio', url: relayUrl, pid: relay.pid!, role: 'mcp-proxy' },
       ...(sg.url ? [{ name: 'supergateway-stdio' as const, url: sg.url, pid: sg.pid!, role: 'supergateway' }] : []),
       { name: 'gateway-stdio', url: gw.urls['echo-stdio'], pid: gw.pid, role: 'gateway' },
+      { name: 'gateway-shared-stdio', url: gw.urls['echo-shared'], pid: gw.pid, role: 'gateway' },
       { name: 'direct-http-raw', url: echoUrl, pid: echo.pid!, role: 'echo upstream' },
       { name: 'gateway-2026-http', url: gw2026.urls['echo-http'], pid: gw2026.pid, role: 'gateway' },
       { name: 'gateway-2026-stdio', url: gw2026.urls['echo-stdio'], pid: gw2026.pid, role: 'gateway' },
@@ -1237,6 +1241,11 @@ export function formatProxyReport(r: ProxyReport): string {
     // On a small machine the upstream processes share the cores: their CPU per call is part of what the throughput says.
     const children = [e.stdio, ...relays].filter((p) => c[p]!.childrenCpuUsPerCall !== undefined).map((p) => `${p} ${c[p]!.childrenCpuUsPerCall!.toFixed(0)} µs`);
     if (children.length) out.push(`  the stdio upstream processes' CPU per call (the proxy's children): ${children.join(', ')}`);
+    const shared = e.stdio === 'gateway-stdio' ? c['gateway-shared-stdio'] : undefined;
+    if (shared) {
+      const vsShared = relays.map((p) => `${p} (×${(shared.rps / c[p]!.rps).toFixed(2)})`).join(', ');
+      out.push(`  with share: credential (one upstream child for the credential's sessions): gateway-shared-stdio ${shared.rps.toFixed(0)} calls/s vs ${vsShared}  [≥ the relays: ${verdict(shared.rps >= best * TARGETS.relayRatio)}]; gateway CPU/call ${shared.cpuUsPerCall.toFixed(0)} µs, its child ${shared.childrenCpuUsPerCall?.toFixed(0) ?? '-'} µs, peak VmRSS ${shared.peakRssMb.toFixed(1)} MB`);
+    }
     out.push(`gateway peak VmRSS, ${r.options.clients} clients: http ${ch.peakRssMb.toFixed(1)} MB, stdio ${cs.peakRssMb.toFixed(1)} MB  [< ${TARGETS.memoryMb} MB: ${verdict(rss < TARGETS.memoryMb)}]; VmHWM since start ${Math.max(ch.hwmMb, cs.hwmMb).toFixed(1)} MB (this era's own gateway process)`);
   }
   if (r.smallPolicy) {
