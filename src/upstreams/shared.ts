@@ -181,7 +181,9 @@ export class SharedUpstream {
     if (m.method === 'notifications/cancelled') {
       const upId = lease.upIds.get(m.params?.requestId as RequestId);
       if (upId === undefined) return Promise.resolve(); // not a request of this session's in flight
-      this.forget(upId); // over for the session: an answer the server sends anyway is dropped
+      // Over for the session, and the server is told to stop: it no longer counts as in flight (a
+      // request that timed out still does, since the server was not told). A late answer is dropped.
+      this.forget(upId);
       return this.inner.send(translated(a, { ...a.message, params: { ...m.params, requestId: upId } } as JSONRPCMessage));
     }
     return this.inner.send(a);
