@@ -2,11 +2,13 @@
 // includes this file) is the assertion: if a literal of the right shape were accepted, the
 // expect-error directives below would be unused, and tsc would fail.
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Decision } from '../policy/decision.js';
 import { connectUpstream, type Upstream } from '../upstreams/upstream.js';
 import { pino } from 'pino';
+import { canonicalize } from '../audit/canonical.js';
 import { ANONYMOUS } from '../auth/identity.js';
 import { compileBundle } from '../policy/compile.js';
 import { Authorized, gatewayMessage, policyPoint, translated } from './decide.js';
@@ -54,6 +56,23 @@ describe('Authorized', () => {
       assert.equal((moved.message as { id: unknown }).id, 'pcl-9');
       const cancel = await decided({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 7, reason: 'r' } });
       assert.equal(Authorized.is(translated(cancel, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'pcl-9', reason: 'r' } } as JSONRPCMessage)), true);
+    });
+
+    test('generated parameters: a copy (same values or equal ones) passes with a new id and envelope; any other change of a decided member throws', async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.dictionary(fc.string(), fc.jsonValue(), { maxKeys: 5 }), fc.string(), fc.jsonValue(), async (params, key, other) => {
+          const decidedParams = Object.fromEntries(Object.entries(params).filter(([k]) => !['_meta', 'inputResponses', 'requestState'].includes(k)));
+          const a = await decided({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: decidedParams });
+          const same = { jsonrpc: '2.0', id: 'pcl-1', method: 'tools/call', params: { ...decidedParams, _meta: { progressToken: 'p' } } };
+          assert.equal(Authorized.is(translated(a, same as JSONRPCMessage)), true);
+          assert.equal(Authorized.is(translated(a, JSON.parse(JSON.stringify(same)) as JSONRPCMessage)), true);
+          if (['_meta', 'inputResponses', 'requestState'].includes(key)) return;
+          const changed = { ...decidedParams, [key]: other };
+          if (canonicalize(changed) === canonicalize(decidedParams)) return; // no change after all (the same value, or -0 for 0)
+          assert.throws(() => translated(a, { ...same, params: changed } as JSONRPCMessage), /changed what was decided/);
+        }),
+        { numRuns: 200 },
+      );
     });
 
     test('anything policy decided on may not change', async () => {

@@ -46,14 +46,39 @@ export class Authorized {
  */
 export function translated(a: Authorized, message: JSONRPCMessage): Authorized {
   if (!Authorized.is(a)) throw new Error('refused a message that carries no decision');
-  const strip = (m: JSONRPCMessage) => {
-    const { id: _id, params, ...rest } = m as { id?: unknown; method?: unknown; params?: Record<string, unknown> };
-    const { _meta: _envelope, inputResponses: _answers, requestState: _state, ...decided } = params ?? {};
-    if (rest.method === 'notifications/cancelled') delete decided.requestId;
-    return digestArgs({ ...rest, params: decided });
-  };
-  if (strip(a.message) !== strip(message)) throw new Error('an era translation changed what was decided; not sent');
+  if (!sameMembers(a.message, message, TOP_HOP_MEMBERS) || !sameMembers(paramsOf(a.message), paramsOf(message), hopParams(message))) {
+    // Not the same values: then equal content, compared canonically.
+    const strip = (m: JSONRPCMessage) => {
+      const { id: _id, params, ...rest } = m as { id?: unknown; method?: unknown; params?: Record<string, unknown> };
+      const decided = Object.fromEntries(Object.entries(params ?? {}).filter(([k]) => !hopParams(m).has(k)));
+      return digestArgs({ ...rest, params: decided });
+    };
+    if (strip(a.message) !== strip(message)) throw new Error('an era translation changed what was decided; not sent');
+  }
   return mint(message, a.decision);
+}
+
+/** What a translation may change: the id (top level), and these parameters. */
+const TOP_HOP_MEMBERS = new Set(['id', 'params']); // params: compared member by member
+const HOP_PARAMS = new Set(['_meta', 'inputResponses', 'requestState']);
+const CANCEL_HOP_PARAMS = new Set([...HOP_PARAMS, 'requestId']);
+const hopParams = (m: JSONRPCMessage) => ((m as { method?: unknown }).method === 'notifications/cancelled' ? CANCEL_HOP_PARAMS : HOP_PARAMS);
+const paramsOf = (m: JSONRPCMessage) => ((m as { params?: unknown }).params ?? {}) as Record<string, unknown>;
+
+/**
+ * Whether both hold the very same values (Object.is) under the same keys, leaving out `skip`: the
+ * cheap proof for what translations do, which copy the decided message's own members over.
+ */
+function sameMembers(x: object, y: object, skip: ReadonlySet<string>): boolean {
+  if (typeof x !== 'object' || x === null || typeof y !== 'object' || y === null) return x === y;
+  let n = 0;
+  for (const k of Object.keys(x)) {
+    if (skip.has(k)) continue;
+    if (!Object.hasOwn(y, k) || !Object.is((x as Record<string, unknown>)[k], (y as Record<string, unknown>)[k])) return false;
+    n++;
+  }
+  for (const k of Object.keys(y)) if (!skip.has(k)) n--;
+  return n === 0;
 }
 
 /** One bundle version of the policy: a request is decided, and its list reply filtered, by one view. */
