@@ -174,14 +174,15 @@ export class Gateway implements SessionHost {
   }
 
   /**
-   * The session's upstream: its own, or its lease on the process its credential's 2025 sessions
-   * share (share: credential; a 2026 upstream is never shared this way, it needs no session).
+   * The session's upstream: its own, or its lease on the process its credential's sessions share
+   * (share: credential; a 2026 upstream is never shared this way, it needs no session).
    */
   private async connect(server: string, identity: Identity, session: Session, opts: { stateless?: boolean }): Promise<Upstream> {
     const config = this.config.servers[server];
     const baseDir = this.opts.baseDir ?? process.cwd();
     const own = () => connectUpstream(server, config, session.log, baseDir, this.verdicts.get(server), opts);
-    if (config.transport !== 'stdio' || config.share !== 'credential' || opts.stateless || this.verdicts.get(server)?.era === 'modern') return own();
+    // The session 2026 requests are served on (stateless) is one more session of the credential.
+    if (config.transport !== 'stdio' || config.share !== 'credential' || this.verdicts.get(server)?.era === 'modern') return own();
     const key = `${server}\0${identityKey(identity)}`;
     for (;;) {
       let pending = this.shared.get(key);

@@ -1,6 +1,7 @@
-// One upstream process shared by the 2025-era sessions of one credential (a stdio server with
-// `share: credential`), as a plain relay shares one child among all its sessions, but per
-// credential, and with every session still decided, audited, masked and recorded on its own:
+// One upstream process shared by the sessions of one credential (a stdio server with
+// `share: credential`: its 2025-era sessions, and the one its 2026-07-28 requests are served on),
+// as a plain relay shares one child among all its sessions, but per credential, and with every
+// session still decided, audited, masked and recorded on its own:
 // each session talks to a Lease, which carries its decided messages onto the shared connection
 // under ids of the connection's own and routes what the upstream sends back to the session it
 // belongs to. Nothing a session sends can name another session's request: a cancellation or an

@@ -114,6 +114,40 @@ describe('one process per credential, shared by its sessions', () => {
   });
 });
 
+describe('2026-07-28 requests and 2025 sessions of one credential', () => {
+  const dir = tempDir('pcl-share-eras-');
+  const RECORD = join(dir.path, 'received.jsonl');
+  const PIDS = join(dir.path, 'pids');
+  let gw: TestGateway;
+  before(async () => {
+    gw = await startTestGateway({ raw: { ...upstreams.raw({ RECORD_FILE: RECORD, PID_FILE: PIDS }), share: 'credential' } }, { auth: AUTH });
+  });
+  after(async () => {
+    await gw?.close();
+    dir.remove();
+  });
+
+  test('share one process: the 2026 requests are one more session on it, with the same renumbering', async () => {
+    const client = await connectAs(gw.url('raw'), keyA);
+    try {
+      const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'raw-2026', version: '1' } };
+      const modern = (id: number, tag: string) =>
+        post(gw, 'raw', { jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'slow', arguments: { ms: 100, tag }, _meta: meta } }, { ...bearer(keyA), 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'slow' });
+      const [a, b, c] = await Promise.all([modern(1, 'new-1'), modern(1, 'new-2'), client.callTool({ name: 'slow', arguments: { ms: 100, tag: 'old' } })]);
+      assert.deepEqual([a.json?.result?.content?.[0]?.text, b.json?.result?.content?.[0]?.text, text(c)], ['slow done: new-1', 'slow done: new-2', 'slow done: old']);
+      assert.equal(a.json.result.resultType, 'complete');
+      assert.equal(pids(PIDS).length, 1, `pids: ${pids(PIDS)}`);
+      const got = received(RECORD);
+      assert.equal(got.filter((m) => m.method === 'initialize').length, 1);
+      const ids = got.filter((m) => m.method !== undefined && m.id !== undefined && m.id !== PROBE_ID).map((m) => m.id);
+      assert.ok(ids.every((id) => typeof id === 'string' && id.startsWith('pcl-')), JSON.stringify(ids));
+      assert.equal(new Set(ids).size, ids.length, 'two requests went up under one id');
+    } finally {
+      await end(client);
+    }
+  });
+});
+
 describe('a cancellation reaches only the session\'s own request', () => {
   const dir = tempDir('pcl-share-cancel-');
   const RECORD = join(dir.path, 'received.jsonl');
