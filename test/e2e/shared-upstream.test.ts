@@ -9,6 +9,7 @@
 // - a request of the server reaches a client only when it can belong to no other session, and only
 //   if that client declared the capability; otherwise the gateway answers the server with an error;
 // - the last session of a credential ending stops the process; the next session starts a new one.
+import { Client as ClientV2, StreamableHTTPClientTransport as HttpV2 } from '@modelcontextprotocol/client';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { CreateMessageRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -114,7 +115,7 @@ describe('one process per credential, shared by its sessions', () => {
   });
 });
 
-describe('2026-07-28 requests and 2025 sessions of one credential', () => {
+describe('one credential, both eras and both SDKs, one process', () => {
   const dir = tempDir('pcl-share-eras-');
   const RECORD = join(dir.path, 'received.jsonl');
   const PIDS = join(dir.path, 'pids');
@@ -144,6 +145,22 @@ describe('2026-07-28 requests and 2025 sessions of one credential', () => {
       assert.equal(new Set(ids).size, ids.length, 'two requests went up under one id');
     } finally {
       await end(client);
+    }
+  });
+
+  test('the SDK v2 client (2025 session) and the v1 client share it too, each answered as the server answered the gateway', async () => {
+    const v1 = await connectAs(gw.url('raw'), keyA);
+    const v2 = new ClientV2({ name: 'v2-shared', version: '1.0.0' });
+    await v2.connect(new HttpV2(new URL(gw.url('raw')), { requestInit: { headers: bearer(keyA) } }));
+    try {
+      assert.deepEqual(v2.getServerVersion(), v1.getServerVersion());
+      assert.deepEqual(v2.getServerVersion(), { name: 'raw-fixture', version: '1.0.0' });
+      const [x, y] = await Promise.all([v2.callTool({ name: 'echo', arguments: { from: 'v2' } }), v1.callTool({ name: 'echo', arguments: { from: 'v1' } })]);
+      assert.deepEqual([text(x), text(y)], ['{"from":"v2"}', '{"from":"v1"}']);
+      assert.equal(pids(PIDS).length, 1, `pids: ${pids(PIDS)}`);
+    } finally {
+      await v2.close();
+      await end(v1);
     }
   });
 });
