@@ -35,6 +35,15 @@ describe('config: admin, policy source and approvals', () => {
     assert.equal(problems(`${BASE}admin:\n  tokens: [ { id: ops, sha256: short } ]\n`).length, 1);
   });
 
+  test('share: credential on a stdio server; shareIdle only with it', () => {
+    const shared = (extra: string) => `servers:\n  files: { transport: stdio, command: node${extra} }\npolicy:\n  path: ./policies\n`;
+    const files = (extra: string) => parseConfig(shared(extra), 'portcullis.yaml', {}).config.servers.files as { share: string; shareIdle?: number };
+    assert.deepEqual([files('').share, files('').shareIdle], ['none', undefined]);
+    assert.deepEqual([files(', share: credential').share, files(', share: credential, shareIdle: 2m').shareIdle, files(', share: credential, shareIdle: 0').shareIdle], ['credential', 120_000, 0]);
+    assert.deepEqual(problems(shared(', shareIdle: 2m')), ['portcullis.yaml:2: servers.files.shareIdle: shareIdle applies only with share: credential']);
+    assert.equal(problems(shared(', share: everyone')).length, 1);
+  });
+
   test('policy.source: store needs no path; a folder needs one', () => {
     assert.deepEqual(problems('servers:\n  files: { transport: stdio, command: node }\npolicy:\n  source: store\n'), []);
     assert.equal(problems('servers:\n  files: { transport: stdio, command: node }\npolicy:\n  source: folder\n').length, 1);

@@ -52,19 +52,26 @@ const limits = z.strictObject({
  */
 const era = z.enum(['auto', '2025', '2026']).default('auto');
 
-const stdioServer = z.strictObject({
-  transport: z.literal('stdio'),
-  era,
-  command: z.string().min(1),
-  args: z.array(z.string()).default([]),
-  env: z.record(z.string(), z.string()).default({}),
-  cwd: z.string().optional(),
-  /**
-   * `none`: each 2025-era session gets its own process (isolation, the default). `credential`:
-   * the 2025 sessions of one credential share one process (src/upstreams/shared.ts).
-   */
-  share: z.enum(['none', 'credential']).default('none'),
-});
+const stdioServer = z
+  .strictObject({
+    transport: z.literal('stdio'),
+    era,
+    command: z.string().min(1),
+    args: z.array(z.string()).default([]),
+    env: z.record(z.string(), z.string()).default({}),
+    cwd: z.string().optional(),
+    /**
+     * `none`: each session gets its own process (isolation, the default). `credential`: the
+     * sessions of one credential share one process (src/upstreams/shared.ts).
+     */
+    share: z.enum(['none', 'credential']).default('none'),
+    /** share: credential: how long a process whose last session ended is kept for the credential's next one (0: ended at once; default SHARE_IDLE_MS). */
+    shareIdle: duration.optional(),
+  })
+  .refine((s) => s.shareIdle === undefined || s.share === 'credential', { message: 'shareIdle applies only with share: credential', path: ['shareIdle'] });
+
+/** How long a shared stdio process is kept after its last session when shareIdle is not set. */
+export const SHARE_IDLE_MS = 30_000;
 
 /** Credentials in "user:pass@" would travel wherever a URL does (logs, errors); headers carry them instead. */
 const upstreamUrl = z.url({ protocol: /^https?$/ }).refine((u) => {

@@ -7,7 +7,7 @@ import { createApiKeyVerifier, type ApiKeyVerifier } from '../auth/api-keys.js';
 import { createAuthenticator, type Authenticator } from '../auth/authenticate.js';
 import { identityKey, identityLabel, type Identity } from '../auth/identity.js';
 import { handleWellKnown, resourceMetadataUrl, wwwAuthenticate } from '../auth/protected-resource.js';
-import type { Config } from '../config/schema.js';
+import { SHARE_IDLE_MS, type Config } from '../config/schema.js';
 import { mcpHandler } from '../fronts/streamable-http.js';
 import { checkHostAndOrigin, HttpRefusal, isLoopbackHost, sendRefusal } from '../fronts/http-request.js';
 import { createLogger } from '../observability/log.js';
@@ -191,7 +191,7 @@ export class Gateway implements SessionHost {
         const log = this.log.child({ server, ...identityLabel(identity), shared: true });
         const p = connectUpstream(server, config, log, baseDir, this.verdicts.get(server)).then(async (u) => {
           if (u.verdict?.era === 'modern') return u; // this session's own after all
-          const s = new SharedUpstream(u, () => this.shared.get(key) === p && this.shared.delete(key));
+          const s = new SharedUpstream(u, () => this.shared.get(key) === p && this.shared.delete(key), config.shareIdle ?? SHARE_IDLE_MS);
           try {
             await s.open((m) => gatewayMessage(this.opts.policy, this.opts.audit, identity, server, m), this.limits.upstreamTimeoutMs);
           } catch (e) {
@@ -292,6 +292,8 @@ export class Gateway implements SessionHost {
     const sessions = [...this.sessions.values()];
     for (const s of sessions) s.end('the gateway is shutting down');
     await Promise.all(sessions.map((s) => s.whenClosed));
+    // Shared processes kept for a credential's next session (shareIdle) end now.
+    await Promise.all([...this.shared.values()].map((p) => p.then((s) => (s instanceof SharedUpstream ? s.close() : undefined)).catch(() => undefined)));
     this.auth.close();
   }
 

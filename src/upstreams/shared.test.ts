@@ -21,7 +21,7 @@ const points = policyPoint({ current: () => compileBundle({ 'p.yaml': 'apiVersio
 const authorize = (m: object) => gatewayMessage(points, { append: async () => undefined }, ANONYMOUS, 'raw', m as JSONRPCMessage);
 
 async function openShared(record: string): Promise<SharedUpstream> {
-  const server = { transport: 'stdio' as const, era: '2025' as const, command: process.execPath, args: [join(ROOT, 'test/fixtures/raw-server.mjs')], env: { RECORD_FILE: record }, share: 'credential' as const };
+  const server = { transport: 'stdio' as const, era: '2025' as const, command: process.execPath, args: [join(ROOT, 'test/fixtures/raw-server.mjs')], env: { RECORD_FILE: record }, share: 'credential' as const, shareIdle: 0 };
   const shared = new SharedUpstream(await connectUpstream('raw', server, pino({ level: 'silent' }), ROOT), () => undefined);
   await shared.open(authorize, 5_000);
   return shared;

@@ -18,7 +18,8 @@
 // (sampling, elicitation, roots) reaches a session only while exactly one request is in flight
 // on the connection, the one case where it cannot belong to another session's call, and only
 // when that session's client declared the capability; otherwise the gateway refuses it to the
-// server, as it answers the server's ping itself.
+// server, as it answers the server's ping itself. The process outlives its last session by
+// shareIdle, for the credential's next one.
 import { LATEST_PROTOCOL_VERSION, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import { Authorized, gatewayAnswer, translated } from '../gateway/decide.js';
 import { packageVersion } from '../version.js';
@@ -59,12 +60,16 @@ export class SharedUpstream {
   private level?: number;
   private seq = 0;
   private unusable = false;
+  /** While no session is left: the timer that ends the process unless another session comes. */
+  private idle?: NodeJS.Timeout;
   closedWith?: string;
 
   constructor(
     readonly inner: Upstream,
     /** Called once when the connection can take no more sessions (closed, or its initialize failed). */
     private readonly retired: () => void,
+    /** How long the process is kept once its last session has ended (shareIdle), for the next one. */
+    private readonly idleMs = 0,
   ) {
     inner.onmessage = (m) => this.fromUpstream(m);
     inner.onclose = (reason) => {
@@ -107,6 +112,7 @@ export class SharedUpstream {
   /** A new session's way onto the connection, or undefined when it takes no more. */
   lease(): Lease | undefined {
     if (this.unusable) return undefined;
+    clearTimeout(this.idle);
     const lease = new Lease(this);
     this.leases.add(lease);
     return lease;
@@ -129,6 +135,16 @@ export class SharedUpstream {
     for (const [id, asked] of this.asked) if (asked === lease) this.refuse(id, 'the session it was sent to ended');
     for (const set of this.subscribers.values()) set.delete(lease);
     if (this.leases.size > 0) return Promise.resolve();
+    if (this.idleMs > 0 && this.closedWith === undefined) {
+      this.idle = setTimeout(() => void this.close(), this.idleMs).unref();
+      return Promise.resolve();
+    }
+    return this.close();
+  }
+
+  /** Ends the process now (the last session left, or the gateway is shutting down). */
+  close(): Promise<void> {
+    clearTimeout(this.idle);
     this.retire();
     return this.inner.close();
   }

@@ -53,7 +53,7 @@ describe('one process per credential, shared by its sessions', () => {
   let gw: TestGateway;
   let clients: Client[] = [];
   before(async () => {
-    gw = await startTestGateway({ raw: { ...upstreams.raw({ RECORD_FILE: RECORD, PID_FILE: PIDS }), share: 'credential' } }, { auth: AUTH });
+    gw = await startTestGateway({ raw: { ...upstreams.raw({ RECORD_FILE: RECORD, PID_FILE: PIDS }), share: 'credential', shareIdle: '1s' } }, { auth: AUTH });
     clients = [await connectAs(gw.url('raw'), keyA), await connectAs(gw.url('raw'), keyA), await connectAs(gw.url('raw'), keyA), await connectAs(gw.url('raw'), keyB)];
   });
   after(async () => {
@@ -96,22 +96,46 @@ describe('one process per credential, shared by its sessions', () => {
     assert.equal(gateway.every((r) => r.data.sessionId === undefined), true);
   });
 
-  test('when the last session of a credential ends, its process exits; a new session starts a new one', async () => {
+  test('the process outlives its last session by shareIdle: a session in that time takes it over; then it exits, and the next session starts a new one', async () => {
     const [pidA, pidB] = pids(PIDS);
     await end(clients[0]);
     await end(clients[1]);
     assert.equal(alive(pidA), true, 'the process went away while a session still used it');
     assert.match(text(await clients[2].callTool({ name: 'echo', arguments: { still: 'a' } })), /"still":"a"/);
     await end(clients[2]);
-    await waitFor('the shared process of key a to exit', () => !alive(pidA));
+    // Within shareIdle (1 s here) the next session of key a takes the same process.
+    clients[0] = await connectAs(gw.url('raw'), keyA);
+    assert.match(text(await clients[0].callTool({ name: 'echo', arguments: { back: 'a' } })), /"back":"a"/);
+    assert.equal(pids(PIDS).length, 2, 'a session within shareIdle started a process of its own');
+    await end(clients[0]);
+    await waitFor('the shared process of key a to exit once shareIdle has passed', () => !alive(pidA), 5_000);
     assert.equal(alive(pidB), true, 'key b\'s process went with key a\'s sessions');
     await end(clients[3]);
-    await waitFor('the shared process of key b to exit', () => !alive(pidB));
+    await waitFor('the shared process of key b to exit', () => !alive(pidB), 5_000);
 
     clients = [await connectAs(gw.url('raw'), keyA)];
     assert.equal(text(await clients[0].callTool({ name: 'slow', arguments: { ms: 10, tag: 'again' } })), 'slow done: again');
     assert.equal(pids(PIDS).length, 3);
     assert.equal(alive(pids(PIDS)[2]), true);
+  });
+
+  test('a process kept for the next session ends when the gateway shuts down', async () => {
+    const d = tempDir('pcl-share-down-');
+    const pidFile = join(d.path, 'pids');
+    const g = await startTestGateway({ raw: { ...upstreams.raw({ PID_FILE: pidFile }), share: 'credential' } }, { auth: AUTH });
+    try {
+      const c = await connectAs(g.url('raw'), keyA);
+      await c.callTool({ name: 'echo', arguments: {} });
+      await end(c);
+      const [pid] = pids(pidFile);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(alive(pid), true, 'kept for the next session (shareIdle, 30 s by default)');
+      await g.close();
+      assert.equal(alive(pid), false, 'the gateway shut down and left the process running');
+    } finally {
+      await g.close();
+      d.remove();
+    }
   });
 });
 
