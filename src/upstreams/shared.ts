@@ -100,8 +100,7 @@ export class SharedUpstream {
       this.profile = reply.result;
       await this.inner.send(await authorize({ jsonrpc: '2.0', method: 'notifications/initialized' } as JSONRPCMessage));
     } catch (e) {
-      this.retire();
-      await this.inner.close().catch(() => undefined);
+      await this.close().catch(() => undefined);
       throw e;
     } finally {
       clearTimeout(timer);
@@ -118,22 +117,18 @@ export class SharedUpstream {
     return lease;
   }
 
-  get sessions(): number {
-    return this.leases.size;
-  }
-
   private retire(): void {
     if (this.unusable) return;
     this.unusable = true;
     this.retired();
   }
 
-  /** A session ended: what it had in flight is forgotten, the server's questions to it refused; the last one closes the connection. */
+  /** A session ended: what it had in flight is forgotten, the server's questions to it refused; after the last one the process is kept for idleMs, then ended. */
   release(lease: Lease): Promise<void> {
     if (!this.leases.delete(lease)) return Promise.resolve();
     for (const [upId, call] of this.calls) if (call.lease === lease) this.forget(upId);
     for (const [id, asked] of this.asked) if (asked === lease) this.refuse(id, 'the session it was sent to ended');
-    for (const set of this.subscribers.values()) set.delete(lease);
+    for (const [uri, set] of this.subscribers) if (set.delete(lease) && set.size === 0) this.subscribers.delete(uri);
     if (this.leases.size > 0) return Promise.resolve();
     if (this.idleMs > 0 && this.closedWith === undefined) {
       this.idle = setTimeout(() => void this.close(), this.idleMs).unref();

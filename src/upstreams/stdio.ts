@@ -185,6 +185,10 @@ export class StdioUpstreamTransport implements Transport {
           // A process that left the group may still hold a pipe open: stop waiting for it.
           for (const s of [this.child!.stdin, this.child!.stdout, this.child!.stderr]) s?.destroy();
           await within(this.closed, this.graceMs);
+          // A SIGKILLed process is gone only once the kernel has torn it down and its parent (init,
+          // for the leader's orphans) has reaped it: a moment after the leader's exit is seen.
+          const until = performance.now() + this.graceMs;
+          while (this.signal(0) && performance.now() < until) await new Promise((r) => setTimeout(r, 5));
         }
       }
       live.delete(this);
