@@ -157,6 +157,9 @@ export class ApprovalDesk {
       const timer = setTimeout(() => void this.#end(approval.id, 'expired', 'timeout').then((r) => r && finish(r)), Date.parse(approval.expiresAt) - Date.now());
       timer.unref?.();
       this.#waiting.set(approval.id, { approval, settle: finish });
+      // The approval was visible in the store before this wait began (its audit record came in
+      // between): a decision made meanwhile notified nobody here. Look once now.
+      void this.settled(approval.id);
       // Another process on the same SQLite file (a wrap, a second serve) cannot notify this one:
       // while calls are held, look at them once a second (one query for all of them).
       if (!this.o.store.approvalsNotifyAcrossProcesses) this.#poll ??= setInterval(() => (this.#waiting.size ? void this.settled() : (clearInterval(this.#poll), (this.#poll = undefined))), POLL_MS).unref();
