@@ -73,7 +73,7 @@ export class Gateway implements SessionHost {
   private readonly startProblems = new Map<string, string>();
   /** Each server's era, as it answered server/discover once (servers with era: auto). */
   private readonly verdicts = new Map<string, Verdict>();
-  /** The upstream processes 2025 sessions share (servers with share: credential), per server and credential. */
+  /** The upstream processes a credential's sessions share (servers with share: credential), per server and credential. */
   private readonly shared = new Map<string, Promise<SharedUpstream | Upstream>>();
 
   constructor(
@@ -189,20 +189,20 @@ export class Gateway implements SessionHost {
       const mine = !pending;
       if (!pending) {
         const log = this.log.child({ server, ...identityLabel(identity), shared: true });
-        const p = connectUpstream(server, config, log, baseDir, this.verdicts.get(server)).then(async (u) => {
+        const forget = () => this.shared.get(key) === p && this.shared.delete(key);
+        const p: Promise<SharedUpstream | Upstream> = connectUpstream(server, config, log, baseDir, this.verdicts.get(server)).then(async (u) => {
           if (u.verdict?.era === 'modern') return u; // this session's own after all
-          const s = new SharedUpstream(u, () => this.shared.get(key) === p && this.shared.delete(key), config.shareIdle ?? SHARE_IDLE_MS);
+          const s = new SharedUpstream(u, forget, config.shareIdle ?? SHARE_IDLE_MS);
           try {
             await s.open((m) => gatewayMessage(this.opts.policy, this.opts.audit, identity, server, m), this.limits.upstreamTimeoutMs);
           } catch (e) {
             log.error({ err: (e as Error).message }, 'shared upstream could not be opened');
             throw new PortcullisError('PCL_UPSTREAM_UNAVAILABLE', `upstream "${server}" could not be opened (PCL_UPSTREAM_UNAVAILABLE); the gateway's log says why`);
           }
-          log.info('upstream started, shared by the 2025-era sessions of this credential');
+          log.info('upstream started, shared by the sessions of this credential');
           return s;
         });
         this.shared.set(key, (pending = p));
-        const forget = () => this.shared.get(key) === p && this.shared.delete(key);
         p.then((u) => u instanceof SharedUpstream || forget(), forget);
       }
       const s = await pending;
@@ -211,9 +211,9 @@ export class Gateway implements SessionHost {
         if (s.verdict) this.verdicts.set(server, s.verdict);
         return mine ? s : own();
       }
+      // Undefined when it retired while this session waited (and took itself off the map): start another.
       const lease = s.lease();
       if (lease) return lease;
-      if (this.shared.get(key) === pending) this.shared.delete(key); // retired while this one waited
     }
   }
 

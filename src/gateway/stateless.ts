@@ -18,7 +18,7 @@ import { digestArgs } from '../audit/chain.js';
 import { identityKey, type Identity } from '../auth/identity.js';
 import { packageVersion } from '../version.js';
 import { paramHeadersOf, type ParamHeaders } from '../fronts/request-headers.js';
-import { CLIENT_CAPABILITIES_KEY, CLIENT_INFO_KEY, gatewayEnvelope, LOG_LEVEL_KEY, MODERN_PROTOCOL_VERSION, PROTOCOL_VERSION_KEY, SERVER_INFO_KEY as SERVER_INFO_META_KEY } from '../upstreams/era.js';
+import { CAPABILITY_FOR, CLIENT_CAPABILITIES_KEY, CLIENT_INFO_KEY, gatewayEnvelope, LOG_LEVEL_KEY, MODERN_PROTOCOL_VERSION, PROTOCOL_VERSION_KEY, SERVER_INFO_KEY as SERVER_INFO_META_KEY } from '../upstreams/era.js';
 import { forwardHeaders } from '../upstreams/forwarded-headers.js';
 import { errorResponse, INVALID_PARAMS, UPSTREAM_ERROR } from './classify.js';
 import type { Session, ClientChannel } from './session.js';
@@ -115,8 +115,6 @@ const CACHEABLE = new Set(['tools/list', 'prompts/list', 'resources/list', 'reso
 /** 2025's "resource not found"; 2026-07-28 answers it with Invalid Params. */
 const LEGACY_RESOURCE_NOT_FOUND = -32002;
 
-/** The client capability each server-to-client request needs (a 2026 client declares them per request). */
-const NEEDS: Record<string, string> = { 'elicitation/create': 'elicitation', 'sampling/createMessage': 'sampling', 'roots/list': 'roots' };
 /** How long a sealed requestState is good for; the suspended call itself ends earlier if the upstream times out. */
 const STATE_TTL_MS = 10 * 60_000;
 
@@ -227,7 +225,7 @@ class PoolChannel implements ClientChannel {
   private inputRequired(m: { id: RequestId; method: string; params?: Record<string, unknown> }, related: [RequestId, Waiting] | undefined): void {
     if (!related) throw new Error(`${m.method} belongs to no single call of a 2026-07-28 client here: refused`);
     const [gatewayId, w] = related;
-    const capability = NEEDS[m.method];
+    const capability = CAPABILITY_FOR[m.method];
     if (!capability || !(capability in w.capabilities)) throw new Error(`the 2026-07-28 client of this call did not declare the ${capability ?? m.method} capability`);
     this.waiting.delete(gatewayId);
     const stateId = randomUUID();

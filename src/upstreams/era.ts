@@ -14,6 +14,8 @@ export const CLIENT_CAPABILITIES_KEY = 'io.modelcontextprotocol/clientCapabiliti
 export const CLIENT_INFO_KEY = 'io.modelcontextprotocol/clientInfo';
 export const LOG_LEVEL_KEY = 'io.modelcontextprotocol/logLevel';
 export const SERVER_INFO_KEY = 'io.modelcontextprotocol/serverInfo';
+/** The client capability each request a server sends the client needs. */
+export const CAPABILITY_FOR: Readonly<Record<string, string>> = { 'elicitation/create': 'elicitation', 'sampling/createMessage': 'sampling', 'roots/list': 'roots' };
 
 /** How long a probe waits: a 2025 server may stay silent on a request before initialize. */
 export const PROBE_TIMEOUT_MS = 3_000;

@@ -20,18 +20,17 @@
 // when that session's client declared the capability; otherwise the gateway refuses it to the
 // server, as it answers the server's ping itself. The process outlives its last session by
 // shareIdle, for the credential's next one.
-import { LATEST_PROTOCOL_VERSION, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { LATEST_PROTOCOL_VERSION, LoggingLevelSchema, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import { Authorized, gatewayAnswer, translated } from '../gateway/decide.js';
 import { packageVersion } from '../version.js';
+import { CAPABILITY_FOR } from './era.js';
 import type { Upstream } from './upstream.js';
 
 type Obj = Record<string, unknown>;
 type Request = { jsonrpc: '2.0'; id: RequestId; method: string; params?: Obj & { _meta?: Obj } };
 
-/** RFC 5424 severities as MCP names them, lowest first. */
-const LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
-/** The client capability each request of a server needs. */
-const NEEDS: Record<string, string> = { 'sampling/createMessage': 'sampling', 'elicitation/create': 'elicitation', 'roots/list': 'roots' };
+/** MCP's log levels (RFC 5424 severities), lowest first. */
+const LEVELS: readonly string[] = LoggingLevelSchema.options;
 const REFUSED = -32603;
 
 interface Call {
@@ -283,7 +282,7 @@ export class SharedUpstream {
     if (r.method === 'ping') return void this.inner.send(gatewayAnswer(r.id, { result: {} })).catch(() => undefined);
     const lease = this.soleLease();
     if (!lease) return this.refuse(r.id, `${r.method} belongs to no single session: ${this.calls.size} requests of ${this.leases.size} sessions are in flight on the connection`);
-    const capability = NEEDS[r.method];
+    const capability = CAPABILITY_FOR[r.method];
     if (capability && !(capability in lease.capabilities)) return this.refuse(r.id, `the client of this session did not declare the ${capability} capability`);
     this.asked.set(r.id, lease);
     lease.deliver(r as JSONRPCMessage);
